@@ -1,0 +1,1 @@
+"""Triton kernels of rww (the only package that imports triton)."""

@@ -1,0 +1,1 @@
+"""The scan operation: reference loop, checkpointed autograd.Function, backend dispatch."""

@@ -1,0 +1,252 @@
+"""The reference scan: a plain PyTorch loop over steps, differentiated by autograd.
+
+This is the ground truth the fused backends are tested against. It is written for clarity, not
+speed: one Euler-Maruyama step of the coupled RWW + Balloon system per loop iteration, every state
+updated from the previous one (fully explicit), noise generated per TR by the Philox contract.
+It works in float32 and float64, on CPU and CUDA tensors.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from ..errors import SimulationDiverged
+from ..noise import state_noise
+from ..params import PARAM_INDEX
+from .spec import ScanSpec, validate_scan_inputs
+
+# |d*y| below this uses the series of y / (1 - exp(-d*y)). The 4-term series has a relative
+# truncation error ~z**6/30240 (< 4e-11 at z = 0.1) and its derivative ~z**5/2520; the exact
+# form's derivative loses ~eps/z to cancellation (6e-7 in float32 at z = 0.1). So both branches
+# are accurate in float32 at the switch, and value and derivative are continuous to ~1e-9.
+H_SERIES_THRESHOLD = 0.1
+
+
+def transfer_deco(current: torch.Tensor, a, b, d) -> torch.Tensor:
+    """Firing rate ``H(I) = y / (1 - exp(-d y))``, ``y = a I - b`` [Hz], guarded near y = 0.
+
+    Args:
+        current: input current I [nA], any shape.
+        a [1/nC], b [Hz], d [s]: broadcastable to ``current``.
+    """
+    y = a * current - b
+    z = d * y
+    small = z.abs() < H_SERIES_THRESHOLD
+    z_safe = torch.where(small, torch.ones_like(z), z)    # keeps the unused branch finite
+    exact = y / -torch.expm1(-z_safe)
+    series = (1.0 + z * (0.5 + z * (1.0 / 12.0 - z * z * (1.0 / 720.0)))) / d
+    return torch.where(small, series, exact)
+
+
+def transfer_griffiths(current: torch.Tensor, a, b, d) -> torch.Tensor:
+    """The paper code's guarded rate ``(1e-5 + |y|) / (1e-5 d + |1 - exp(-d y)|)`` [Hz]."""
+    y = a * current - b
+    return (1e-5 + y.abs()) / (1e-5 * d + (1.0 - torch.exp(-d * y)).abs())
+
+
+def couple(coupling: torch.Tensor, s_e: torch.Tensor) -> torch.Tensor:
+    """``C @ S_E`` per simulation: coupling ``(N, N)`` or ``(B, N, N)``, s_e ``(B, N)`` -> ``(B, N)``."""
+    if coupling.dim() == 2:
+        return s_e @ coupling.T
+    return torch.bmm(coupling, s_e.unsqueeze(-1)).squeeze(-1)
+
+
+def balloon_derivatives(s_e, x, f, v, q, haemo: dict):
+    """Right-hand sides of the Balloon-Windkessel equations (time in seconds)."""
+    kappa, gamma_h, tau_0 = haemo["kappa"], haemo["gamma_h"], haemo["tau_0"]
+    alpha, rho = haemo["alpha"], haemo["rho"]
+    v_pow = v ** (1.0 / alpha)
+    dx = s_e - kappa * x - gamma_h * (f - 1.0)
+    df = x
+    dv = (f - v_pow) / tau_0
+    dq = (f * (1.0 - (1.0 - rho) ** (1.0 / f)) / rho - v_pow * q / v) / tau_0
+    return dx, df, dv, dq
+
+
+def bold_signal(q: torch.Tensor, v: torch.Tensor, spec: ScanSpec) -> torch.Tensor:
+    """BOLD from deoxyhaemoglobin q and volume v (preset-dependent scale)."""
+    scale, k1, k2, k3 = spec.bold_coefficients
+    return scale * (k1 * (1.0 - q) + k2 * (1.0 - q / v) + k3 * (1.0 - v))
+
+
+def rww_step(state: tuple, p: dict, coupling: torch.Tensor, xi_e: torch.Tensor,
+             xi_i: torch.Tensor, spec: ScanSpec):
+    """One Euler-Maruyama step of the coupled system.
+
+    Args:
+        state: ``(S_E, S_I, x, f, v, q)``, each ``(B, N)``.
+        p: parameter name -> tensor broadcastable to ``(B, N)``.
+        coupling: ``(N, N)`` or ``(B, N, N)``.
+        xi_e, xi_i: standard normal noise ``(B, N)``.
+
+    Returns:
+        ``(new_state, r_E, r_I)``: the state after the step and the rates [Hz] that drove it.
+    """
+    s_e, s_i, x, f, v, q = state
+    dt = spec.dt
+    griffiths = spec.preset.code == 1
+    if griffiths:
+        relu = torch.relu
+        g_ee, g_ie, g_ei = (0.001 + relu(p["w_EE"]), 0.001 + relu(p["w_IE"]),
+                            0.001 + relu(p["w_EI"]))
+        i_e = torch.tanh(relu(p["W_E"] * p["I_0"] + g_ee * s_e + p["G"] * couple(coupling, s_e)
+                              - g_ie * s_i))
+        i_i = torch.tanh(relu(p["W_I"] * p["I_0"] + g_ei * s_e - s_i))
+        r_e = transfer_griffiths(i_e, p["a_E"], p["b_E"], p["d_E"])
+        r_i = transfer_griffiths(i_i, p["a_I"], p["b_I"], p["d_I"])
+        noise_amp = math.sqrt(dt) * (0.02 + relu(p["sigma"]))
+    else:
+        j = p["J_NMDA"]
+        i_e = (p["W_E"] * p["I_0"] + p["w_EE"] * j * s_e + p["G"] * j * couple(coupling, s_e)
+               - p["w_IE"] * s_i)
+        i_i = p["W_I"] * p["I_0"] + p["w_EI"] * j * s_e - s_i
+        r_e = transfer_deco(i_e, p["a_E"], p["b_E"], p["d_E"])
+        r_i = transfer_deco(i_i, p["a_I"], p["b_I"], p["d_I"])
+        noise_amp = math.sqrt(dt) * p["sigma"]
+    s_e_new = s_e + dt * (-s_e / p["tau_E"] + (1.0 - s_e) * p["gamma_E"] * r_e) + noise_amp * xi_e
+    s_i_new = s_i + dt * (-s_i / p["tau_I"] + p["gamma_I"] * r_i) + noise_amp * xi_i
+
+    dtb = spec.balloon_dt
+    dx, df, dv, dq = balloon_derivatives(s_e, x, f, v, q, spec.haemo)
+    x_new, f_new, v_new, q_new = x + dtb * dx, f + dtb * df, v + dtb * dv, q + dtb * dq
+
+    if griffiths:
+        # The paper code squashes every state after every step.
+        s_e_new = torch.tanh(1e-5 + torch.relu(s_e_new))
+        s_i_new = torch.tanh(1e-5 + torch.relu(s_i_new))
+        x_new = torch.tanh(x_new)
+        f_new, v_new, q_new = (1.0 + torch.tanh(f_new - 1.0), 1.0 + torch.tanh(v_new - 1.0),
+                               1.0 + torch.tanh(q_new - 1.0))
+    else:
+        s_e_new = torch.clamp(s_e_new, 0.0, 1.0)
+        s_i_new = torch.clamp(s_i_new, 0.0, 1.0)
+    return (s_e_new, s_i_new, x_new, f_new, v_new, q_new), r_e, r_i
+
+
+@dataclass
+class ScanResult:
+    """Output of a scan.
+
+    Attributes:
+        bold: ``(B, n_TR, N)`` BOLD at the end of every TR.
+        state: ``(6, B, N)`` final state (order :data:`rww.ops.spec.STATE_NAMES`).
+        records: name -> ``(B, n_TR, N)`` for each recorded quantity.
+    """
+
+    bold: torch.Tensor
+    state: torch.Tensor
+    records: dict
+
+
+def _bad_mask(state: tuple, griffiths: bool) -> torch.Tensor:
+    """``(B,)``: some state of the simulation is non-finite (or, deco2014, f, v or q <= 0)."""
+    s_e, s_i, x, f, v, q = state
+    bad = ~torch.isfinite(s_e + s_i + x + f + v + q)
+    if not griffiths:
+        bad |= ~(torch.minimum(torch.minimum(f, v), q) > 0)
+    return bad.any(dim=-1)
+
+
+@dataclass
+class SegmentResult:
+    """What :func:`simulate_steps` returns for steps ``[start, stop)`` of a scan.
+
+    Attributes:
+        state: final state, tuple of six ``(B, N)`` tensors.
+        samples: ``{tr: {"bold", "S_E", "S_I": (B, N)}}`` for every TR that ends in the segment.
+        rate_sums: ``{tr: (sum r_E, sum r_I)}`` over the segment's steps of each TR it touches.
+        first_bad: ``(B,)`` int64, global step of the first diverged step, or -1.
+    """
+
+    state: tuple
+    samples: dict
+    rate_sums: dict
+    first_bad: torch.Tensor
+
+
+def simulate_steps(params: torch.Tensor, coupling: torch.Tensor, state: torch.Tensor,
+                   spec: ScanSpec, start: int, stop: int,
+                   check_divergence: bool = True) -> SegmentResult:
+    """Simulate local steps ``[start, stop)`` of the scan described by ``spec`` from ``state``.
+
+    Local step k uses global noise counter ``spec.t0 + k``; TR boundaries are at local multiples of
+    ``spec.steps_per_tr``. Segments need not align with TRs (the checkpointed backends cut
+    anywhere).
+    """
+    batch, n_nodes = validate_scan_inputs(params, coupling, state)
+    p = {name: params[i] for name, i in PARAM_INDEX.items()}
+    current = tuple(state.unbind(0))
+    griffiths = spec.preset.code == 1
+    first_bad = torch.full((batch,), -1, dtype=torch.int64, device=state.device)
+    spt = spec.steps_per_tr
+    samples, rate_sums = {}, {}
+    k = start
+    while k < stop:
+        tr = k // spt
+        chunk_end = min(stop, (tr + 1) * spt)
+        xi_e, xi_i = state_noise(spec.seed, spec.t0 + k, chunk_end - k, n_nodes, batch,
+                                 state.dtype, state.device)
+        sum_e = sum_i = 0.0
+        for j in range(chunk_end - k):
+            current, r_e, r_i = rww_step(current, p, coupling, xi_e[j], xi_i[j], spec)
+            sum_e, sum_i = sum_e + r_e, sum_i + r_i
+            if check_divergence:
+                bad = _bad_mask(current, griffiths)
+                first_bad = torch.where(bad & (first_bad < 0), spec.t0 + k + j, first_bad)
+        rate_sums[tr] = (sum_e, sum_i)
+        if chunk_end % spt == 0:
+            samples[tr] = {"bold": bold_signal(current[5], current[4], spec),
+                           "S_E": current[0], "S_I": current[1]}
+        k = chunk_end
+    return SegmentResult(current, samples, rate_sums, first_bad)
+
+
+def reference_scan(params: torch.Tensor, coupling: torch.Tensor, state: torch.Tensor,
+                   spec: ScanSpec, check_divergence: bool = True) -> ScanResult:
+    """Simulate ``spec.n_steps`` steps with a plain loop (autograd-differentiable).
+
+    Args:
+        params: ``(P, Bp, Np)`` parameter table (:func:`rww.params.pack_parameters`).
+        coupling: ``(N, N)`` or ``(B, N, N)`` effective coupling matrix.
+        state: ``(6, B, N)`` initial state.
+        spec: the scan description.
+        check_divergence: raise :class:`rww.errors.SimulationDiverged` on a non-finite state or a
+            non-positive Balloon state (checked every step, reported once at the end).
+
+    Returns:
+        :class:`ScanResult`.
+    """
+    seg = simulate_steps(params, coupling, state, spec, 0, spec.n_steps, check_divergence)
+    if check_divergence:
+        raise_if_diverged(seg.first_bad)
+    spt = spec.steps_per_tr
+    trs = range(spec.n_trs)
+    empty = state.new_zeros(state.shape[1], 0, state.shape[2])
+
+    def stack(values):
+        return torch.stack(values, dim=1) if values else empty
+
+    records = {}
+    for name in spec.record:
+        if name in ("r_E", "r_I"):
+            which = 0 if name == "r_E" else 1
+            records[name] = stack([seg.rate_sums[tr][which] / spt for tr in trs])
+        else:
+            records[name] = stack([seg.samples[tr][name] for tr in trs])
+    return ScanResult(bold=stack([seg.samples[tr]["bold"] for tr in trs]),
+                      state=torch.stack(seg.state), records=records)
+
+
+def raise_if_diverged(first_bad: torch.Tensor):
+    """Raise :class:`SimulationDiverged` if any entry of ``first_bad`` ``(B,)`` is >= 0."""
+    diverged = first_bad >= 0
+    n = int(diverged.sum())
+    if n:
+        sim = int(torch.nonzero(diverged)[0, 0])
+        raise SimulationDiverged(
+            sim, int(first_bad[sim]), n,
+            hint="try a smaller dt, a smaller G, or parameters nearer the defaults",
+        )
