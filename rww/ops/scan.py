@@ -19,6 +19,7 @@ segment is recomputed in backward.
 
 from __future__ import annotations
 
+import importlib
 import math
 from dataclasses import dataclass
 
@@ -56,6 +57,14 @@ class ScanBackend:
     """Interface of a checkpointed scan backend (see the module docstring)."""
 
     name = "abstract"
+
+    def available(self) -> tuple[bool, str]:
+        """``(True, "")`` when the backend can run here, else ``(False, reason)``."""
+        return True, ""
+
+    def supports(self, device: torch.device) -> tuple[bool, str]:
+        """Whether tensors on ``device`` can be simulated, and if not why."""
+        return True, ""
 
     def forward(self, params, coupling, state, spec: ScanSpec, checkpoint_every: int) -> ForwardOutput:
         raise NotImplementedError
@@ -173,7 +182,33 @@ class RWWScanFunction(torch.autograd.Function):
                 g_state if ctx.needs_input_grad[2] else None, None, None, None)
 
 
-BACKENDS = ("auto", "torch", "torch-checkpoint")
+# Backends by name: the plain loop ("torch", None here), and checkpointed implementations of
+# ScanBackend, imported lazily so that a missing optional dependency only disables its backend.
+_BACKEND_CLASSES = {
+    "torch-checkpoint": ("rww.ops.scan", "TorchCheckpointBackend"),
+    "numba": ("rww.ops.numba_backend", "NumbaBackend"),
+    "triton": ("rww.ops.triton_backend", "TritonBackend"),
+}
+BACKENDS = ("auto", "torch") + tuple(_BACKEND_CLASSES)
+
+
+def _load_backend(name: str) -> ScanBackend:
+    module_name, class_name = _BACKEND_CLASSES[name]
+    module = importlib.import_module(module_name)
+    return getattr(module, class_name)()
+
+
+def backend_available(name: str) -> tuple[bool, str]:
+    """``(available, reason)`` for a backend name (the reason says what is missing)."""
+    if name == "torch":
+        return True, ""
+    if name not in _BACKEND_CLASSES:
+        return False, f"unknown backend {name!r}"
+    try:
+        backend = _load_backend(name)
+    except ImportError as err:
+        return False, f"{name} backend unavailable: {err}"
+    return backend.available()
 
 
 def get_backend(name: str, device: torch.device) -> ScanBackend | None:
@@ -182,13 +217,30 @@ def get_backend(name: str, device: torch.device) -> ScanBackend | None:
         name = auto_backend_name(device)
     if name == "torch":
         return None
-    if name == "torch-checkpoint":
-        return TorchCheckpointBackend()
-    raise ValueError(f"backend: unknown backend {name!r}; choose one of {BACKENDS}")
+    if name not in _BACKEND_CLASSES:
+        raise ValueError(f"backend: unknown backend {name!r}; choose one of {BACKENDS}")
+    try:
+        backend = _load_backend(name)
+    except ImportError as err:
+        raise RuntimeError(f"backend {name!r} cannot be used: {err}") from err
+    ok, why = backend.supports(torch.device(device))
+    if not ok:
+        raise ValueError(f"backend {name!r}: {why}")
+    return backend
 
 
-def auto_backend_name(device: torch.device) -> str:
-    """The backend ``"auto"`` picks for tensors on ``device``."""
+def auto_backend_name(device) -> str:
+    """The backend ``"auto"`` picks for tensors on ``device``: Triton on CUDA, the compiled CPU
+    backend on CPU when numba is installed, otherwise the plain reference loop."""
+    device = torch.device(device)
+    candidates = ("triton",) if device.type == "cuda" else ("numba",)
+    for name in candidates:
+        try:
+            backend = _load_backend(name)
+        except ImportError:
+            continue
+        if backend.available()[0] and backend.supports(device)[0]:
+            return name
     return "torch"
 
 
@@ -203,8 +255,10 @@ def rww_scan(params: torch.Tensor, coupling: torch.Tensor, state: torch.Tensor, 
             (for griffiths2022, the Laplacian from :func:`rww.coupling.griffiths_laplacian`).
         state: ``(6, B, N)`` initial state ``(S_E, S_I, x, f, v, q)``.
         spec: :class:`ScanSpec` (preset, dt, steps per TR, steps, seed, t0, haemo, record).
-        backend: ``"auto"``, ``"torch"`` (plain loop, autograd stores every step) or
-            ``"torch-checkpoint"`` (same equations, checkpointed: memory O(B*N*(T/K + K))).
+        backend: ``"auto"`` (see :func:`auto_backend_name`), ``"torch"`` (plain loop, autograd
+            stores every step), ``"torch-checkpoint"`` (same equations, checkpointed: memory
+            O(B*N*(T/K + K))), ``"numba"`` (compiled CPU kernels) or ``"triton"`` (GPU kernels;
+            CPU tensors only under ``TRITON_INTERPRET=1``).
         checkpoint_every: K, steps per checkpoint segment (default ceil(sqrt(n_steps))).
 
     Returns:
@@ -234,4 +288,5 @@ def rww_scan(params: torch.Tensor, coupling: torch.Tensor, state: torch.Tensor, 
 
 
 __all__ = ["rww_scan", "RWWScanFunction", "ScanBackend", "ForwardOutput", "TorchCheckpointBackend",
-           "default_checkpoint_every", "get_backend", "auto_backend_name", "BACKENDS", "RECORDABLE"]
+           "default_checkpoint_every", "get_backend", "auto_backend_name", "backend_available",
+           "BACKENDS", "RECORDABLE"]
