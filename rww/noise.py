@@ -6,7 +6,11 @@ backend (this reference, the Triton kernels, the CPU kernels) produces the same 
 
 - key ``(k0, k1) = (seed & 0xFFFFFFFF, seed >> 32)``
 - counter ``(t & 0xFFFFFFFF, t >> 32, node, simulation)``, t the global step index
-- ``u_k = ((x_k >> 8) + 0.5) * 2**-24`` for the output words ``x_k`` (exact in float32, in (0, 1))
+- ``u_k = ((x_k >> 8) + 0.5) * 2**-24`` for the output words ``x_k``: exactly ``(2k+1) 2**-25``
+  in (0, 1) in float64. In float32 the sum ``k + 0.5`` needs 25 significant bits for k >= 2**23,
+  so it rounds to nearest even: u is within 2**-25 of the exact value and reaches 1.0 for the
+  largest k (probability 2**-24; xi is then 0, still finite), never 0. Every float32 backend
+  evaluates this same expression in this order, so IEEE rounding makes them agree bit for bit.
 - ``xi_E = sqrt(-2 ln u0) cos(2 pi u1)``, ``xi_I = sqrt(-2 ln u0) sin(2 pi u1)``;
   words 2 and 3 give the observation noise ``xi_obs = sqrt(-2 ln u2) cos(2 pi u3)``.
 
