@@ -11,6 +11,7 @@ from .ops.reference import ScanResult
 from .ops.scan import BACKENDS, auto_backend_name, rww_scan
 from .ops.spec import STATE_NAMES, ScanSpec, steps_per_tr_from
 from .params import PARAM_NAMES, canonical_name, get_preset, pack_parameters, resolve_haemo
+from .transforms import make_learnable
 
 # Initial state used when none is given: low activity, haemodynamics at rest. Transients from it
 # last a few seconds of simulated time (tau_E = 100 ms; Balloon ~10 s): discard a burn-in.
@@ -21,6 +22,16 @@ def initial_state(batch: int, n_nodes: int, dtype=torch.float32, device="cpu") -
     """The default initial state ``(6, B, N)`` (values in :data:`DEFAULT_INITIAL`)."""
     values = torch.tensor([DEFAULT_INITIAL[k] for k in STATE_NAMES], dtype=dtype, device=device)
     return values.view(6, 1, 1).expand(6, batch, n_nodes).contiguous()
+
+
+def _normalise_learn(learn, griffiths: bool) -> dict:
+    """``learn`` as a dict name -> transform spec, with each name's default transform."""
+    if isinstance(learn, str):
+        learn = [learn]
+    if isinstance(learn, dict):
+        return dict(learn)
+    defaults = {"w_bb": "identity", "sigma_out": "identity" if griffiths else "positive"}
+    return {name: defaults.get(name, "positive") for name in learn}
 
 
 class RWWBold(nn.Module):
@@ -35,7 +46,12 @@ class RWWBold(nn.Module):
         dt: integration step (ms for deco2014, default 0.1; the paper's 0.05 for griffiths2022).
         tr: repetition time in seconds (default 0.72, HCP); must be a whole number of steps.
         batch: number of simulations B run together (parameter sets, subjects or noise seeds).
-        learn: names of parameters to expose as ``nn.Parameter`` (others are buffers).
+        learn: parameters to fit: a list of names (each learned through the ``"positive"``
+            softplus transform, or ``"identity"`` for ``w_bb`` and griffiths2022's ``sigma_out``),
+            or a dict name -> transform (``"identity"``, ``"positive"``, ``("interval", lo, hi)``,
+            :class:`rww.transforms.RegionalMap`); see :mod:`rww.transforms`. Learned values live
+            in ``model.learned[name]`` (raw ``nn.Parameter`` s); ``model.<name>`` reads the
+            physical value. Other parameters are buffers.
         backend: ``"auto"`` or one of :data:`rww.ops.scan.BACKENDS`.
         dtype, device: of the model's tensors.
         haemo: overrides of the Balloon constants (``kappa``, ``gamma_h``, ``tau_0``, ``alpha``,
@@ -88,39 +104,51 @@ class RWWBold(nn.Module):
         griffiths = self.preset.code == 1
         self.register_buffer("sc", griffiths_normalise_sc(sc) if griffiths else sc)
 
-        learn = [learn] if isinstance(learn, str) else list(learn)
-        learn_canon = {canonical_name(n, self.preset) for n in learn if n not in ("sigma_out", "w_bb")}
-        for name in learn_canon:
-            if name not in self.preset.used:
-                raise ValueError(f"learn: {name} does not enter the {self.preset.name} equations")
+        learn = _normalise_learn(learn, griffiths)
+        learn_canon = {}
+        for name, spec in learn.items():
+            canon = name if name in ("sigma_out", "w_bb") else canonical_name(name, self.preset)
+            if canon not in ("sigma_out", "w_bb") and canon not in self.preset.used:
+                raise ValueError(f"learn: {canon} does not enter the {self.preset.name} equations")
+            learn_canon[canon] = spec
         values = {canonical_name(k, self.preset): v for k, v in params.items()}
         # Validate shapes once, now, so mistakes surface at construction.
         pack_parameters(values, self.preset, batch, self.n_nodes, dtype, sc.device)
-        self.learnable = sorted(learn_canon, key=PARAM_NAMES.index)
+        self.learned = nn.ModuleDict()
         for name in PARAM_NAMES:
             value = values.get(name, self.preset.defaults[name])
             tensor = torch.as_tensor(value, dtype=dtype, device=sc.device).detach().clone()
             if name in learn_canon:
-                setattr(self, name, nn.Parameter(tensor))
+                self.learned[name] = make_learnable(name, tensor, learn_canon[name], self.n_nodes)
             else:
                 self.register_buffer(name, tensor)
 
         if sigma_out is None:
             sigma_out = 0.02 if griffiths else 0.0
         sigma_out_t = torch.as_tensor(sigma_out, dtype=dtype, device=sc.device).clone()
-        if "sigma_out" in learn:
-            self.sigma_out = nn.Parameter(sigma_out_t)
-            self.learnable.append("sigma_out")
+        if "sigma_out" in learn_canon:
+            self.learned["sigma_out"] = make_learnable("sigma_out", sigma_out_t, learn_canon["sigma_out"])
         else:
             self.register_buffer("sigma_out", sigma_out_t)
-        if w_bb or "w_bb" in learn:
+        if w_bb or "w_bb" in learn_canon:
             if not griffiths:
                 raise ValueError("w_bb: the connection gain exists only in the griffiths2022 preset")
-            self.w_bb = nn.Parameter(torch.full((self.n_nodes, self.n_nodes), 0.05, dtype=dtype,
-                                                device=sc.device))
-            self.learnable.append("w_bb")
-        else:
-            self.w_bb = None
+            init = torch.full((self.n_nodes, self.n_nodes), 0.05, dtype=dtype, device=sc.device)
+            self.learned["w_bb"] = make_learnable("w_bb", init, learn_canon.get("w_bb", "identity"))
+        self.has_w_bb = "w_bb" in self.learned
+
+    @property
+    def learnable(self) -> list:
+        """Names of the learnable parameters, in table order."""
+        order = list(PARAM_NAMES) + ["sigma_out", "w_bb"]
+        return sorted(self.learned.keys(), key=order.index)
+
+    def __getattr__(self, name: str):
+        # Learnable parameters read as their physical value: model.G is softplus(raw) etc.
+        learned = self.__dict__.get("_modules", {}).get("learned")
+        if learned is not None and name in learned._modules:
+            return learned[name]()
+        return super().__getattr__(name)
 
     # --- pieces of forward, public so that fits and tests can reuse them -----------------------
     def parameter_table(self) -> torch.Tensor:
@@ -132,7 +160,7 @@ class RWWBold(nn.Module):
     def coupling(self) -> torch.Tensor:
         """Effective coupling matrix: SC (deco2014) or the paper's Laplacian (griffiths2022)."""
         if self.preset.code == 1:
-            return griffiths_laplacian(self.sc, self.w_bb)
+            return griffiths_laplacian(self.sc, self.w_bb if self.has_w_bb else None)
         return self.sc
 
     def initial_state(self) -> torch.Tensor:
@@ -163,10 +191,11 @@ class RWWBold(nn.Module):
 
     def _observe(self, bold: torch.Tensor, spec: ScanSpec) -> torch.Tensor:
         griffiths = self.preset.code == 1
-        if spec.n_trs == 0 or (not griffiths and not self.sigma_out.requires_grad
-                               and float(self.sigma_out) == 0.0):
+        sigma_out = self.sigma_out
+        if spec.n_trs == 0 or (not griffiths and not sigma_out.requires_grad
+                               and float(sigma_out) == 0.0):
             return bold
-        amplitude = 0.001 + torch.relu(self.sigma_out) if griffiths else self.sigma_out
+        amplitude = 0.001 + torch.relu(sigma_out) if griffiths else sigma_out
         ends = spec.t0 + torch.arange(1, spec.n_trs + 1) * spec.steps_per_tr - 1
         xi = observation_noise(spec.seed, ends, self.n_nodes, self.batch, bold.dtype, bold.device)
         return bold + amplitude * xi

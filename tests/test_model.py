@@ -24,10 +24,12 @@ def test_quick_start_shapes_and_gradients():
     bold, state = model(n_trs=3, seed=0)
     assert bold.shape == (4, 3, N) and state.shape == (6, 4, N)
     assert torch.isfinite(bold).all()
-    assert sorted(n for n, _ in model.named_parameters()) == ["G", "w_IE"]
+    assert sorted(n for n, _ in model.named_parameters()) == ["learned.G.raw", "learned.w_IE.raw"]
+    assert model.G.item() == pytest.approx(0.5) and model.learnable == ["G", "w_IE"]
     (bold.square().sum() * 1e4).backward()
-    assert model.G.grad.shape == () and model.w_IE.grad.shape == (N,)
-    assert model.G.grad.abs() > 0 and (model.w_IE.grad.abs() > 0).all()
+    g_grad, w_grad = model.learned["G"].raw.grad, model.learned["w_IE"].raw.grad
+    assert g_grad.shape == () and w_grad.shape == (N,)
+    assert g_grad.abs() > 0 and (w_grad.abs() > 0).all()
 
 
 def test_forward_equals_reference_on_the_model_pieces():
@@ -63,7 +65,7 @@ def test_continuation_through_the_model():
 
 
 def test_repr_is_informative():
-    text = repr(RWWBold(connectome(), batch=2, learn=["G"]))
+    text = repr(RWWBold(connectome(), batch=2, G=0.5, learn=["G"]))
     for piece in ("preset=deco2014", "n_nodes=6", "batch=2", "dt=0.1", "tr=0.72 s (7200 steps)",
                   "learn=['G']", "backend=auto -> ", "float32"):
         assert piece in text, piece
@@ -79,5 +81,6 @@ def test_backends_agree_through_the_model(backend):
     torch.testing.assert_close(b_other, b_ref, rtol=1e-13, atol=0)
     (b_ref.sum()).backward()
     (b_other.sum()).backward()
-    torch.testing.assert_close(other.G.grad, ref.G.grad, rtol=1e-10, atol=0)
-    torch.testing.assert_close(other.w_EE.grad, ref.w_EE.grad, rtol=1e-10, atol=0)
+    for name in ("G", "w_EE"):
+        torch.testing.assert_close(other.learned[name].raw.grad, ref.learned[name].raw.grad,
+                                   rtol=1e-10, atol=0)

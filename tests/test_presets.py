@@ -123,7 +123,7 @@ def test_griffiths_model_observation_noise_and_aliases():
     torch.testing.assert_close(result.bold, expected, rtol=1e-14, atol=1e-14)
     result.bold.sum().backward()
     for name in ("G", "w_IE", "sigma_out", "w_bb"):
-        grad = getattr(model, name).grad
+        grad = model.learned[name].raw.grad
         assert grad is not None and torch.isfinite(grad).all() and grad.abs().sum() > 0, name
 
 
