@@ -5,6 +5,8 @@ All functions are batched over leading dimensions and differentiable.
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 
@@ -98,3 +100,118 @@ def fc_correlation(fc_a: torch.Tensor, fc_b: torch.Tensor) -> torch.Tensor:
     a, b = torch.broadcast_tensors(a, b)
     both = torch.stack([a, b], dim=-1)                          # (..., M, 2)
     return pearson_matrix(both)[..., 0, 1]
+
+
+# --------------------------------------------------------------------------------------------
+# Losses and penalties. Each returns a scalar (or a batch of scalars over leading dimensions) and
+# is differentiable; the fit logs every term separately.
+# --------------------------------------------------------------------------------------------
+
+def fc_corr_loss(sim_fc: torch.Tensor, emp_fc: torch.Tensor) -> torch.Tensor:
+    """``1 - r``, r the Pearson correlation of the lower triangles. ``(..., N, N)`` -> ``(...)``."""
+    return 1.0 - fc_correlation(sim_fc, emp_fc)
+
+
+def fc_log_loss(sim_fc: torch.Tensor, emp_fc: torch.Tensor) -> torch.Tensor:
+    """The paper's ``-log(0.5 + 0.5 r)`` (Griffiths et al. 2022). ``(..., N, N)`` -> ``(...)``.
+
+    Zero at r = 1, log 2 at r = 0, infinite as r -> -1."""
+    return -torch.log(0.5 + 0.5 * fc_correlation(sim_fc, emp_fc))
+
+
+def fc_l1(sim_fc: torch.Tensor, emp_fc: torch.Tensor) -> torch.Tensor:
+    """Mean absolute difference of the lower triangles. ``(..., N, N)`` -> ``(...)``."""
+    return (lower_triangle(sim_fc) - lower_triangle(emp_fc)).abs().mean(-1)
+
+
+def fc_mse(sim_fc: torch.Tensor, emp_fc: torch.Tensor) -> torch.Tensor:
+    """Mean squared difference of the lower triangles. ``(..., N, N)`` -> ``(...)``."""
+    return (lower_triangle(sim_fc) - lower_triangle(emp_fc)).square().mean(-1)
+
+
+def fcd_values(fcd_matrix: torch.Tensor, window: int | None = None, step: int | None = None) -> torch.Tensor:
+    """Values of an FCD matrix ``(..., W, W)`` above the diagonal -> ``(..., M)``.
+
+    With ``window`` and ``step`` given, pairs of overlapping windows (fewer than
+    ``ceil(window / step)`` windows apart) are excluded, since their FCs share samples."""
+    offset = 1 if window is None else max(1, -(-window // step))
+    n = fcd_matrix.shape[-1]
+    rows, cols = torch.triu_indices(n, n, offset=offset, device=fcd_matrix.device)
+    return fcd_matrix[..., rows, cols]
+
+
+def wasserstein1(sample_a: torch.Tensor, sample_b: torch.Tensor, n_quantiles: int = 200) -> torch.Tensor:
+    """1-Wasserstein distance between two empirical distributions, ``(..., Ma)`` and ``(Mb,)`` or
+    ``(..., Mb)`` -> ``(...)``: the mean absolute difference of ``n_quantiles`` matched quantiles
+    (mid-point levels). Differentiable through ``torch.quantile`` (sorting). Tracks the KS
+    statistic people report for FCD, but its gradient is informative everywhere."""
+    levels = (torch.arange(n_quantiles, dtype=sample_a.dtype, device=sample_a.device) + 0.5) / n_quantiles
+    qa = torch.quantile(sample_a, levels, dim=-1).movedim(0, -1)
+    qb = torch.quantile(sample_b.to(sample_a.dtype), levels, dim=-1).movedim(0, -1)
+    return (qa - qb).abs().mean(-1)
+
+
+def ks_statistic(sample_a, sample_b) -> float:
+    """Two-sample Kolmogorov-Smirnov statistic (for reporting; not differentiable)."""
+    from scipy.stats import ks_2samp
+    a = sample_a.detach().cpu().numpy().ravel() if torch.is_tensor(sample_a) else sample_a
+    b = sample_b.detach().cpu().numpy().ravel() if torch.is_tensor(sample_b) else sample_b
+    return float(ks_2samp(a, b).statistic)
+
+
+def bold_std_loss(sim_bold: torch.Tensor, target_std: torch.Tensor) -> torch.Tensor:
+    """Squared log-ratio of simulated to target temporal standard deviation per region, averaged:
+    ``mean_i log(std_sim_i / std_target_i)**2``. ``sim_bold (..., T, N)``, ``target_std (N,)``."""
+    return torch.log(sim_bold.std(dim=-2) / target_std).square().mean(-1)
+
+
+def bold_mean_loss(sim_bold: torch.Tensor, target_mean: torch.Tensor) -> torch.Tensor:
+    """Mean squared difference of per-region temporal means. ``(..., T, N)``, ``(N,)`` -> ``(...)``."""
+    return (sim_bold.mean(dim=-2) - target_mean).square().mean(-1)
+
+
+def firing_rate_loss(rate_e: torch.Tensor, target_hz: float = 3.0) -> torch.Tensor:
+    """``mean_i (mean_t r_E_i - target)**2`` [Hz^2]: keeps excitatory rates near the ~3 Hz of
+    Deco et al. 2014's feedback-inhibition regime. ``rate_e (..., T, N)`` -> ``(...)``."""
+    return (rate_e.mean(dim=-2) - target_hz).square().mean(-1)
+
+
+def gaussian_nll(value: torch.Tensor, mean, std) -> torch.Tensor:
+    """Negative log density of ``N(mean, std**2)`` at ``value``, summed over its elements:
+    ``0.5 ((x - m)/s)**2 + log s + 0.5 log(2 pi)``.
+
+    The paper code adds ``v (x - m)**2 + log v`` with v a learnable *precision*, whose
+    ``+ log v`` rewards v -> 0 (the prior flattens itself away); this is the correct density."""
+    mean = torch.as_tensor(mean, dtype=value.dtype, device=value.device)
+    std = torch.as_tensor(std, dtype=value.dtype, device=value.device)
+    z = (value - mean) / std
+    return (0.5 * z.square() + torch.log(std) + 0.5 * math.log(2 * math.pi)).sum()
+
+
+def bifurcation_penalty(g_ie: torch.Tensor, g_ei: torch.Tensor, c_a, c_b, c_c) -> torch.Tensor:
+    """The paper's constraint keeping (g_IE, g_EI) near the isolated node's bifurcation curve:
+    ``5 * mean((c_a g_IE**2 - c_b g_IE + c_c - g_EI)**2)``, every quantity entering as
+    ``0.001 + relu(.)`` like the paper code (init c_a, c_b, c_c = 0.5, 20, 10)."""
+    def eff(x):
+        return 0.001 + torch.relu(torch.as_tensor(x))
+    curve = eff(c_a) * eff(g_ie) ** 2 - eff(c_b) * eff(g_ie) + eff(c_c) - eff(g_ei)
+    return 5.0 * curve.square().mean()
+
+
+def entropy_term(s_e: torch.Tensor, s_i: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:
+    """The paper's ``0.1 * mean(E log E + (1-E) log(1-E) + 0.5 (I log I + (1-I) log(1-I)))`` (a
+    negative entropy: minimising it spreads the states). The paper averages over every
+    integration step; rww uses the S_E, S_I samples at TR ends. States are clamped to
+    [eps, 1 - eps] so log 0 never occurs."""
+    def neg_entropy(s):
+        s = s.clamp(eps, 1 - eps)
+        return s * torch.log(s) + (1 - s) * torch.log1p(-s)
+    return 0.1 * (neg_entropy(s_e) + 0.5 * neg_entropy(s_i)).mean()
+
+
+def smoothness_penalty(values: torch.Tensor, sc: torch.Tensor) -> torch.Tensor:
+    """Graph smoothness of a per-region parameter ``(N,)`` on the connectome ``(N, N)``:
+    ``sum_ij w_ij (v_i - v_j)**2 / sum_ij w_ij`` with ``w = (sc + sc^T)/2``."""
+    w = 0.5 * (sc + sc.transpose(-1, -2))
+    diff = values.unsqueeze(-1) - values.unsqueeze(-2)
+    return (w * diff.square()).sum() / w.sum()

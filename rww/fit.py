@@ -1,0 +1,420 @@
+"""Fitting RWWBold to fMRI with PyTorch optimizers.
+
+Two schemes:
+
+- windowed (``window_trs=W``, the paper's truncated BPTT): each epoch simulates the scan in
+  windows of W TRs, the state carried from window to window but detached, and takes one optimizer
+  step per window on that window's loss (the window's simulated FC against the target);
+- full-length (``window_trs=None``): each epoch simulates the whole scan and back-propagates
+  through all of it (checkpointed backends keep this within memory), one optimizer step per epoch.
+
+The model's batch holds noise realisations of the same parameters: every loss term is averaged
+over them. Each epoch draws fresh noise (seed ``config.seed + epoch``) and starts from the
+model's initial state after a burn-in simulated without gradient, so an epoch is a pure function
+of the parameters and the epoch number: that is what makes resume exact.
+
+Checkpoints (``checkpoint=path``) are written atomically after every epoch (model, optimizer,
+history, config); ``resume=True`` continues from the last one and reproduces the uninterrupted fit
+exactly. Files are plain tensors and lists, loaded with ``torch.load(weights_only=True)``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+
+from . import objectives as obj
+from .model import RWWBold
+
+LOSS_TERMS = ("fc_corr", "fc_log", "fc_l1", "fc_mse", "fcd", "bold_std", "firing_rate",
+              "bifurcation", "entropy", "smoothness")
+
+
+@dataclass
+class FitTarget:
+    """What the model is fitted to.
+
+    Attributes:
+        fc: ``(N, N)`` target FC (computed from ``bold`` when not given).
+        bold: optional ``(T, N)`` BOLD; windowed fits then compare each window with the same
+            window of the data (the paper's scheme), and its length sets the scan length.
+        fcd_values: optional ``(M,)`` FCD values (above the diagonal) for the FCD term.
+        fcd_window, fcd_step: FCD convention of ``fcd_values``, in TRs.
+    """
+
+    fc: torch.Tensor | None = None
+    bold: torch.Tensor | None = None
+    fcd_values: torch.Tensor | None = None
+    fcd_window: int = 30
+    fcd_step: int = 5
+
+    def validate(self, n_nodes: int, dtype, device) -> "FitTarget":
+        """Check shapes and values; returns a copy with tensors of ``dtype`` on ``device``."""
+        bold = self.bold
+        if bold is not None:
+            bold = torch.as_tensor(bold).to(dtype=dtype, device=device)
+            if bold.dim() != 2 or bold.shape[1] != n_nodes:
+                raise ValueError(f"target bold: expected shape (T, {n_nodes}) (time x regions), "
+                                 f"got {tuple(bold.shape)}")
+            if not torch.isfinite(bold).all():
+                raise ValueError("target bold: contains NaN or infinite values")
+            if bold.shape[0] < 3:
+                raise ValueError(f"target bold: needs at least 3 time points, got {bold.shape[0]}")
+            constant = torch.nonzero(bold.std(0) == 0).flatten().tolist()
+            if constant:
+                raise ValueError(f"target bold: regions {constant[:10]} have constant time series; "
+                                 "their FC is undefined (remove or fix them)")
+        fc = self.fc
+        if fc is None:
+            if bold is None:
+                raise ValueError("target: give an FC matrix (fc=) or BOLD time series (bold=)")
+            fc = obj.fc(bold)
+        fc = torch.as_tensor(fc).to(dtype=dtype, device=device)
+        if fc.shape != (n_nodes, n_nodes):
+            raise ValueError(f"target fc: expected shape ({n_nodes}, {n_nodes}), got {tuple(fc.shape)}")
+        if not torch.isfinite(fc).all():
+            raise ValueError("target fc: contains NaN or infinite values")
+        if (fc.abs() > 1 + 1e-6).any():
+            raise ValueError("target fc: values outside [-1, 1]; expected a correlation matrix")
+        fcd_vals = self.fcd_values
+        if fcd_vals is not None:
+            fcd_vals = torch.as_tensor(fcd_vals).to(dtype=dtype, device=device).flatten()
+            if not torch.isfinite(fcd_vals).all() or fcd_vals.numel() < 2:
+                raise ValueError("target fcd_values: expected at least 2 finite values")
+        return FitTarget(fc, bold, fcd_vals, self.fcd_window, self.fcd_step)
+
+
+@dataclass
+class FitConfig:
+    """Settings of a fit.
+
+    Attributes:
+        epochs: number of epochs.
+        lr: learning rate of the default Adam optimizer.
+        window_trs: TRs per window (truncated BPTT); ``None`` for full-length BPTT.
+        n_trs: TRs simulated per epoch (default: the target BOLD's length, else 1200).
+        burn_in_trs: TRs simulated without gradient before each epoch (transients discarded).
+        seed: base noise seed; epoch e uses ``seed + e``.
+        weights: loss term -> weight (terms of :data:`LOSS_TERMS`; zero or absent = off).
+        priors: parameter name -> ``(mean, std)`` of a Gaussian prior on its physical value.
+        bifurcation_init: initial ``(c_a, c_b, c_c)`` of the paper's bifurcation constraint.
+        firing_rate_hz: target of the firing-rate term.
+        grad_clip: clip the gradient norm (``None``: no clipping).
+    """
+
+    epochs: int = 50
+    lr: float = 0.01
+    window_trs: int | None = 20
+    n_trs: int | None = None
+    burn_in_trs: int = 10
+    seed: int = 0
+    weights: dict = field(default_factory=lambda: {"fc_corr": 1.0})
+    priors: dict = field(default_factory=dict)
+    bifurcation_init: tuple = (0.5, 20.0, 10.0)
+    firing_rate_hz: float = 3.0
+    grad_clip: float | None = None
+
+    def validate(self):
+        if not isinstance(self.epochs, int) or self.epochs < 0:
+            raise ValueError(f"epochs: must be a non-negative integer, got {self.epochs!r}")
+        if self.window_trs is not None and (not isinstance(self.window_trs, int) or self.window_trs < 3):
+            raise ValueError(f"window_trs: must be an integer >= 3 (FC needs samples) or None, "
+                             f"got {self.window_trs!r}")
+        unknown = [k for k in self.weights if k not in LOSS_TERMS]
+        if unknown:
+            raise ValueError(f"weights: unknown loss terms {unknown}; choose from {LOSS_TERMS}")
+        if not any(w for w in self.weights.values()):
+            raise ValueError("weights: every loss term is off; give at least one non-zero weight")
+        for name, prior in self.priors.items():
+            if len(prior) != 2 or not prior[1] > 0:
+                raise ValueError(f"priors: {name} needs (mean, std) with std > 0, got {prior!r}")
+
+
+class FitState(torch.nn.Module):
+    """Learnable quantities of the fit that are not model parameters: the paper's bifurcation
+    curve coefficients (c_a, c_b, c_c), entering as ``0.001 + relu(.)``."""
+
+    def __init__(self, config: FitConfig, dtype, device):
+        super().__init__()
+        self.curve = torch.nn.Parameter(torch.tensor(config.bifurcation_init, dtype=dtype, device=device))
+
+
+@dataclass
+class FitResult:
+    """Outcome of :func:`fit`.
+
+    Attributes:
+        params: name -> physical value (tensor) of every learned parameter.
+        bold: ``(B, T, N)`` simulated BOLD of the last epoch.
+        fc: ``(N, N)`` simulated FC of the last epoch (mean over realisations).
+        history: per-epoch lists: ``loss``, ``terms/<name>``, ``fc_r``, ``params/<name>``,
+            ``seconds``.
+        config: the :class:`FitConfig` as a dict.
+    """
+
+    params: dict
+    bold: torch.Tensor
+    fc: torch.Tensor
+    history: dict
+    config: dict
+
+    def save(self, path: str) -> tuple[str, str]:
+        """Write ``path.json`` (history, config, parameters) and ``path.npz`` (arrays)."""
+        meta = {"config": self.config, "history": self.history,
+                "params": {k: v.detach().cpu().tolist() for k, v in self.params.items()}}
+        _atomic_write_text(path + ".json", json.dumps(meta, indent=1))
+        arrays = {"bold": self.bold.detach().cpu().numpy(), "fc": self.fc.detach().cpu().numpy()}
+        arrays.update({f"param_{k}": v.detach().cpu().numpy() for k, v in self.params.items()})
+        tmp = path + ".npz.tmp.npz"
+        np.savez(tmp, **arrays)
+        os.replace(tmp, path + ".npz")
+        return path + ".json", path + ".npz"
+
+    @classmethod
+    def load(cls, path: str) -> "FitResult":
+        with open(path + ".json") as fh:
+            meta = json.load(fh)
+        arrays = np.load(path + ".npz")
+        params = {k: torch.as_tensor(arrays[f"param_{k}"]) for k in meta["params"]}
+        return cls(params, torch.as_tensor(arrays["bold"]), torch.as_tensor(arrays["fc"]),
+                   meta["history"], meta["config"])
+
+
+def _atomic_write_text(path: str, text: str):
+    tmp = path + ".tmp"
+    with open(tmp, "w") as fh:
+        fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def _atomic_torch_save(obj_, path: str):
+    tmp = path + ".tmp"
+    with open(tmp, "wb") as fh:
+        torch.save(obj_, fh)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def loss_terms(model: RWWBold, result, target: FitTarget, emp_fc: torch.Tensor, config: FitConfig,
+               extra: FitState) -> dict:
+    """Every weighted loss term for one simulated piece (window or whole scan).
+
+    Args:
+        result: :class:`rww.ops.reference.ScanResult` of the piece, ``bold (B, T, N)``.
+        emp_fc: ``(N, N)`` FC to compare with (the window's or the whole target's).
+
+    Returns:
+        name -> scalar tensor (unweighted); only terms with a non-zero weight are computed.
+    """
+    w = config.weights
+    terms = {}
+    need_fc = any(w.get(k) for k in ("fc_corr", "fc_log", "fc_l1", "fc_mse"))
+    if need_fc:
+        sim_fc = obj.pearson_matrix(result.bold, eps=1e-20)            # (B, N, N)
+        for name, fn in (("fc_corr", obj.fc_corr_loss), ("fc_log", obj.fc_log_loss),
+                         ("fc_l1", obj.fc_l1), ("fc_mse", obj.fc_mse)):
+            if w.get(name):
+                terms[name] = fn(sim_fc, emp_fc).mean()
+    if w.get("fcd"):
+        if target.fcd_values is None:
+            raise ValueError("weights: the fcd term needs target fcd_values")
+        sim = obj.fcd_values(obj.fcd(result.bold, target.fcd_window, target.fcd_step),
+                             target.fcd_window, target.fcd_step)
+        terms["fcd"] = obj.wasserstein1(sim, target.fcd_values).mean()
+    if w.get("bold_std"):
+        if target.bold is None:
+            raise ValueError("weights: the bold_std term needs target bold")
+        terms["bold_std"] = obj.bold_std_loss(result.bold, target.bold.std(0)).mean()
+    if w.get("firing_rate"):
+        terms["firing_rate"] = obj.firing_rate_loss(result.records["r_E"], config.firing_rate_hz).mean()
+    if w.get("bifurcation"):
+        c = extra.curve
+        terms["bifurcation"] = obj.bifurcation_penalty(model.w_IE, model.w_EI, c[0], c[1], c[2])
+    if w.get("entropy"):
+        terms["entropy"] = obj.entropy_term(result.records["S_E"], result.records["S_I"])
+    if w.get("smoothness"):
+        per_region = [model.learned[n]() for n in model.learnable
+                      if n not in ("w_bb", "sigma_out") and model.learned[n]().dim() == 1]
+        terms["smoothness"] = sum((obj.smoothness_penalty(v, model.sc) for v in per_region),
+                                  torch.zeros((), dtype=model.sc.dtype, device=model.sc.device))
+    return terms
+
+
+def _total(terms: dict, config: FitConfig, model: RWWBold) -> tuple[torch.Tensor, dict]:
+    total = sum(config.weights.get(k, 0.0) * v for k, v in terms.items())
+    logged = dict(terms)
+    for name, (mean, std) in config.priors.items():
+        nll = obj.gaussian_nll(getattr(model, name), mean, std)
+        logged[f"prior_{name}"] = nll
+        total = total + nll
+    return total, logged
+
+
+def _records_needed(config: FitConfig) -> tuple:
+    rec = []
+    if config.weights.get("firing_rate"):
+        rec.append("r_E")
+    if config.weights.get("entropy"):
+        rec += ["S_E", "S_I"]
+    return tuple(rec)
+
+
+def _burn_in(model: RWWBold, config: FitConfig, seed: int):
+    state = model.initial_state()
+    if config.burn_in_trs:
+        with torch.no_grad():
+            _, state = model(config.burn_in_trs, state=state, seed=seed, t0=0)
+    return state.detach(), config.burn_in_trs * model.steps_per_tr
+
+
+def fit(model: RWWBold, target: FitTarget, config: FitConfig | None = None, optimizer=None,
+        checkpoint: str | None = None, resume: bool = False, progress: bool = True,
+        callback=None) -> FitResult:
+    """Fit the learnable parameters of ``model`` to ``target``.
+
+    Args:
+        model: an :class:`rww.RWWBold` with ``learn=`` set; its batch is the number of noise
+            realisations averaged in every loss term.
+        target: :class:`FitTarget`.
+        config: :class:`FitConfig` (defaults: 50 epochs, Adam lr 0.01, 20-TR windows, 1 - r).
+        optimizer: a ``torch.optim.Optimizer`` over ``model.parameters()`` (and the fit's own
+            parameters if the bifurcation term is on: pass a callable ``params -> optimizer`` to
+            include them); default Adam(lr).
+        checkpoint: path of the checkpoint file written atomically after every epoch.
+        resume: continue from ``checkpoint`` if it exists (the result equals an uninterrupted fit).
+        progress: show a progress bar (tqdm) over epochs.
+        callback: called as ``callback(epoch, history)`` after every epoch.
+
+    Returns:
+        :class:`FitResult`.
+    """
+    config = config or FitConfig()
+    config.validate()
+    if not model.learnable:
+        raise ValueError("model: no learnable parameters; build it with learn=[...]")
+    dtype, device = model.sc.dtype, model.sc.device
+    target = target.validate(model.n_nodes, dtype, device)
+    n_trs = config.n_trs or (target.bold.shape[0] if target.bold is not None else 1200)
+    window = config.window_trs or n_trs
+    if window > n_trs:
+        raise ValueError(f"window_trs={window} is longer than the scan ({n_trs} TRs)")
+    n_windows = n_trs // window
+    extra = FitState(config, dtype, device)
+    params = list(model.parameters()) + (list(extra.parameters()) if config.weights.get("bifurcation") else [])
+    if optimizer is None:
+        optimizer = torch.optim.Adam(params, lr=config.lr)
+    elif callable(optimizer) and not isinstance(optimizer, torch.optim.Optimizer):
+        optimizer = optimizer(params)
+    record = _records_needed(config)
+
+    history = {"epoch": [], "loss": [], "fc_r": [], "seconds": []}
+    start_epoch = 0
+    if resume and checkpoint and os.path.exists(checkpoint):
+        saved = torch.load(checkpoint, weights_only=True)
+        if saved["config"] != _config_dict(config):
+            raise ValueError(f"resume: {checkpoint} was written by a fit with another config; "
+                             "delete it or use the same settings")
+        model.load_state_dict(saved["model"])
+        extra.load_state_dict(saved["extra"])
+        optimizer.load_state_dict(saved["optimizer"])
+        history = saved["history"]
+        start_epoch = saved["epoch"] + 1
+
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+        bar = tqdm(total=config.epochs, initial=start_epoch, desc="fit", unit="epoch")
+    last_bold = None
+    for epoch in range(start_epoch, config.epochs):
+        tick = time.perf_counter()
+        seed = config.seed + epoch
+        state, t0 = _burn_in(model, config, seed)
+        logged_sum, pieces = {}, []
+        for w_index in range(n_windows if config.window_trs else 1):
+            length = window if config.window_trs else n_trs
+            result = model.simulate(length, state=state, seed=seed, t0=t0, record=record)
+            if target.bold is not None and config.window_trs:
+                emp_fc = obj.pearson_matrix(target.bold[w_index * window:(w_index + 1) * window], eps=1e-20)
+            else:
+                emp_fc = target.fc
+            terms = loss_terms(model, result, target, emp_fc, config, extra)
+            total, logged = _total(terms, config, model)
+            optimizer.zero_grad(set_to_none=True)
+            total.backward()
+            if config.grad_clip:
+                torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
+            optimizer.step()
+            pieces_per_epoch = n_windows if config.window_trs else 1
+            for k, v in logged.items():
+                logged_sum[k] = logged_sum.get(k, 0.0) + v.item() / pieces_per_epoch
+            logged_sum["total"] = logged_sum.get("total", 0.0) + total.item() / pieces_per_epoch
+            pieces.append(result.bold.detach())
+            state, t0 = result.state.detach(), t0 + length * model.steps_per_tr
+        last_bold = torch.cat(pieces, dim=1)
+        sim_fc = obj.pearson_matrix(last_bold, eps=1e-20).mean(0)
+        fc_r = float(obj.fc_correlation(sim_fc, target.fc))
+        history["epoch"].append(epoch)
+        history["loss"].append(logged_sum.pop("total"))
+        history["fc_r"].append(fc_r)
+        history["seconds"].append(time.perf_counter() - tick)
+        for k, v in logged_sum.items():
+            history.setdefault(f"terms/{k}", []).append(v)
+        for name in model.learnable:
+            value = getattr(model, name).detach().cpu()
+            history.setdefault(f"params/{name}", []).append(value.tolist())
+        if checkpoint:
+            _atomic_torch_save({"model": model.state_dict(), "extra": extra.state_dict(),
+                                "optimizer": optimizer.state_dict(), "history": history,
+                                "epoch": epoch, "config": _config_dict(config)}, checkpoint)
+        if bar is not None:
+            bar.set_postfix(loss=f"{history['loss'][-1]:.4f}", fc_r=f"{fc_r:.3f}")
+            bar.update(1)
+        if callback is not None:
+            callback(epoch, history)
+    if bar is not None:
+        bar.close()
+    if last_bold is None:                      # nothing left to run (resumed a finished fit)
+        with torch.no_grad():
+            state, t0 = _burn_in(model, config, config.seed + max(config.epochs - 1, 0))
+            last_bold = model.simulate(n_trs, state=state, seed=config.seed, t0=t0).bold
+    params_out = {name: getattr(model, name).detach().clone() for name in model.learnable}
+    sim_fc = obj.pearson_matrix(last_bold, eps=1e-20).mean(0)
+    return FitResult(params_out, last_bold, sim_fc, history, _config_dict(config))
+
+
+def _config_dict(config: FitConfig) -> dict:
+    d = asdict(config)
+    d["bifurcation_init"] = list(d["bifurcation_init"])
+    d["priors"] = {k: list(v) for k, v in d["priors"].items()}
+    return d
+
+
+def evaluate(model: RWWBold, target_fc: torch.Tensor, n_trs: int, burn_in_trs: int = 10,
+             seed: int = 10_000, target_fcd_values: torch.Tensor | None = None,
+             fcd_window: int = 30, fcd_step: int = 5) -> dict:
+    """Simulate ``n_trs`` with the model's current parameters (no gradient) and compare with
+    held-out data: FC correlation (of the realisation-averaged FC), FC MSE and, if given, the FCD
+    KS statistic and 1-Wasserstein distance. Returns a dict of floats."""
+    with torch.no_grad():
+        state = model.initial_state()
+        if burn_in_trs:
+            _, state = model(burn_in_trs, state=state, seed=seed)
+        bold, _ = model(n_trs, state=state, seed=seed, t0=burn_in_trs * model.steps_per_tr)
+        target_fc = torch.as_tensor(target_fc, dtype=bold.dtype, device=bold.device)
+        sim_fc = obj.pearson_matrix(bold, eps=1e-20).mean(0)
+        out = {"fc_r": float(obj.fc_correlation(sim_fc, target_fc)),
+               "fc_mse": float(obj.fc_mse(sim_fc, target_fc))}
+        if target_fcd_values is not None:
+            sim = obj.fcd_values(obj.fcd(bold, fcd_window, fcd_step), fcd_window, fcd_step).flatten()
+            emp = torch.as_tensor(target_fcd_values, dtype=bold.dtype).flatten()
+            out["fcd_ks"] = obj.ks_statistic(sim, emp)
+            out["fcd_w1"] = float(obj.wasserstein1(sim, emp))
+    return out

@@ -1,0 +1,170 @@
+"""Fitting: loss-term gradients, target validation, exact resume, transforms."""
+
+import math
+
+import pytest
+import torch
+
+import rww
+from rww import objectives as obj
+from rww.fit import FitConfig, FitResult, FitTarget, fit
+from rww.transforms import RegionalMap
+
+N = 5
+
+
+def connectome(n=N, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    sc = torch.rand(n, n, generator=g, dtype=torch.float64)
+    sc = (sc + sc.T) / 2
+    sc.fill_diagonal_(0)
+    return sc / sc.sum(1).mean()
+
+
+def random_fc(n=N, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    return obj.fc(torch.randn(40, n, generator=g, dtype=torch.float64))
+
+
+# ---------------------------------------------------------------- loss terms: gradients
+def _check(fn, *inputs):
+    inputs = tuple(x.detach().double().requires_grad_(True) for x in inputs)
+    assert torch.autograd.gradcheck(fn, inputs, eps=1e-6, atol=1e-6, rtol=1e-4)
+
+
+def test_fc_loss_gradients():
+    bold = torch.randn(2, 30, N, dtype=torch.float64)
+    emp = random_fc()
+    for fn in (obj.fc_corr_loss, obj.fc_log_loss, obj.fc_l1, obj.fc_mse):
+        _check(lambda b: fn(obj.pearson_matrix(b), emp), bold)
+
+
+def test_fcd_distance_gradient_and_ks_tracking():
+    bold = torch.randn(1, 60, N, dtype=torch.float64)
+    emp_vals = torch.rand(80, dtype=torch.float64) * 0.6
+    _check(lambda b: obj.wasserstein1(obj.fcd_values(obj.fcd(b, 10, 5), 10, 5), emp_vals), bold)
+    # W1 and KS move together: a sample shifted further from the target is worse in both
+    base = torch.rand(500, dtype=torch.float64)
+    w = [float(obj.wasserstein1(base + s, base)) for s in (0.05, 0.1, 0.2)]
+    ks = [obj.ks_statistic(base + s, base) for s in (0.05, 0.1, 0.2)]
+    assert w == sorted(w) and ks == sorted(ks)
+    assert abs(w[1] - 0.1) < 1e-3
+
+
+def test_other_term_gradients():
+    bold = torch.randn(2, 20, N, dtype=torch.float64)
+    _check(lambda b: obj.bold_std_loss(b, torch.full((N,), 0.7, dtype=torch.float64)), bold)
+    _check(lambda b: obj.bold_mean_loss(b, torch.zeros(N, dtype=torch.float64)), bold)
+    _check(lambda r: obj.firing_rate_loss(r, 3.0), torch.rand(2, 10, N) * 6)
+    _check(lambda x, m, s: obj.gaussian_nll(x, m, s), torch.rand(N), torch.rand(()), torch.rand(()) + 0.5)
+    _check(lambda gie, gei, c: obj.bifurcation_penalty(gie, gei, c[0], c[1], c[2]),
+           torch.rand(N) + 0.1, torch.rand(N) + 0.1, torch.tensor([0.5, 20.0, 10.0]))
+    _check(lambda e, i: obj.entropy_term(e, i), torch.rand(2, 10, N) * 0.8 + 0.1, torch.rand(2, 10, N) * 0.8 + 0.1)
+    _check(lambda v: obj.smoothness_penalty(v, connectome()), torch.rand(N))
+
+
+def test_gaussian_nll_is_the_normal_density():
+    from scipy.stats import norm
+    x = torch.tensor([0.3, -1.2], dtype=torch.float64)
+    got = obj.gaussian_nll(x, 0.5, 2.0).item()
+    assert got == pytest.approx(-norm.logpdf(x.numpy(), 0.5, 2.0).sum(), rel=1e-12)
+
+
+def test_bifurcation_penalty_matches_paper_formula():
+    gie, gei = torch.tensor(0.3), torch.tensor(-0.2)
+    expected = 5 * (0.501 * 0.301**2 - 20.001 * 0.301 + 10.001 - 0.001) ** 2
+    assert obj.bifurcation_penalty(gie, gei, 0.5, 20.0, 10.0).item() == pytest.approx(expected, rel=1e-5)
+
+
+# ---------------------------------------------------------------- targets and config
+@pytest.mark.parametrize("target, match", [
+    (FitTarget(fc=torch.eye(4)), r"target fc: expected shape \(5, 5\), got \(4, 4\)"),
+    (FitTarget(fc=torch.full((N, N), float("nan"))), r"target fc: contains NaN"),
+    (FitTarget(fc=2 * torch.eye(N)), r"target fc: values outside \[-1, 1\]"),
+    (FitTarget(bold=torch.randn(N, 40)), r"target bold: expected shape \(T, 5\) \(time x regions\), got \(5, 40\)"),
+    (FitTarget(bold=torch.cat([torch.randn(40, N - 1), torch.ones(40, 1)], 1)), r"target bold: regions \[4\] have constant"),
+    (FitTarget(bold=torch.full((40, N), float("nan"))), r"target bold: contains NaN"),
+    (FitTarget(), r"target: give an FC matrix"),
+])
+def test_bad_targets(target, match):
+    model = rww.RWWBold(connectome(), G=0.5, learn=["G"], tr=0.01)
+    with pytest.raises(ValueError, match=match):
+        fit(model, target, FitConfig(epochs=1, window_trs=None, n_trs=4, burn_in_trs=0), progress=False)
+
+
+def test_bad_config_and_model():
+    model = rww.RWWBold(connectome(), G=0.5, tr=0.01)
+    with pytest.raises(ValueError, match="model: no learnable parameters"):
+        fit(model, FitTarget(fc=random_fc()), FitConfig(epochs=1, n_trs=4, window_trs=None), progress=False)
+    with pytest.raises(ValueError, match=r"weights: unknown loss terms \['fc'\]"):
+        FitConfig(weights={"fc": 1.0}).validate()
+    with pytest.raises(ValueError, match="window_trs: must be an integer >= 3"):
+        FitConfig(window_trs=2).validate()
+
+
+# ---------------------------------------------------------------- the loop
+def small_model(**kw):
+    return rww.RWWBold(connectome(), preset="griffiths2022", batch=2, dtype=torch.float64,
+                       learn=["G", "w_EE"], G=5.0, **kw)
+
+
+def test_windowed_fit_runs_and_records_history(tmp_path):
+    target = FitTarget(bold=torch.randn(12, N, dtype=torch.float64))
+    config = FitConfig(epochs=2, window_trs=4, burn_in_trs=2, lr=0.05,
+                       weights={"fc_log": 1.0, "bifurcation": 1.0, "entropy": 1.0})
+    result = fit(small_model(), target, config, progress=False)
+    h = result.history
+    assert h["epoch"] == [0, 1] and len(h["loss"]) == 2 and len(h["fc_r"]) == 2
+    for key in ("terms/fc_log", "terms/bifurcation", "terms/entropy", "params/G", "params/w_EE"):
+        assert len(h[key]) == 2 and all(math.isfinite(v) for v in h[key]), key
+    assert h["params/G"][0] != pytest.approx(5.0, abs=1e-9)       # it moved
+    assert result.bold.shape == (2, 12, N) and result.fc.shape == (N, N)
+    result.save(str(tmp_path / "res"))
+    again = FitResult.load(str(tmp_path / "res"))
+    assert again.history == result.history
+    assert torch.equal(again.params["G"], result.params["G"].cpu())
+
+
+def test_resume_reproduces_uninterrupted_fit(tmp_path):
+    target = FitTarget(fc=random_fc())
+    config = FitConfig(epochs=4, window_trs=None, n_trs=6, burn_in_trs=2, lr=0.1,
+                       weights={"fc_corr": 1.0, "fc_mse": 1.0}, priors={"G": (4.0, 2.0)})
+    straight = fit(small_model(), target, config, progress=False)
+
+    class Interrupt(Exception):
+        pass
+
+    def stop_after_two(epoch, history):
+        if epoch == 1:
+            raise Interrupt
+
+    path = str(tmp_path / "fit.ckpt")
+    with pytest.raises(Interrupt):
+        fit(small_model(), target, config, checkpoint=path, progress=False, callback=stop_after_two)
+    resumed = fit(small_model(), target, config, checkpoint=path, resume=True, progress=False)
+    for name in ("G", "w_EE"):
+        assert torch.equal(resumed.params[name], straight.params[name]), name
+    assert resumed.history["loss"] == straight.history["loss"]
+    assert resumed.history["epoch"] == [0, 1, 2, 3]
+    with pytest.raises(ValueError, match="resume: .* another config"):
+        fit(small_model(), target, FitConfig(epochs=5, window_trs=None, n_trs=6), checkpoint=path,
+            resume=True, progress=False)
+
+
+def test_transforms_keep_parameters_in_range():
+    maps = torch.randn(2, N, dtype=torch.float64)
+    model = rww.RWWBold(connectome(), dtype=torch.float64, tr=0.01, G=1.0, w_IE=torch.full((N,), 1.2),
+                        learn={"G": ("interval", 0.0, 3.0), "w_IE": RegionalMap(maps, "positive")})
+    assert model.G.item() == pytest.approx(1.0, rel=1e-12)
+    torch.testing.assert_close(model.w_IE, torch.full((N,), 1.2, dtype=torch.float64))
+    with torch.no_grad():
+        model.learned["G"].raw.fill_(12.0)
+        model.learned["w_IE"].coefficients.copy_(torch.tensor([-30.0, 5.0]))
+    assert 0 < model.G.item() < 3
+    assert (model.w_IE > 0).all()
+    names = sorted(n for n, _ in model.named_parameters())
+    assert names == ["learned.G.raw", "learned.w_IE.coefficients", "learned.w_IE.intercept"]
+    with pytest.raises(ValueError, match=r"learn: G starts at 4, outside the open interval \(0.0, 3.0\)|outside the open interval"):
+        rww.RWWBold(connectome(), G=4.0, learn={"G": ("interval", 0.0, 3.0)})
+    with pytest.raises(ValueError, match=r"'positive' transform \(softplus\) needs a value > 0"):
+        rww.RWWBold(connectome(), learn=["G"])                       # deco2014's default G is 0
