@@ -31,7 +31,7 @@ import torch
 from . import objectives as obj
 from .model import RWWBold
 
-LOSS_TERMS = ("fc_corr", "fc_log", "fc_l1", "fc_mse", "fcd", "bold_std", "firing_rate",
+LOSS_TERMS = ("fc_corr", "fc_log", "fc_l1", "fc_mse", "fcd", "bold_std", "bold_mean", "firing_rate",
               "bifurcation", "entropy", "smoothness")
 
 
@@ -233,6 +233,10 @@ def loss_terms(model: RWWBold, result, target: FitTarget, emp_fc: torch.Tensor, 
         if target.bold is None:
             raise ValueError("weights: the bold_std term needs target bold")
         terms["bold_std"] = obj.bold_std_loss(result.bold, target.bold.std(0)).mean()
+    if w.get("bold_mean"):
+        if target.bold is None:
+            raise ValueError("weights: the bold_mean term needs target bold")
+        terms["bold_mean"] = obj.bold_mean_loss(result.bold, target.bold.mean(0), target.bold.std(0)).mean()
     if w.get("firing_rate"):
         terms["firing_rate"] = obj.firing_rate_loss(result.records["r_E"], config.firing_rate_hz).mean()
     if w.get("bifurcation"):

@@ -165,9 +165,17 @@ def bold_std_loss(sim_bold: torch.Tensor, target_std: torch.Tensor) -> torch.Ten
     return torch.log(sim_bold.std(dim=-2) / target_std).square().mean(-1)
 
 
-def bold_mean_loss(sim_bold: torch.Tensor, target_mean: torch.Tensor) -> torch.Tensor:
-    """Mean squared difference of per-region temporal means. ``(..., T, N)``, ``(N,)`` -> ``(...)``."""
-    return (sim_bold.mean(dim=-2) - target_mean).square().mean(-1)
+def bold_mean_loss(sim_bold: torch.Tensor, target_mean: torch.Tensor,
+                   target_std: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean squared difference of per-region temporal means, in units of the target's temporal
+    standard deviation when given: ``mean_i ((mean_sim_i - mean_target_i) / std_target_i)**2``.
+    ``(..., T, N)``, ``(N,)``, ``(N,)`` -> ``(...)``. Only meaningful for simulated targets (the
+    baseline of measured BOLD is arbitrary), e.g. parameter recovery, where it carries the mean
+    S_E (the Balloon's drive) and so identifies the coupling smoothly."""
+    diff = sim_bold.mean(dim=-2) - target_mean
+    if target_std is not None:
+        diff = diff / target_std
+    return diff.square().mean(-1)
 
 
 def firing_rate_loss(rate_e: torch.Tensor, target_hz: float = 3.0) -> torch.Tensor:

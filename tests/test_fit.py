@@ -54,7 +54,7 @@ def test_fcd_distance_gradient_and_ks_tracking():
 def test_other_term_gradients():
     bold = torch.randn(2, 20, N, dtype=torch.float64)
     _check(lambda b: obj.bold_std_loss(b, torch.full((N,), 0.7, dtype=torch.float64)), bold)
-    _check(lambda b: obj.bold_mean_loss(b, torch.zeros(N, dtype=torch.float64)), bold)
+    _check(lambda b: obj.bold_mean_loss(b, torch.zeros(N, dtype=torch.float64), torch.full((N,), 0.5, dtype=torch.float64)), bold)
     _check(lambda r: obj.firing_rate_loss(r, 3.0), torch.rand(2, 10, N) * 6)
     _check(lambda x, m, s: obj.gaussian_nll(x, m, s), torch.rand(N), torch.rand(()), torch.rand(()) + 0.5)
     _check(lambda gie, gei, c: obj.bifurcation_penalty(gie, gei, c[0], c[1], c[2]),
