@@ -178,6 +178,14 @@ def bold_coefficients(preset: Preset, haemo: dict) -> tuple[float, float, float,
     return scale, 7.0 * rho, 2.0, 2.0 * rho - 0.2
 
 
+def same_device(a, b) -> bool:
+    """Same device, counting ``cuda`` and ``cuda:0`` as the current one."""
+    a, b = torch.device(a), torch.device(b)
+    if a.type != b.type:
+        return False
+    return a.type == "cpu" or a.index is None or b.index is None or a.index == b.index
+
+
 def _as_param_tensor(name: str, value, batch: int, n_nodes: int, dtype, device) -> torch.Tensor:
     """Validate one parameter value and return it as a tensor of shape (), (N,), (B,) or (B, N).
 
@@ -191,9 +199,7 @@ def _as_param_tensor(name: str, value, batch: int, n_nodes: int, dtype, device) 
             raise TypeError(f"parameter {name}: expected a number or tensor, got {type(value)}") from err
     if not value.is_floating_point():
         value = value.to(dtype)
-    if value.device != torch.device(device) and not (
-        torch.device(device).type == value.device.type and torch.device(device).index is None
-    ):
+    if not same_device(value.device, device):
         raise ValueError(
             f"parameter {name}: on device {value.device}, but the model runs on {device}; "
             f"move it with .to({str(device)!r})"

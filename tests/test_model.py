@@ -33,7 +33,8 @@ def test_quick_start_shapes_and_gradients():
 
 
 def test_forward_equals_reference_on_the_model_pieces():
-    model = RWWBold(connectome(), tr=0.005, batch=2, G=torch.tensor([0.2, 0.9]), dtype=torch.float64)
+    model = RWWBold(connectome(), tr=0.005, batch=2, G=torch.tensor([0.2, 0.9]), dtype=torch.float64,
+                    backend="torch")
     result = model.simulate(4, seed=3, record=("S_E", "r_E"))
     direct = reference_scan(model.parameter_table(), model.coupling(), model.initial_state(),
                             model.spec(4, seed=3, record=("S_E", "r_E")))
@@ -45,12 +46,12 @@ def test_forward_equals_reference_on_the_model_pieces():
 
 def test_per_simulation_connectomes():
     sc = torch.stack([connectome(0), connectome(1), connectome(2)])
-    model = RWWBold(sc, batch=3, tr=0.005, G=1.0, dtype=torch.float64)
+    model = RWWBold(sc, batch=3, tr=0.005, G=1.0, dtype=torch.float64, backend="torch")
     bold, _ = model(2, seed=1)
     for b in range(3):
         single = RWWBold(sc[b], batch=1, tr=0.005, G=1.0, dtype=torch.float64)
         # simulation b of the batch uses noise counter b; rebuild it by simulating b+1 copies
-        many = RWWBold(sc[b], batch=b + 1, tr=0.005, G=1.0, dtype=torch.float64)
+        many = RWWBold(sc[b], batch=b + 1, tr=0.005, G=1.0, dtype=torch.float64, backend="torch")
         ref, _ = many(2, seed=1)
         assert torch.equal(bold[b], ref[b])
         assert single.n_nodes == N

@@ -112,7 +112,8 @@ def test_griffiths_model_observation_noise_and_aliases():
     """The model accepts the paper's names, adds (0.001 + relu(std_out)) * xi to BOLD with xi
     from Philox words 2 and 3 at each TR's last step, and learns w_bb."""
     model = RWWBold(torch.tensor(SC), preset="griffiths2022", g=5.0, g_EE=2.0, std_in=0.1,
-                    sigma_out=0.05, learn=["g", "g_IE", "sigma_out"], w_bb=True, dtype=torch.float64)
+                    sigma_out=0.05, learn=["g", "g_IE", "sigma_out"], w_bb=True, dtype=torch.float64,
+                    backend="torch")
     assert model.steps_per_tr == 15 and model.dt == 0.05
     assert model.G.item() == 5.0 and model.w_EE.item() == 2.0 and model.sigma.item() == 0.1
     result = model.simulate(3, seed=4)

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import torch
 
 from ..noise import check_seed
-from ..params import N_PARAMS, Preset, bold_coefficients
+from ..params import N_PARAMS, Preset, bold_coefficients, same_device
 
 # Rows of the state tensor (6, B, N). Every backend uses this order.
 STATE_NAMES: tuple[str, ...] = ("S_E", "S_I", "x", "f", "v", "q")
@@ -96,16 +96,6 @@ def steps_per_tr_from(tr: float, dt: float, balloon_dt_scale: float = 1e-3) -> i
             f"({ratio:.6g} steps); choose dt so that tr/dt is an integer"
         )
     return steps
-
-
-def same_device(a: torch.device, b: torch.device) -> bool:
-    """True when two devices are the same (``cuda`` and ``cuda:0`` count as the current one)."""
-    a, b = torch.device(a), torch.device(b)
-    if a.type != b.type:
-        return False
-    if a.type == "cpu" or a.index is None or b.index is None:
-        return True
-    return a.index == b.index
 
 
 def validate_scan_inputs(params: torch.Tensor, coupling: torch.Tensor, state: torch.Tensor):
