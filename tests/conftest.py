@@ -1,8 +1,14 @@
 import os
 import sys
 
-import pytest
-import torch
+# Triton kernels run under the interpreter on machines without a GPU. The variable must be set
+# before anything imports triton (torch may import it lazily from any test), so set it here, for
+# the whole session, unless a GPU is present or the caller chose explicitly.
+if "TRITON_INTERPRET" not in os.environ and not os.path.exists("/dev/nvidia0"):
+    os.environ["TRITON_INTERPRET"] = "1"
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(__file__))
 
