@@ -1,0 +1,360 @@
+"""The compiled CPU backend: fused forward and adjoint kernels (numba), checkpointed.
+
+:class:`NumbaBackend` implements :class:`rww.ops.scan.ScanBackend` with the kernels of
+:mod:`rww.ops.numba_kernels`:
+
+- ``forward`` runs one fused loop over steps per simulation, state in local arrays, writing BOLD
+  and the records at every TR end and the full state every K steps (the checkpoints);
+- ``backward`` recomputes each segment from its checkpoint (noise regenerated from the Philox
+  counter, never stored), keeping a tape of that segment only (O(N*K) per worker thread), and
+  sweeps the hand-derived discrete adjoint of the Euler-Maruyama step back through it.
+
+Precision: the kernels compute in the dtype of the inputs (float32 or float64). Gradients of the
+parameters and of the coupling are accumulated per simulation in float64 (float32 partial sums
+of at most 16 steps are flushed into float64 totals), reduced over simulations and nodes in
+float64 in a fixed order, and returned in the input dtype. The adjoint state itself is carried in
+the input dtype, like the forward state.
+
+Threads: simulations are distributed over a pool of worker threads (the kernels release the
+GIL). The count is ``RWW_NUM_THREADS`` when that environment variable is set, otherwise
+``numba.get_num_threads()`` (set by ``numba.set_num_threads`` or ``NUMBA_NUM_THREADS``; numba's
+default is the number of cores). Results do not depend on the thread count: every simulation
+writes only its own outputs and the sums over simulations are done afterwards in a fixed order.
+One simulation runs on one thread: splitting the nodes of a single simulation across threads
+would need a barrier per step (the coupling reads every node), which costs more than a whole
+step at N = 68 (about 1.5 us).
+
+First call: the kernels are compiled once per dtype (tens of seconds) and cached on disk by numba
+(``cache=True``; ``NUMBA_CACHE_DIR`` moves the cache). :func:`warmup` compiles or loads every
+variant and reports how long that took.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import threading
+import time
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import torch
+
+from ..params import PARAM_INDEX
+from .scan import ForwardOutput, ScanBackend
+from .spec import RECORDABLE, ScanSpec
+
+# Memory allowed for the per-simulation float64 partials of a shared coupling matrix's gradient
+# (B x N x N); beyond it, consecutive simulations share a partial (a fixed grouping that depends
+# only on B and N, so the summation order, and the result, never depend on the thread count).
+COUPLING_PARTIALS_BYTES = 256 * 2**20
+
+_SUPPORTED = (torch.float32, torch.float64)
+_LAST_MISMATCHES = 0
+
+
+def last_recompute_mismatches() -> int:
+    """How many state values at the ends of the segments recomputed by the last backward pass
+    differed (bitwise) from the forward's checkpoints: 0 unless the recomputation is inexact."""
+    return _LAST_MISMATCHES
+
+
+def _kernels():
+    from . import numba_kernels
+    return numba_kernels
+
+
+def num_threads() -> int:
+    """Worker threads used by the numba backend: ``RWW_NUM_THREADS`` if set, else
+    ``numba.get_num_threads()``."""
+    env = os.environ.get("RWW_NUM_THREADS", "").strip()
+    if env:
+        try:
+            n = int(env)
+        except ValueError:
+            raise ValueError(f"RWW_NUM_THREADS must be a positive integer, got {env!r}") from None
+        if n < 1:
+            raise ValueError(f"RWW_NUM_THREADS must be a positive integer, got {env!r}")
+        return n
+    import numba
+    return max(1, int(numba.get_num_threads()))
+
+
+_POOL: ThreadPoolExecutor | None = None
+_POOL_SIZE = 0
+_POOL_LOCK = threading.Lock()
+
+
+def _run_tasks(fn, tasks: list):
+    """Run ``fn(task)`` for every task, on the worker pool when there is more than one."""
+    n = min(num_threads(), len(tasks))
+    if n <= 1:
+        for task in tasks:
+            fn(task)
+        return
+    global _POOL, _POOL_SIZE
+    with _POOL_LOCK:
+        if _POOL is None or _POOL_SIZE < n:
+            if _POOL is not None:
+                _POOL.shutdown(wait=False)
+            _POOL = ThreadPoolExecutor(max_workers=n, thread_name_prefix="rww-numba")
+            _POOL_SIZE = n
+        pool = _POOL
+    futures = [pool.submit(fn, task) for task in tasks]
+    for fut in futures:
+        fut.result()
+
+
+def coefficient_table(params: torch.Tensor, spec: ScanSpec) -> torch.Tensor:
+    """The kernels' per-node coefficients from the parameter table (differentiable).
+
+    Args:
+        params: ``(P, Bp, Np)`` parameter table (:func:`rww.params.pack_parameters`).
+        spec: the scan (its preset and dt enter the coefficients).
+
+    Returns:
+        ``(N_COEF, Bp, Np)`` in the order of :data:`rww.ops.numba_kernels.COEF_NAMES`: the
+        constant parts of the currents (``W_E*I_0``, ``W_I*I_0``), the weights as they multiply
+        the states (deco2014 ``w_EE*J_NMDA``, ``G*J_NMDA``, ``w_IE``, ``w_EI*J_NMDA``;
+        griffiths2022 ``0.001 + relu(.)`` gains and ``G``), the transfer-function constants, the
+        decay rates ``1/tau`` [1/ms], the kinetic factors and the noise amplitude
+        ``sqrt(dt)*sigma`` (griffiths2022: ``sqrt(dt)*(0.02 + relu(sigma))``).
+    """
+    p = {name: params[i] for name, i in PARAM_INDEX.items()}
+    sqrt_dt = math.sqrt(spec.dt)
+    if spec.preset.code == 1:
+        relu = torch.relu
+        c_ee, c_ie, c_ei = 0.001 + relu(p["w_EE"]), 0.001 + relu(p["w_IE"]), 0.001 + relu(p["w_EI"])
+        c_g = p["G"]
+        amp = sqrt_dt * (0.02 + relu(p["sigma"]))
+    else:
+        j = p["J_NMDA"]
+        c_ee, c_g, c_ie, c_ei = p["w_EE"] * j, p["G"] * j, p["w_IE"], p["w_EI"] * j
+        amp = sqrt_dt * p["sigma"]
+    rows = [p["W_E"] * p["I_0"], c_ee, c_g, c_ie, p["W_I"] * p["I_0"], c_ei,
+            p["a_E"], p["b_E"], p["d_E"], p["a_I"], p["b_I"], p["d_I"],
+            1.0 / p["tau_E"], 1.0 / p["tau_I"], p["gamma_E"], p["gamma_I"], amp]
+    return torch.stack(rows)
+
+
+def _coefficient_signs(dt: float) -> np.ndarray:
+    """Factors turning the kernel's raw adjoint sums into dL/dcoefficient (the kernel leaves out
+    constant factors: -1 for c_IE and b, -dt for the decay rates, dt for the kinetic factors)."""
+    k = _kernels()
+    signs = np.ones(k.N_COEF)
+    signs[[k.C_IE, k.C_BE, k.C_BI]] = -1.0
+    signs[[k.C_KE, k.C_KI]] = -dt
+    signs[[k.C_GE, k.C_GI]] = dt
+    return signs
+
+
+def _haemo_vector(spec: ScanSpec) -> np.ndarray:
+    h = spec.haemo
+    scale, k1, k2, k3 = spec.bold_coefficients
+    return np.array([spec.dt, spec.balloon_dt, h["kappa"], h["gamma_h"], 1.0 / h["tau_0"],
+                     1.0 / h["alpha"], math.log(1.0 - h["rho"]), 1.0 / h["rho"], scale, k1, k2,
+                     k3], dtype=np.float64)
+
+
+def _padded_coupling(coupling: torch.Tensor, transpose: bool, np_dtype) -> np.ndarray:
+    """``(Bc, N, NP)`` copy of C (or C^T) with zero columns up to NP = 8*ceil(N/8)."""
+    c = coupling.detach()
+    c = c.unsqueeze(0) if c.dim() == 2 else c
+    if transpose:
+        c = c.transpose(-1, -2)
+    n = c.shape[-1]
+    out = np.zeros((c.shape[0], n, ((n + 7) // 8) * 8), dtype=np_dtype)
+    out[:, :, :n] = c.numpy()
+    return out
+
+
+def _as_numpy(t: torch.Tensor) -> np.ndarray:
+    return t.detach().contiguous().numpy()
+
+
+def _check_dtype(*tensors):
+    for t in tensors:
+        if t.dtype not in _SUPPORTED:
+            raise TypeError(f"numba backend: dtype {t.dtype} is not supported; use float32 or "
+                            "float64")
+        if t.device.type != "cpu":
+            raise ValueError(f"numba backend: tensors must be on the CPU, got {t.device}")
+
+
+def _check_size(n_nodes: int):
+    limit = _kernels().MAX_NODES
+    if n_nodes > limit:
+        raise ValueError(
+            f"numba backend: N={n_nodes} regions exceeds its limit of {limit} (the kernels keep a "
+            "simulation's nodes in a fixed-stride workspace); use backend='torch-checkpoint' on "
+            "the CPU or backend='triton' on a GPU")
+
+
+def _seed_words(seed: int) -> tuple[np.uint64, np.uint64]:
+    return np.uint64(seed & 0xFFFFFFFF), np.uint64(seed >> 32)
+
+
+class NumbaBackend(ScanBackend):
+    """Fused forward and adjoint scan kernels compiled for the CPU with numba (see the module
+    docstring for precision and threading)."""
+
+    name = "numba"
+
+    def available(self) -> tuple[bool, str]:
+        try:
+            import numba  # noqa: F401
+        except ImportError as err:
+            return False, f"numba is not installed ({err}); pip install numba"
+        return True, ""
+
+    def supports(self, device: torch.device) -> tuple[bool, str]:
+        device = torch.device(device)
+        if device.type != "cpu":
+            return False, (f"the numba backend runs on CPU tensors only, got device {device}; "
+                           "use backend='triton' on CUDA or move the model to the CPU")
+        return True, ""
+
+    def forward(self, params, coupling, state, spec: ScanSpec, checkpoint_every: int) -> ForwardOutput:
+        _check_dtype(params, coupling, state)
+        k = _kernels()
+        dtype = state.dtype
+        np_dtype = np.float32 if dtype == torch.float32 else np.float64
+        batch, n_nodes = state.shape[1], state.shape[2]
+        _check_size(n_nodes)
+        with torch.no_grad():
+            coef = _as_numpy(coefficient_table(params.detach().double(), spec).to(dtype))
+        ct = _padded_coupling(coupling, True, np_dtype)
+        state0 = _as_numpy(state)
+        n_seg = max(1, math.ceil(spec.n_steps / checkpoint_every))
+        n_trs = spec.n_trs
+        rec_slot = np.full(4, -1, dtype=np.int64)
+        for slot, name in enumerate(spec.record):
+            rec_slot[RECORDABLE.index(name)] = slot
+        bold = torch.empty(batch, n_trs, n_nodes, dtype=dtype)
+        rec = torch.empty(len(spec.record), batch, n_trs, n_nodes, dtype=dtype)
+        ckpt = torch.empty(n_seg, 6, batch, n_nodes, dtype=dtype)
+        final = torch.empty(6, batch, n_nodes, dtype=dtype)
+        first_bad = torch.empty(batch, dtype=torch.int64)
+        key0, key1 = _seed_words(spec.seed)
+        hc = _haemo_vector(spec)
+        griffiths = int(spec.preset.code == 1)
+        outs = (bold.numpy(), rec.numpy(), ckpt.numpy(), final.numpy(), first_bad.numpy())
+
+        def run(sims):
+            k.rww_fwd_kernel(sims, coef, ct, state0, hc, griffiths, spec.steps_per_tr,
+                             spec.n_steps, checkpoint_every, spec.t0, key0, key1, rec_slot, *outs)
+
+        n_tasks = min(batch, num_threads())
+        _run_tasks(run, [np.arange(batch, dtype=np.int64)[i::n_tasks] for i in range(n_tasks)])
+        records = {name: rec[slot].clone() for slot, name in enumerate(spec.record)}
+        return ForwardOutput(bold, records, final, ckpt, first_bad)
+
+    def backward(self, params, coupling, checkpoints, spec: ScanSpec, checkpoint_every: int,
+                 grad_bold, grad_records: dict, grad_state):
+        _check_dtype(params, coupling, checkpoints)
+        k = _kernels()
+        dtype = checkpoints.dtype
+        np_dtype = np.float32 if dtype == torch.float32 else np.float64
+        batch, n_nodes = checkpoints.shape[2], checkpoints.shape[3]
+        params64 = params.detach().double().requires_grad_(True)
+        with torch.enable_grad():
+            coef64 = coefficient_table(params64, spec)
+        coef = _as_numpy(coef64.detach().to(dtype))
+        ct = _padded_coupling(coupling, True, np_dtype)
+        cm = _padded_coupling(coupling, False, np_dtype)
+        ckpt = _as_numpy(checkpoints)
+        hc = _haemo_vector(spec)
+        griffiths = int(spec.preset.code == 1)
+        key0, key1 = _seed_words(spec.seed)
+
+        names = [n for n in RECORDABLE if grad_records.get(n) is not None]
+        grec_slot = np.full(4, -1, dtype=np.int64)
+        for slot, name in enumerate(names):
+            grec_slot[RECORDABLE.index(name)] = slot
+        if names:
+            grec = np.ascontiguousarray(np.stack([_as_numpy(grad_records[n].to(dtype))
+                                                  for n in names]))
+        else:
+            grec = np.zeros((0, batch, spec.n_trs, n_nodes), dtype=np_dtype)
+        gbold = _as_numpy(grad_bold.to(dtype))
+        gstate = _as_numpy(grad_state.to(dtype))
+
+        # The coupling gradient costs as much as the adjoint's own coupling product: skip it when
+        # autograd will not use it (the Function returns None for inputs that need no gradient).
+        want_gc = bool(coupling.requires_grad)
+        per_sim = coupling.dim() == 3
+        if per_sim:
+            gc_slot = np.arange(batch, dtype=np.int64)
+        else:
+            group = max(1, math.ceil(batch * n_nodes * n_nodes * 8 / COUPLING_PARTIALS_BYTES))
+            gc_slot = np.arange(batch, dtype=np.int64) // group
+        n_slots = int(gc_slot[-1]) + 1 if want_gc else 0
+        g_coef = np.zeros((k.N_COEF, batch, n_nodes), dtype=np.float64)
+        g_c = np.zeros((n_slots, n_nodes, n_nodes), dtype=np.float64)
+        g_state0 = torch.empty(6, batch, n_nodes, dtype=dtype)
+        g_state0_np = g_state0.numpy()
+        mismatch = np.zeros(batch, dtype=np.int64)
+
+        def run(sims):
+            k.rww_bwd_kernel(sims, coef, ct, cm, ckpt, hc, griffiths, spec.steps_per_tr,
+                             spec.n_steps, checkpoint_every, spec.t0, key0, key1, gbold, grec,
+                             grec_slot, gstate, want_gc, gc_slot, g_coef, g_c, g_state0_np,
+                             mismatch)
+
+        # Simulations that add into the same coupling partial run in one task, in order.
+        if want_gc:
+            tasks = [np.nonzero(gc_slot == s)[0].astype(np.int64) for s in range(n_slots)]
+        else:
+            tasks = [np.array([b], dtype=np.int64) for b in range(batch)]
+        _run_tasks(run, tasks)
+        global _LAST_MISMATCHES
+        _LAST_MISMATCHES = int(mismatch.sum())
+        if _LAST_MISMATCHES:
+            warnings.warn(
+                f"numba backend: {_LAST_MISMATCHES} state values recomputed in the "
+                "backward pass differ from the forward's checkpoints; gradients are evaluated on "
+                "a trajectory that differs by rounding. Please report this with the problem "
+                "size and dtype.", RuntimeWarning, stacklevel=2)
+
+        # dL/dcoefficient per (b, n) -> the table's (Bp, Np) broadcast shape -> parameters.
+        g_coef *= _coefficient_signs(spec.dt)[:, None, None]
+        bp, np_ = params.shape[1], params.shape[2]
+        axes = tuple(ax for ax, keep in ((1, bp > 1), (2, np_ > 1)) if not keep)
+        if axes:
+            g_coef = g_coef.sum(axis=axes, keepdims=True)
+        (grad_params,) = torch.autograd.grad(
+            coef64, params64, torch.from_numpy(g_coef).expand(coef64.shape))
+        grad_params = grad_params.to(params.dtype)
+        if not want_gc:
+            grad_coupling = torch.zeros_like(coupling)
+        elif per_sim:
+            grad_coupling = torch.from_numpy(g_c).to(coupling.dtype)
+        else:
+            grad_coupling = torch.from_numpy(g_c.sum(axis=0)).to(coupling.dtype)
+        return grad_params, grad_coupling, g_state0
+
+
+def warmup() -> float:
+    """Compile (or load from numba's on-disk cache) every kernel variant: forward and adjoint,
+    float32 and float64. Returns the wall seconds it took (``rww info`` reports it)."""
+    from ..model import initial_state
+    from ..params import get_preset, pack_parameters, resolve_haemo
+
+    start = time.perf_counter()
+    backend = NumbaBackend()
+    preset = get_preset("deco2014")
+    for dtype in _SUPPORTED:
+        params = pack_parameters({}, preset, 1, 2, dtype)
+        coupling = torch.full((2, 2), 0.5, dtype=dtype, requires_grad=True)
+        state = initial_state(1, 2, dtype)
+        spec = ScanSpec(preset, 0.1, 2, 4, haemo=resolve_haemo(preset, None),
+                        record=RECORDABLE)
+        out = backend.forward(params, coupling, state, spec, 3)
+        backend.backward(params, coupling, out.checkpoints, spec, 3, torch.ones_like(out.bold),
+                         {n: torch.ones_like(v) for n, v in out.records.items()},
+                         torch.ones_like(out.state))
+    return time.perf_counter() - start
+
+
+__all__ = ["NumbaBackend", "coefficient_table", "last_recompute_mismatches", "num_threads", "warmup"]
