@@ -55,7 +55,7 @@ def main(argv=None):
     common = dict(preset=args.preset, batch=args.realisations, backend=args.backend)
     if args.dt:
         common["dt"] = args.dt
-    fcd_window, fcd_step = demo.fcd_window, demo.fcd_step
+    fcd_window, fcd_step = demo.fcd_window_trs, demo.fcd_step_trs
     report = {"preset": args.preset, "args": vars(args)}
 
     # 1. group FC
