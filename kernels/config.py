@@ -1,0 +1,153 @@
+"""Host-side choices shared by the launchers: the scan's scalar constants and the tile shapes.
+
+No autotuning: one launch of these kernels is a whole simulation (or a whole checkpoint segment)
+that writes its outputs, so benchmarking configurations at launch time would re-run entire
+simulations. The shapes come from a deterministic rule (:func:`choose_config`) based on register
+budgets measured ahead of time (``python -m kernels.aot``), and every choice can be overridden
+(tests force small streamed tiles; ``bench/gpu.py`` can compare alternatives).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, replace
+
+
+@dataclass(frozen=True)
+class ScanConstants:
+    """Scalars of one scan, as the kernels take them.
+
+    Attributes:
+        griffiths: preset flag (False: deco2014, True: griffiths2022).
+        dt: neural step (ms for deco2014). balloon_dt: haemodynamic step (s for deco2014).
+        steps_per_tr: steps per BOLD sample. seed: Philox key (64-bit). t0: global step of local 0.
+        kappa, gamma_h, tau_0, alpha, rho: Balloon constants. bold_scale, k1, k2, k3: BOLD
+        ``scale*(k1(1-q) + k2(1-q/v) + k3(1-v))``.
+    """
+
+    griffiths: bool
+    dt: float
+    balloon_dt: float
+    steps_per_tr: int
+    seed: int
+    t0: int
+    kappa: float
+    gamma_h: float
+    tau_0: float
+    alpha: float
+    rho: float
+    bold_scale: float
+    k1: float
+    k2: float
+    k3: float
+
+    def kernel_floats(self) -> tuple:
+        """``(dt, sqrt_dt, dtb, kappa, gamma_h, 1/tau_0, 1/alpha, ln(1-rho), 1/rho)`` computed in
+        float64 (rounded once to float32 by the launch)."""
+        return (self.dt, math.sqrt(self.dt), self.balloon_dt, self.kappa, self.gamma_h,
+                1.0 / self.tau_0, 1.0 / self.alpha, math.log1p(-self.rho), 1.0 / self.rho)
+
+
+@dataclass(frozen=True)
+class KernelConfig:
+    """Tile shapes and flags of one launch.
+
+    Attributes:
+        block_b: simulations per program. block_n: nodes per program (power of two >= N).
+        block_j: streamed mat-vec: columns of C unrolled per loop iteration, or the K-chunk of
+            the tl.dot product (unused when ``resident`` without tl.dot).
+        resident: C held in registers for the whole launch (small N).
+        use_dot: shared-C mat-vecs of the tile's simulations as one ``tl.dot`` (block_b >= 16).
+        num_warps: warps per program.
+    """
+
+    block_b: int
+    block_n: int
+    block_j: int
+    resident: bool
+    use_dot: bool
+    num_warps: int
+
+
+# Largest BLOCK_N whose C tile stays in registers without spilling (DESIGN.md s. 3, and the
+# spill column of ``python -m kernels.aot``: 64 regions with 8 warps has no stack on sm_80/sm_90).
+RESIDENT_MAX = 64
+# Register budget of the register-resident product: floats of the (BLOCK_B, BLOCK_N, BLOCK_N)
+# temporary per thread.
+CHUNK_ELEMS_PER_THREAD = 32
+# Shared-C batches at least this large use tl.dot tiles (every C element serves 16 simulations);
+# smaller batches keep one simulation per program, which spreads them over more SMs.
+DOT_MIN_BATCH = 2048
+
+
+def next_pow2(n: int) -> int:
+    return 1 if n <= 1 else 1 << (int(n) - 1).bit_length()
+
+
+def choose_config(batch: int, n_nodes: int, per_sim: bool, **overrides) -> KernelConfig:
+    """Tile shapes for ``batch`` simulations of ``n_nodes`` regions.
+
+    Args:
+        batch, n_nodes: B and N.
+        per_sim: the coupling is ``(B, N, N)``.
+        **overrides: any :class:`KernelConfig` field (``block_j`` alone forces the streamed
+            variant; ``resident=True`` forces registers, which spills beyond RESIDENT_MAX).
+
+    Returns:
+        :class:`KernelConfig`.
+    """
+    unknown = set(overrides) - set(KernelConfig.__dataclass_fields__)
+    if unknown:
+        raise ValueError(f"unknown kernel config fields {sorted(unknown)}")
+    use_dot = overrides.get("use_dot")
+    if use_dot is None:
+        use_dot = (not per_sim) and batch >= DOT_MIN_BATCH and n_nodes >= 16
+    if use_dot and per_sim:
+        raise ValueError("use_dot needs a shared (N, N) coupling")
+    block_n = next_pow2(n_nodes)
+    if use_dot:
+        block_n = max(block_n, 16)
+    resident = overrides.get("resident")
+    if resident is None:
+        resident = "block_j" not in overrides and block_n <= RESIDENT_MAX
+    num_warps = overrides.get("num_warps")
+    if num_warps is None:
+        if resident:
+            num_warps = 8 if block_n >= 64 else 4
+        else:
+            num_warps = 4 if block_n <= 256 else (8 if block_n <= 1024 else 16)
+    threads = 32 * num_warps
+    # Under the Triton interpreter every tl op costs ~0.1 ms whatever its size, so one program
+    # covering the whole batch is much faster; per-lane arithmetic is the same, and tests force
+    # one simulation per program explicitly where it matters.
+    interpret = os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+    block_b = overrides.get("block_b")
+    if block_b is None and interpret and not use_dot:
+        block_b = next_pow2(batch)
+    if block_b is None:
+        if use_dot:
+            block_b = 16
+        else:
+            # About one element per thread: more programs (SMs) rather than more registers; the
+            # adjoint holds 19 gradient accumulators per element, so this suits both kernels.
+            block_b = max(1, min(next_pow2(batch), threads // block_n))
+            if resident:
+                while block_b > 1 and block_b * block_n * block_n > CHUNK_ELEMS_PER_THREAD * threads:
+                    block_b //= 2
+    block_j = overrides.get("block_j")
+    if block_j is None:
+        # tl.dot: K-chunk of 16 (the smallest dot tile) or 32. Streamed columns: 8 columns
+        # unrolled per iteration (two rounds of the 4 accumulators).
+        block_j = (32 if block_n >= 128 else 16) if use_dot else min(8, block_n)
+    cfg = KernelConfig(block_b=block_b, block_n=block_n, block_j=block_j, resident=resident,
+                       use_dot=use_dot, num_warps=num_warps)
+    for name in ("block_b", "block_n", "block_j"):
+        value = getattr(cfg, name)
+        if value < 1 or value & (value - 1):
+            raise ValueError(f"{name}={value} must be a power of two")
+    if cfg.block_n < n_nodes:
+        raise ValueError(f"block_n={cfg.block_n} < n_nodes={n_nodes}")
+    if use_dot and min(cfg.block_b, cfg.block_n, cfg.block_j if not resident else 16) < 16:
+        raise ValueError("use_dot needs block_b, block_n and block_j >= 16 (tl.dot tiles)")
+    return replace(cfg)

@@ -1,0 +1,122 @@
+"""The Triton backend: fused forward and adjoint kernels behind :class:`RWWScanFunction`.
+
+Chain (STYLE.md): ``kernels.rww_fwd._rww_fwd_kernel`` -> ``kernels.rww_fwd.rww_fwd`` (launcher) ->
+:class:`TritonBackend` -> :class:`rww.ops.scan.RWWScanFunction` -> :func:`rww.ops.scan.rww_scan`
+-> :class:`rww.RWWBold`; the backward goes through ``kernels.rww_bwd.rww_bwd``.
+
+Only the ``kernels`` package imports triton, and only when this backend is used: this module
+imports it lazily, so ``import rww`` works without triton.
+
+Where it runs: CUDA tensors; CPU tensors only under the Triton interpreter (``TRITON_INTERPRET=1``
+set before triton and ``kernels`` are imported), which is how the tests run it without a GPU.
+float32 only (the kernels' constants, noise and accumulators are float32); float64 raises a
+``TypeError`` naming the backends that support it.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import torch
+
+from .scan import ForwardOutput, ScanBackend
+from .spec import ScanSpec
+
+
+def _interpreter_requested() -> bool:
+    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+
+
+def scan_constants(spec: ScanSpec):
+    """The kernels' :class:`kernels.config.ScanConstants` for a :class:`ScanSpec`."""
+    from kernels.config import ScanConstants
+
+    scale, k1, k2, k3 = spec.bold_coefficients
+    h = spec.haemo
+    return ScanConstants(
+        griffiths=spec.preset.code == 1, dt=float(spec.dt), balloon_dt=float(spec.balloon_dt),
+        steps_per_tr=spec.steps_per_tr, seed=spec.seed, t0=spec.t0, kappa=h["kappa"],
+        gamma_h=h["gamma_h"], tau_0=h["tau_0"], alpha=h["alpha"], rho=h["rho"],
+        bold_scale=scale, k1=k1, k2=k2, k3=k3)
+
+
+class TritonBackend(ScanBackend):
+    """Fused Triton kernels: forward scan in one launch; backward per checkpoint segment
+    (recompute, then adjoint sweep), see :mod:`kernels.rww_fwd` and :mod:`kernels.rww_bwd`.
+
+    Args:
+        **config: overrides of :class:`kernels.config.KernelConfig` fields (``block_b``,
+            ``block_j``, ``resident``, ``use_dot``, ``num_warps``) applied to both kernels, e.g.
+            ``TritonBackend(block_j=4)`` forces the streamed coupling even for small N (tests).
+    """
+
+    name = "triton"
+
+    def __init__(self, **config):
+        self.config = dict(config)
+
+    def available(self) -> tuple[bool, str]:
+        try:
+            import triton  # noqa: F401
+
+            import kernels.rww_bwd  # noqa: F401
+            import kernels.rww_fwd  # noqa: F401
+        except ImportError as err:
+            return False, f"triton backend unavailable: {err}"
+        return True, ""
+
+    def supports(self, device: torch.device) -> tuple[bool, str]:
+        device = torch.device(device)
+        if device.type == "cuda":
+            if not torch.cuda.is_available():
+                return False, "CUDA tensors requested but torch.cuda.is_available() is False"
+            return True, ""
+        if device.type == "cpu":
+            if not _interpreter_requested():
+                return False, ("the Triton kernels run on CUDA tensors; CPU tensors only under "
+                               "the Triton interpreter (set TRITON_INTERPRET=1 before importing "
+                               "triton; slow, for tests). Use backend='numba' or 'torch' on CPU")
+            mathfn = sys.modules.get("kernels.mathfn")
+            if mathfn is not None and not mathfn.INTERPRET:
+                return False, ("TRITON_INTERPRET=1 was set after the kernels were imported "
+                               "(compiled for GPU); set it before importing triton/kernels")
+            return True, ""
+        return False, f"the Triton backend does not run on {device.type} tensors"
+
+    def _cfg(self, batch, n_nodes, per_sim):
+        from kernels.config import choose_config
+
+        return choose_config(batch, n_nodes, per_sim, **self.config)
+
+    @staticmethod
+    def _check_dtype(*tensors):
+        for t in tensors:
+            if t.dtype != torch.float32:
+                raise TypeError(
+                    f"backend 'triton' computes in float32, got {t.dtype}; use dtype=float32, or "
+                    "backend='torch' / 'torch-checkpoint' for float64")
+
+    def forward(self, params, coupling, state, spec: ScanSpec, checkpoint_every: int) -> ForwardOutput:
+        from kernels.rww_fwd import rww_fwd
+
+        self._check_dtype(params, coupling, state)
+        batch, n_nodes = state.shape[1:]
+        out = rww_fwd(params, coupling, state, scan_constants(spec), spec.n_steps,
+                      checkpoint_every, record=spec.record,
+                      cfg=self._cfg(batch, n_nodes, coupling.dim() == 3))
+        return ForwardOutput(bold=out["bold"], records=out["records"], state=out["state"],
+                             checkpoints=out["checkpoints"], first_bad=out["first_bad"])
+
+    def backward(self, params, coupling, checkpoints, spec: ScanSpec, checkpoint_every: int,
+                 grad_bold, grad_records: dict, grad_state):
+        from kernels.rww_bwd import rww_bwd
+
+        self._check_dtype(params, coupling, checkpoints)
+        batch, n_nodes = checkpoints.shape[2:]
+        cfg = self._cfg(batch, n_nodes, coupling.dim() == 3)
+        return rww_bwd(params, coupling, checkpoints, scan_constants(spec), spec.n_steps,
+                       checkpoint_every, grad_bold, grad_records, grad_state, cfg=cfg)
+
+
+__all__ = ["TritonBackend", "scan_constants"]
