@@ -173,9 +173,11 @@ def _exp_expm1_f32(x):
     nf = t - _MAGIC
     r = (x - nf * _LN2_HI) - nf * _LN2_LO
     q = r * (_ONE + r * (_E2 + r * (_E3 + r * (_E4 + r * (_E5 + r * (_E6 + r * _E7))))))
-    s = _pow2_from_magic(t) * _TWO          # 2**n, exact (split keeps n = 128 representable)
-    e = s * q + s
-    em1 = s * q + (s - _ONE)                # exact 2**n - 1 keeps expm1 accurate near 0
+    # 2**n as 2 * 2**(n-1): n = 128 (x in (88.38, 88.72]) has a finite result but no 2**n.
+    h = _pow2_from_magic(t)
+    e = (h * q + h) * _TWO
+    em1 = (h * q + (h - _HALF)) * _TWO      # 2**(n-1) - 1/2 is exact for |n| <= 24: expm1 stays
+                                            # accurate near 0; beyond, 1 is below the rounding
     e = _INF if x > _EXP_HI else e
     em1 = _INF if x > _EXP_HI else em1
     e = _ZERO if x < _EXP_LO else e
