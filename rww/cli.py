@@ -76,6 +76,61 @@ def _add_debug(parser: argparse.ArgumentParser):
 # rww simulate
 # ------------------------------------------------------------------------------------------------
 
+def add_connectome_arguments(p: argparse.ArgumentParser, demo_help: str):
+    """The connectome options shared by ``rww simulate`` and ``rww fit`` (read back by
+    :func:`load_connectome_from_args`)."""
+    src = p.add_argument_group("connectome")
+    src.add_argument("connectome", nargs="?",
+                     help="structural connectivity file (.npy/.npz/.csv/.tsv/.txt/.mat; "
+                          "FILE:NAME picks an array in .npz/.mat)")
+    src.add_argument("--demo", action="store_true", help=demo_help)
+    src.add_argument("--key", help="array / variable name inside an .npz or .mat file")
+    src.add_argument("--normalise", default="auto",
+                     choices=("auto", "none", "max", "frobenius", "mean_row_sum"),
+                     help="SC normalisation (default auto: mean_row_sum for deco2014; none for "
+                          "griffiths2022, whose model normalises the SC itself)")
+    src.add_argument("--symmetrise", action="store_true", help="use (W + W^T)/2")
+    src.add_argument("--zero-diagonal", action="store_true", help="set self-connections to 0")
+    src.add_argument("--log1p", action="store_true", help="use log(1 + W) (before normalising)")
+    return src
+
+
+def load_connectome_from_args(args, preset, include_bold: bool = False):
+    """Load the connectome the options of :func:`add_connectome_arguments` name.
+
+    Returns:
+        ``(sc, labels, metadata, demo)``: ``sc`` a float64 ``(N, N)`` tensor, preprocessed as
+        the options say (``--normalise auto``: mean row sum 1 for ``deco2014``, none for
+        ``griffiths2022``, whose model normalises the SC itself); ``labels`` region names or None;
+        ``metadata`` a JSON-able description (source, preprocessing); ``demo`` the
+        :class:`rww.data.DemoData` with ``--demo`` (subject BOLD loaded if ``include_bold``),
+        else None.
+    """
+    from . import data as rdata
+    normalise = args.normalise
+    if normalise == "auto":
+        normalise = "mean_row_sum" if preset.code == 0 else None
+    elif normalise == "none":
+        normalise = None
+    prep = dict(symmetrise=args.symmetrise, zero_diagonal=args.zero_diagonal, log1p=args.log1p,
+                normalise=normalise)
+    if args.demo and args.connectome:
+        raise ValueError("give a connectome file or --demo, not both")
+    if args.demo:
+        demo = rdata.load_demo(include_bold=include_bold, **prep)
+        sc, labels = demo.sc, demo.labels
+        metadata = {"source": "embedded demo: HCP-YA Schaefer-100 group SC (group-train706), "
+                              "cuBNM example data", "n_regions": demo.n_regions,
+                    "preprocessing": demo.metadata["preprocessing"],
+                    "licence": demo.metadata["licence"], "citation": demo.metadata["citation"]}
+        return sc, labels, metadata, demo
+    if args.connectome:
+        sc, metadata = rdata.load_connectome(args.connectome, args.key, return_metadata=True, **prep)
+        return sc, metadata.pop("labels", None), metadata, None
+    raise ValueError("connectome: give a structural connectivity file, or --demo for the "
+                     "embedded HCP Schaefer-100 SC")
+
+
 def add_simulate_parser(subparsers) -> argparse.ArgumentParser:
     from .ops.scan import BACKENDS
     from .params import PRESETS
@@ -88,21 +143,8 @@ def add_simulate_parser(subparsers) -> argparse.ArgumentParser:
                     "FC) and PNG figures.",
         epilog="Examples: rww simulate --demo --param G=0.8 --duration 120 --out run1; "
                "rww simulate sc.csv --normalise max --trs 200 --batch 4 --seed 1")
-    src = p.add_argument_group("connectome")
-    src.add_argument("connectome", nargs="?",
-                     help="structural connectivity file (.npy/.npz/.csv/.tsv/.txt/.mat; "
-                          "FILE:NAME picks an array in .npz/.mat)")
-    src.add_argument("--demo", action="store_true",
-                     help="use the embedded HCP Schaefer-100 group SC (100 regions) and compare "
-                          "with its empirical FC")
-    src.add_argument("--key", help="array / variable name inside an .npz or .mat file")
-    src.add_argument("--normalise", default="auto",
-                     choices=("auto", "none", "max", "frobenius", "mean_row_sum"),
-                     help="SC normalisation (default auto: mean_row_sum for deco2014; none for "
-                          "griffiths2022, whose model normalises the SC itself)")
-    src.add_argument("--symmetrise", action="store_true", help="use (W + W^T)/2")
-    src.add_argument("--zero-diagonal", action="store_true", help="set self-connections to 0")
-    src.add_argument("--log1p", action="store_true", help="use log(1 + W) (before normalising)")
+    add_connectome_arguments(p, demo_help="use the embedded HCP Schaefer-100 group SC (100 regions) "
+                             "and compare with its empirical FC")
 
     model = p.add_argument_group("model")
     model.add_argument("--preset", default="deco2014", choices=sorted(PRESETS),
@@ -262,29 +304,7 @@ def run_simulate(args) -> int:
     device = _check_device(args.device)
     dtype = torch.float64 if args.dtype == "float64" else torch.float32
 
-    normalise = args.normalise
-    if normalise == "auto":
-        normalise = "mean_row_sum" if preset.code == 0 else None
-    elif normalise == "none":
-        normalise = None
-    prep = dict(symmetrise=args.symmetrise, zero_diagonal=args.zero_diagonal, log1p=args.log1p,
-                normalise=normalise)
-    demo = None
-    if args.demo and args.connectome:
-        raise ValueError("give a connectome file or --demo, not both")
-    if args.demo:
-        demo = rdata.load_demo(include_bold=False, **prep)
-        sc, labels = demo.sc, demo.labels
-        connectome = {"source": "embedded demo: HCP-YA Schaefer-100 group SC (group-train706), "
-                                "cuBNM example data", "n_regions": demo.n_regions,
-                      "preprocessing": demo.metadata["preprocessing"],
-                      "licence": demo.metadata["licence"], "citation": demo.metadata["citation"]}
-    elif args.connectome:
-        sc, connectome = rdata.load_connectome(args.connectome, args.key, return_metadata=True, **prep)
-        labels = connectome.pop("labels", None)
-    else:
-        raise ValueError("connectome: give a structural connectivity file, or --demo for the "
-                         "embedded HCP Schaefer-100 SC")
+    sc, labels, connectome, demo = load_connectome_from_args(args, preset)
     params = _collect_parameters(args, preset)
     sigma_out = params.pop("sigma_out", None)
     backend = _resolve_backend(args.backend, device)

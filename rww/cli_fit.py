@@ -1,57 +1,115 @@
-"""``rww fit``: fit a model to an FC matrix, BOLD time series or the embedded demo dataset.
+"""``rww fit``: fit a model to an FC matrix, FCD values, BOLD time series or the embedded demo.
 
-Registered into the ``rww`` command line by :mod:`rww.cli` (``add_parser`` / ``run``).
+Registered into the ``rww`` command line by :mod:`rww.cli` (``add_parser``; the handler is
+:func:`run`). Writes, into ``--out``:
+
+- ``fit.ckpt``: the checkpoint, written atomically after every epoch; ``--resume`` continues from
+  it exactly (the result equals an uninterrupted fit);
+- ``fit.json`` / ``fit.npz``: :class:`rww.fit.FitResult` (history of every loss term, parameter
+  and FC r per epoch; fitted parameters; simulated BOLD and FC of the last epoch);
+- ``summary.json``: settings, fitted parameters, FC r on the training target and, with held-out
+  data (``--held-out-bold``, or the demo subject's scans), FC r and FCD distances there;
+- ``fc.png``, ``history.png`` (and ``fcd.png`` with an FCD target): figures.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shlex
+import sys
 import time
 
-import torch
-
+# The paper's HCP setting (Griffiths et al. 2022): its own model variant, the four gains fitted
+# with -log(0.5 + 0.5 r) plus its bifurcation and entropy constraints, 20-TR windows over a
+# 1200-TR scan. Three epochs keep the demo to a few minutes on a laptop CPU.
 DEMO_DEFAULTS = dict(preset="griffiths2022", learn="G,w_EE,w_IE,w_EI", epochs=3, window_trs=20,
                      n_trs=1200, lr=0.01, weights="fc_log=1,bifurcation=1,entropy=1")
+FILE_DEFAULTS = dict(preset="deco2014", learn="G", epochs=50, window_trs=20, n_trs=None, lr=0.01,
+                     weights="fc_corr=1")
 
 
 def add_parser(subparsers):
     """Add the ``fit`` subcommand to an argparse ``subparsers`` object."""
+    from .cli import add_connectome_arguments
+    from .params import PRESETS
+
     p = subparsers.add_parser(
-        "fit", help="fit model parameters to empirical FC / BOLD",
-        description="Fit the learnable parameters of an RWW + Balloon model with Adam. With --demo, "
-                    "fits the embedded HCP Schaefer-100 training-group FC with the paper's setting "
-                    "(griffiths2022, 20-TR windows) and reports FC r on the held-out halves of the "
-                    "embedded subject's scan when present.")
-    p.add_argument("connectome", nargs="?", help="structural connectivity file (.npy/.npz/.csv/.txt/.mat)")
-    p.add_argument("--demo", action="store_true", help="use the embedded dataset (SC and target FC)")
-    p.add_argument("--fc", help="target FC file (N x N)")
-    p.add_argument("--bold", help="target BOLD file (time x regions unless --layout says otherwise)")
-    p.add_argument("--layout", choices=["time-regions", "regions-time"], help="layout of --bold")
-    p.add_argument("--preset", default=None, help="deco2014 or griffiths2022 (demo: griffiths2022)")
-    p.add_argument("--learn", default=None, help="comma-separated parameters to fit (default G,w_EE,w_IE,w_EI)")
-    p.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
-                   help="initial/fixed parameter value (repeatable)")
-    p.add_argument("--epochs", type=int, default=None)
-    p.add_argument("--lr", type=float, default=None)
-    p.add_argument("--window-trs", type=int, default=None, help="TRs per window; 0 = full-length BPTT")
-    p.add_argument("--n-trs", type=int, default=None, help="TRs simulated per epoch")
-    p.add_argument("--burn-in", type=int, default=10, help="TRs simulated without gradient first")
-    p.add_argument("--realisations", type=int, default=1, help="noise realisations per step (batch)")
-    p.add_argument("--weights", default=None, help="loss weights, e.g. fc_corr=1,fcd=0.5")
-    p.add_argument("--tr", type=float, default=None, help="repetition time [s]")
-    p.add_argument("--dt", type=float, default=None, help="integration step")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--backend", default="auto")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--out", default="rww-fit", help="output directory")
-    p.add_argument("--resume", action="store_true", help="continue from OUT/fit.ckpt")
-    p.add_argument("--no-progress", action="store_true")
+        "fit", help="fit model parameters to empirical FC / FCD / BOLD",
+        description="Fit the learnable parameters of an RWW + Balloon model with Adam, writing a "
+                    "checkpoint every epoch (--resume continues exactly), fit.json/fit.npz, "
+                    "summary.json and PNG figures into --out. With --demo: the embedded HCP "
+                    "Schaefer-100 training-group FC (group-train706), fitted in the paper's "
+                    "setting (griffiths2022, 20-TR windows, 1200 TRs), then evaluated on the "
+                    "embedded subject's scans (FC r and FCD distances).",
+        epilog="Examples: rww fit --demo --epochs 3 --out demo-fit; "
+               "rww fit sc.csv --fc fc.csv --learn G,w_IE --epochs 100 --out fit1; "
+               "rww fit sc.npy --bold bold.npy --layout time-regions --weights fc_corr=1,fcd=0.5 "
+               "--out fit2; rww fit --demo --out demo-fit --resume")
+    add_connectome_arguments(p, demo_help="fit the embedded HCP Schaefer-100 dataset (SC, group "
+                                          "FC and FCD; held-out: the embedded subject's scans)")
+    tgt = p.add_argument_group("target (the data fitted)")
+    tgt.add_argument("--fc", metavar="FILE", help="empirical FC (N x N, Pearson r)")
+    tgt.add_argument("--bold", metavar="FILE", help="empirical BOLD; its FC is the target unless "
+                     "--fc is given, and windowed fits compare window by window")
+    tgt.add_argument("--layout", choices=["time-regions", "regions-time"],
+                     help="layout of --bold and --held-out-bold (detected when unambiguous)")
+    tgt.add_argument("--fcd", metavar="FILE", help="empirical FCD: a square FCD matrix (its "
+                     "values above the diagonal are used) or a vector of FCD values; needs a "
+                     "non-zero fcd weight in --weights")
+    tgt.add_argument("--fcd-window", type=int, metavar="TRS", help="FCD window in TRs of the "
+                     "--fcd data (default 30; demo: 43, cuBNM's 30 s at TR 0.72 s)")
+    tgt.add_argument("--fcd-step", type=int, metavar="TRS", help="FCD window step in TRs "
+                     "(default 5; demo: 7)")
+    tgt.add_argument("--held-out-bold", metavar="FILE", help="BOLD not used for fitting: report "
+                     "FC r (and FCD distances) against it after the fit")
+
+    model = p.add_argument_group("model")
+    model.add_argument("--preset", choices=sorted(PRESETS),
+                       help="model equations (default deco2014; demo: griffiths2022)")
+    model.add_argument("--learn", help="comma-separated parameters to fit (default G; demo: "
+                       "G,w_EE,w_IE,w_EI)")
+    model.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
+                       help="initial (learned) or fixed value, repeatable; VALUE a number or a "
+                            "comma-separated list per region")
+    model.add_argument("--params", metavar="FILE.json", help="JSON object of parameter values")
+    model.add_argument("--tr", type=float, help="repetition time [s] (default: the preset's)")
+    model.add_argument("--dt", type=float, help="integration step (default: the preset's)")
+
+    opt = p.add_argument_group("fit")
+    opt.add_argument("--epochs", type=int, help="epochs (default 50; demo: 3)")
+    opt.add_argument("--lr", type=float, help="Adam learning rate (default 0.01)")
+    opt.add_argument("--window-trs", type=int, metavar="TRS",
+                     help="TRs per window, state carried and detached between windows (the "
+                          "paper's truncated BPTT; default 20); 0 = full-length BPTT")
+    opt.add_argument("--n-trs", type=int, metavar="TRS",
+                     help="TRs simulated per epoch (default: the BOLD's length, else 1200)")
+    opt.add_argument("--burn-in", type=int, default=10, metavar="TRS",
+                     help="TRs simulated without gradient before every epoch (default 10)")
+    opt.add_argument("--realisations", type=int, default=1,
+                     help="noise realisations per step, simulated as one batch (default 1)")
+    opt.add_argument("--weights", help="loss weights NAME=W,... (default fc_corr=1; demo: "
+                     "fc_log=1,bifurcation=1,entropy=1); terms: fc_corr, fc_log, fc_l1, fc_mse, "
+                     "fcd, bold_std, bold_mean, firing_rate, bifurcation, entropy, smoothness")
+    opt.add_argument("--prior", action="append", default=[], metavar="NAME=MEAN,STD",
+                     help="Gaussian prior on a parameter's physical value, repeatable")
+    opt.add_argument("--seed", type=int, default=0, help="noise seed of epoch 0 (epoch e: seed + e)")
+    opt.add_argument("--backend", default="auto", help="auto, torch, torch-checkpoint, numba, triton")
+    opt.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    opt.add_argument("--threads", type=int, help="torch CPU threads")
+
+    out = p.add_argument_group("output")
+    out.add_argument("--out", default="rww-fit", metavar="DIR", help="output folder (default rww-fit)")
+    out.add_argument("--resume", action="store_true",
+                     help="continue from DIR/fit.ckpt (same settings required)")
+    out.add_argument("--no-figures", action="store_true", help="skip the PNG figures")
+    out.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(handler=run)
     return p
 
 
 def _parse_pairs(text: str, what: str) -> dict:
+    """``"a=1,b=2"`` -> ``{"a": 1.0, "b": 2.0}``, with errors naming the option."""
     out = {}
     for item in filter(None, (s.strip() for s in (text or "").split(","))):
         if "=" not in item:
@@ -64,78 +122,207 @@ def _parse_pairs(text: str, what: str) -> dict:
     return out
 
 
-def run(args) -> int:
-    """Run ``rww fit``; returns the exit code. Errors propagate as exceptions for the CLI to
-    report in one line."""
-    import rww
-    from rww import objectives as obj
-    from rww import data as rdata
-    from rww.fit import FitConfig, FitTarget, evaluate, fit
+def _parse_priors(items: list, preset) -> dict:
+    from .params import canonical_name
+    priors = {}
+    for item in items:
+        name, sep, rest = item.partition("=")
+        parts = rest.split(",")
+        try:
+            mean, std = (float(v) for v in parts)
+        except ValueError:
+            raise ValueError(f"--prior: expected NAME=MEAN,STD, got {item!r}") from None
+        if not sep or not std > 0:
+            raise ValueError(f"--prior: expected NAME=MEAN,STD with STD > 0, got {item!r}")
+        canonical_name(name.strip(), preset)           # raises naming the known parameters
+        priors[name.strip()] = (mean, std)
+    return priors
 
-    settings = dict(DEMO_DEFAULTS) if args.demo else dict(preset="deco2014", learn="G", epochs=50,
-                                                          window_trs=20, n_trs=None, lr=0.01,
-                                                          weights="fc_corr=1")
+
+def _load_fcd(path: str, key=None):
+    """FCD values from a square FCD matrix (above the diagonal) or a vector."""
+    import numpy as np
+    import torch
+    from .data import DataError, load_matrix
+    array, info = load_matrix(path, key, what="FCD")
+    if array.ndim == 2 and array.shape[0] == array.shape[1] and array.shape[0] > 1:
+        values = array[np.triu_indices(array.shape[0], 1)]
+    elif array.ndim == 2 and 1 in array.shape or array.ndim == 1:
+        values = array.reshape(-1)
+    else:
+        raise DataError(f"{path}: expected a square FCD matrix or a vector of FCD values, got "
+                        f"shape {array.shape}")
+    if values.size < 2 or not np.isfinite(values).all():
+        raise DataError(f"{path}: FCD needs at least 2 finite values")
+    if np.abs(values).max() > 1 + 1e-6:
+        raise DataError(f"{path}: FCD values are correlations in [-1, 1], found "
+                        f"{np.abs(values).max():.4g}")
+    return torch.as_tensor(values, dtype=torch.float64)
+
+
+def _positive(flag: str, value, low: int):
+    if value is not None and value < low:
+        raise ValueError(f"{flag}: must be >= {low}, got {value}")
+
+
+def run(args) -> int:
+    """Run ``rww fit``; returns the exit code. Errors propagate as exceptions for
+    :func:`rww.cli.main` to report in one line."""
+    import torch
+
+    from . import data as rdata
+    from . import objectives as obj
+    from .cli import _check_device, _collect_parameters, _resolve_backend, load_connectome_from_args
+    from .fit import FitConfig, FitTarget, evaluate, fit
+    from .model import RWWBold
+    from .params import get_preset
+
+    tick_all = time.perf_counter()
+    settings = dict(DEMO_DEFAULTS if args.demo else FILE_DEFAULTS)
     for key in ("preset", "learn", "epochs", "window_trs", "n_trs", "lr", "weights"):
         value = getattr(args, key)
         if value is not None:
             settings[key] = value
-    held_out = None
-    if args.demo:
-        demo = rdata.load_demo()
-        sc, target_fc = demo.sc, demo.fc
-        bold = None
-        if demo.subject_bold:                     # held-out check: a subject's second half
-            first = next(iter(demo.subject_bold.values()))
-            held_out = first[first.shape[0] // 2:]
+    for flag, value, low in (("--epochs", settings["epochs"], 1), ("--burn-in", args.burn_in, 0),
+                             ("--realisations", args.realisations, 1),
+                             ("--window-trs", settings["window_trs"], 0),
+                             ("--n-trs", settings["n_trs"], 3), ("--threads", args.threads, 1),
+                             ("--fcd-window", args.fcd_window, 2), ("--fcd-step", args.fcd_step, 1)):
+        _positive(flag, value, low)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if not (settings["lr"] > 0):
+        raise ValueError(f"--lr: must be positive, got {settings['lr']}")
+    preset = get_preset(settings["preset"])
+    args.preset = preset.name                     # _collect_parameters / connectome read it
+    device = _check_device(args.device)
+
+    sc, labels, connectome, demo = load_connectome_from_args(args, preset, include_bold=True)
+    n = sc.shape[0]
+    bold = fcd_values = target_fc = None
+    fcd_window, fcd_step = 30, 5
+    held_out = {}                                  # name -> (T, N) BOLD not used for fitting
+    if demo is not None:
+        if args.fc or args.bold or args.fcd:
+            raise ValueError("--demo fits the embedded data; drop --fc/--bold/--fcd, or give a "
+                             "connectome file instead of --demo")
+        target_fc, fcd_values = demo.fc, demo.fcd_values
+        fcd_window, fcd_step = demo.fcd_window_trs, demo.fcd_step_trs
+        # Not fitted: the group FC is the target. The first run's second half (the held-out
+        # half of the single-subject fits in examples/) and the whole second run.
+        for i, (name, run_bold) in enumerate(demo.subject_bold.items()):
+            if i == 0:
+                held_out[f"{name} second half"] = run_bold[run_bold.shape[0] // 2:]
+            else:
+                held_out[name] = run_bold
     else:
-        if not args.connectome:
-            raise ValueError("connectome: give a structural connectivity file, or --demo")
-        sc = rdata.load_connectome(args.connectome)
-        bold = rdata.load_bold(args.bold, n_regions=sc.shape[0], layout=args.layout) if args.bold else None
-        target_fc = rdata.load_fc(args.fc) if args.fc else None
+        if args.bold:
+            bold = rdata.load_bold(args.bold, n_regions=n, layout=args.layout)
+        if args.fc:
+            target_fc = rdata.load_fc(args.fc)
+            if target_fc.shape != (n, n):
+                raise ValueError(f"--fc {args.fc}: shape {tuple(target_fc.shape)} does not match "
+                                 f"the connectome's {n} regions")
+        if args.fcd:
+            fcd_values = _load_fcd(args.fcd)
         if bold is None and target_fc is None:
-            raise ValueError("target: give --fc or --bold (or --demo)")
-    sc = torch.as_tensor(sc, dtype=torch.float32)
-    preset = settings["preset"]
-    if preset == "deco2014":
-        sc = sc / sc.sum(1).mean()               # deco2014 expects a normalised SC
-    params = {k: v for k, v in _parse_pairs(",".join(args.param), "--param").items()}
+            raise ValueError("target: give --fc FILE or --bold FILE (or --demo)")
+        if args.held_out_bold:
+            held_out["held-out"] = rdata.load_bold(args.held_out_bold, n_regions=n, layout=args.layout)
+    fcd_window = args.fcd_window or fcd_window
+    fcd_step = args.fcd_step or fcd_step
+    weights = _parse_pairs(settings["weights"], "--weights")
+    if weights.get("fcd") and fcd_values is None:
+        if bold is None:
+            raise ValueError("--weights fcd: needs --fcd FILE or --bold FILE")
+        fcd_values = obj.fcd_values(obj.fcd(bold, fcd_window, fcd_step), fcd_window, fcd_step)
+
+    params = _collect_parameters(args, preset)
+    sigma_out = params.pop("sigma_out", None)
     learn = [s.strip() for s in settings["learn"].split(",") if s.strip()]
-    kwargs = dict(preset=preset, batch=args.realisations, learn=learn, backend=args.backend,
-                  device=args.device)
-    if args.tr is not None:
-        kwargs["tr"] = args.tr
-    if args.dt is not None:
-        kwargs["dt"] = args.dt
-    if preset == "deco2014" and "G" in learn and "G" not in params:
-        params["G"] = 0.5                         # deco2014's default G = 0 cannot start a softplus
-    model = rww.RWWBold(sc, **kwargs, **params)
-    window = settings["window_trs"] or None
-    config = FitConfig(epochs=int(settings["epochs"]), lr=float(settings["lr"]), window_trs=window,
-                       n_trs=settings["n_trs"], burn_in_trs=args.burn_in, seed=args.seed,
-                       weights=_parse_pairs(settings["weights"], "--weights"))
-    target = FitTarget(fc=target_fc, bold=bold)
+    if preset.code == 0 and "G" in learn and "G" not in params:
+        params["G"] = 0.5          # deco2014's default G = 0 is the softplus transform's boundary
+    backend = _resolve_backend(args.backend, device)
+    model = RWWBold(sc, preset=preset.name, batch=args.realisations, learn=learn, backend=backend,
+                    device=device, tr=args.tr, dt=args.dt, sigma_out=sigma_out, **params)
+    config = FitConfig(epochs=int(settings["epochs"]), lr=float(settings["lr"]),
+                       window_trs=int(settings["window_trs"]) or None, n_trs=settings["n_trs"],
+                       burn_in_trs=args.burn_in, seed=args.seed, weights=weights,
+                       priors=_parse_priors(args.prior, preset))
+    target = FitTarget(fc=target_fc, bold=bold, fcd_values=fcd_values, fcd_window=fcd_window,
+                       fcd_step=fcd_step, fcd_exclude_overlapping=demo is None)
+    checkpoint = os.path.join(args.out, "fit.ckpt")
+    if args.resume and not os.path.exists(checkpoint):
+        raise FileNotFoundError(f"--resume: no checkpoint at {checkpoint}; run without --resume "
+                                "first (with the same --out)")
     os.makedirs(args.out, exist_ok=True)
+
     tick = time.perf_counter()
-    result = fit(model, target, config, checkpoint=os.path.join(args.out, "fit.ckpt"),
-                 resume=args.resume, progress=not args.no_progress)
-    seconds = time.perf_counter() - tick
-    result.save(os.path.join(args.out, "fit"))
-    target_fc_t = target.validate(model.n_nodes, torch.float32, "cpu").fc
-    summary = {"preset": preset, "learned": {k: v.tolist() for k, v in result.params.items()},
-               "fc_r_train": float(obj.fc_correlation(result.fc.cpu(), target_fc_t)),
-               "epochs": config.epochs, "seconds": seconds, "backend": args.backend,
-               "model": repr(model)}
-    if held_out is not None:
-        held_fc = obj.fc(torch.as_tensor(held_out, dtype=torch.float32))
-        summary["held_out"] = evaluate(model, held_fc, n_trs=held_out.shape[0], seed=10_000 + args.seed)
+    try:
+        result = fit(model, target, config, checkpoint=checkpoint, resume=args.resume,
+                     progress=not args.no_progress)
+    except KeyboardInterrupt:
+        print(f"rww fit: interrupted; every finished epoch is in {checkpoint}: rerun the same "
+              "command with --resume to continue", file=sys.stderr)
+        raise
+    fit_s = time.perf_counter() - tick
+    result_json, result_npz = result.save(os.path.join(args.out, "fit"))
+
+    target_v = target.validate(model.n_nodes, torch.float64, torch.device("cpu"))
+    sim_fc = result.fc.detach().cpu().double()
+    summary = {
+        "command": "rww " + shlex.join(getattr(args, "argv", [])),
+        "preset": preset.name, "connectome": connectome, "n_regions": n,
+        "learned": {k: v.tolist() for k, v in result.params.items()},
+        "fc_r_train": float(obj.fc_correlation(sim_fc, target_v.fc)),
+        "epochs": config.epochs, "fit_seconds": fit_s,
+        "backend": backend, "device": str(device), "model": repr(model),
+        "config": result.config, "held_out": {},
+    }
+    summary["seconds_per_epoch"] = (sum(result.history["seconds"]) / len(result.history["seconds"])
+                                    if result.history["seconds"] else None)
+    simulated_trs = result.bold.shape[1]
+    if target_v.fcd_values is not None and simulated_trs < fcd_window + fcd_step:
+        summary["fcd_train"] = (f"not computed: {simulated_trs} simulated TRs are fewer than one "
+                                f"FCD window and step ({fcd_window} + {fcd_step})")
+    elif target_v.fcd_values is not None:
+        sim_fcd = target_v.simulated_fcd_values(result.bold.detach().cpu().double()).flatten()
+        summary["fcd_train"] = {"ks": obj.ks_statistic(sim_fcd, target_v.fcd_values),
+                                "w1": float(obj.wasserstein1(sim_fcd, target_v.fcd_values))}
+    for i, (name, data) in enumerate(held_out.items()):
+        data = torch.as_tensor(data, dtype=torch.float64)
+        # FCD of the held-out scan itself, with the same window convention.
+        emp_fcd = (obj.fcd_values(obj.fcd(data, fcd_window, fcd_step), fcd_window, fcd_step)
+                   if data.shape[0] >= fcd_window + fcd_step else None)
+        summary["held_out"][name] = evaluate(
+            model, obj.fc(data), n_trs=data.shape[0], burn_in_trs=args.burn_in,
+            seed=10_000 + args.seed + i, target_fcd_values=emp_fcd, fcd_window=fcd_window,
+            fcd_step=fcd_step)
+    outputs = [checkpoint, result_json, result_npz]
+    if not args.no_figures:
+        from . import figures
+        outputs.append(figures.fc_comparison(target_v.fc, sim_fc, os.path.join(args.out, "fc.png"),
+                                             title=f"target vs fitted FC ({preset.name})"))
+        outputs.append(figures.history(result.history, os.path.join(args.out, "history.png")))
+        if isinstance(summary.get("fcd_train"), dict):
+            outputs.append(figures.fcd_comparison(
+                target_v.fcd_values, obj.fcd(result.bold[0].detach().cpu().double(), fcd_window,
+                                             fcd_step),
+                os.path.join(args.out, "fcd.png"), window=fcd_window, step=fcd_step, tr=model.tr,
+                names=("target", "fitted (realisation 0)"),
+                exclude_overlapping=target_v.fcd_exclude_overlapping))
+    summary["outputs"] = outputs + [os.path.join(args.out, "summary.json")]
+    summary["total_seconds"] = time.perf_counter() - tick_all
     with open(os.path.join(args.out, "summary.json"), "w") as fh:
         json.dump(summary, fh, indent=1)
-    try:
-        from rww import figures
-        figures.fc_comparison(target_fc_t, result.fc.cpu(), os.path.join(args.out, "fc.png"))
-        figures.history(result.history, os.path.join(args.out, "history.png"))
-    except (ImportError, AttributeError) as err:
-        summary["figures"] = f"not written: {err}"
-    print(json.dumps({k: summary[k] for k in ("fc_r_train", "learned", "seconds")}))
+    learned = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}=({len(v)} values)"
+                        for k, v in summary["learned"].items())
+    line = (f"fitted {learned} in {config.epochs} epochs ({fit_s:.1f} s on {backend}); "
+            f"FC r train {summary['fc_r_train']:.3f}")
+    for name, scores in summary["held_out"].items():
+        line += f"; held-out {name}: FC r {scores['fc_r']:.3f}"
+        if "fcd_ks" in scores:
+            line += f", FCD KS {scores['fcd_ks']:.3f}"
+    print(line)
+    print("wrote " + ", ".join(summary["outputs"]))
     return 0

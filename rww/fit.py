@@ -45,6 +45,10 @@ class FitTarget:
             window of the data (the paper's scheme), and its length sets the scan length.
         fcd_values: optional ``(M,)`` FCD values (above the diagonal) for the FCD term.
         fcd_window, fcd_step: FCD convention of ``fcd_values``, in TRs.
+        fcd_exclude_overlapping: whether ``fcd_values`` leave out pairs of overlapping windows
+            (rww's :func:`rww.objectives.fcd_values` with window and step); ``False`` for values
+            over every pair of distinct windows (cuBNM's pooled values, the embedded demo's).
+            The simulated FCD is reduced the same way.
     """
 
     fc: torch.Tensor | None = None
@@ -52,6 +56,7 @@ class FitTarget:
     fcd_values: torch.Tensor | None = None
     fcd_window: int = 30
     fcd_step: int = 5
+    fcd_exclude_overlapping: bool = True
 
     def validate(self, n_nodes: int, dtype, device) -> "FitTarget":
         """Check shapes and values; returns a copy with tensors of ``dtype`` on ``device``."""
@@ -86,7 +91,15 @@ class FitTarget:
             fcd_vals = torch.as_tensor(fcd_vals).to(dtype=dtype, device=device).flatten()
             if not torch.isfinite(fcd_vals).all() or fcd_vals.numel() < 2:
                 raise ValueError("target fcd_values: expected at least 2 finite values")
-        return FitTarget(fc, bold, fcd_vals, self.fcd_window, self.fcd_step)
+        return FitTarget(fc, bold, fcd_vals, self.fcd_window, self.fcd_step,
+                         self.fcd_exclude_overlapping)
+
+    def simulated_fcd_values(self, bold: torch.Tensor) -> torch.Tensor:
+        """FCD values of simulated ``bold (B, T, N)`` -> ``(B, M)``, in this target's convention."""
+        matrix = obj.fcd(bold, self.fcd_window, self.fcd_step)
+        if self.fcd_exclude_overlapping:
+            return obj.fcd_values(matrix, self.fcd_window, self.fcd_step)
+        return obj.fcd_values(matrix)
 
 
 @dataclass
@@ -226,8 +239,7 @@ def loss_terms(model: RWWBold, result, target: FitTarget, emp_fc: torch.Tensor, 
     if w.get("fcd"):
         if target.fcd_values is None:
             raise ValueError("weights: the fcd term needs target fcd_values")
-        sim = obj.fcd_values(obj.fcd(result.bold, target.fcd_window, target.fcd_step),
-                             target.fcd_window, target.fcd_step)
+        sim = target.simulated_fcd_values(result.bold)
         terms["fcd"] = obj.wasserstein1(sim, target.fcd_values).mean()
     if w.get("bold_std"):
         if target.bold is None:
@@ -323,9 +335,13 @@ def fit(model: RWWBold, target: FitTarget, config: FitConfig | None = None, opti
     start_epoch = 0
     if resume and checkpoint and os.path.exists(checkpoint):
         saved = torch.load(checkpoint, weights_only=True)
-        if saved["config"] != _config_dict(config):
-            raise ValueError(f"resume: {checkpoint} was written by a fit with another config; "
-                             "delete it or use the same settings")
+        # Everything but the epoch count must match: a finished fit may be extended.
+        changed = sorted(k for k in set(saved["config"]) | set(_config_dict(config))
+                         if k != "epochs" and saved["config"].get(k) != _config_dict(config).get(k))
+        if changed:
+            raise ValueError(f"resume: {checkpoint} was written by a fit with other settings "
+                             f"({', '.join(changed)} differ); use the same settings, or another "
+                             "checkpoint path to start afresh")
         model.load_state_dict(saved["model"])
         extra.load_state_dict(saved["extra"])
         optimizer.load_state_dict(saved["optimizer"])

@@ -146,7 +146,7 @@ def test_resume_reproduces_uninterrupted_fit(tmp_path):
         assert torch.equal(resumed.params[name], straight.params[name]), name
     assert resumed.history["loss"] == straight.history["loss"]
     assert resumed.history["epoch"] == [0, 1, 2, 3]
-    with pytest.raises(ValueError, match="resume: .* another config"):
+    with pytest.raises(ValueError, match="resume: .* other settings"):
         fit(small_model(), target, FitConfig(epochs=5, window_trs=None, n_trs=6), checkpoint=path,
             resume=True, progress=False)
 

@@ -1,0 +1,165 @@
+"""``rww fit`` end to end on tiny problems (4 regions, plain torch backend, 10 steps per TR):
+outputs checked for content, interruption and exact resume, one-line errors."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import numpy as np
+import pytest
+import torch
+
+from rww import cli
+from rww import fit as fit_module
+from rww.fit import FitResult
+from rww.objectives import fc, fc_correlation, fcd, fcd_values, ks_statistic
+
+# deco2014 with 1 ms steps and 10-ms TRs (10 steps per TR): a fit epoch of 16 TRs takes
+# milliseconds with the reference backend.
+TINY = ["--tr", "0.01", "--dt", "1", "--backend", "torch", "--burn-in", "4", "--no-progress"]
+
+
+def run(capsys, *argv):
+    code = cli.main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture
+def problem(tmp_path):
+    """A 4-region connectome, a target FC and BOLD (time x regions) written to files."""
+    rng = np.random.default_rng(1)
+    w = rng.random((4, 4))
+    w = w + w.T
+    np.fill_diagonal(w, 0.0)
+    bold = rng.standard_normal((40, 4)) @ np.array([[1, .5, 0, 0], [0, 1, .5, 0], [0, 0, 1, .5],
+                                                   [0, 0, 0, 1.0]])
+    target = np.corrcoef(bold.T)
+    paths = {"sc": tmp_path / "sc.csv", "fc": tmp_path / "fc.npy", "bold": tmp_path / "bold.npy"}
+    np.savetxt(paths["sc"], w, delimiter=",")
+    np.save(paths["fc"], target)
+    np.save(paths["bold"], bold)
+    return paths, target, bold
+
+
+def test_fit_to_an_fc_file_writes_consistent_outputs(tmp_path, capsys, problem):
+    paths, target, _ = problem
+    out = tmp_path / "fit"
+    code, stdout, err = run(capsys, "fit", paths["sc"], "--fc", paths["fc"], *TINY, "--epochs", 3,
+                            "--n-trs", 16, "--window-trs", 8, "--learn", "G,w_IE", "--lr", 0.05,
+                            "--param", "G=0.4", "--prior", "G=0.5,1", "--out", out)
+    assert code == 0, err
+    summary = json.loads((out / "summary.json").read_text())
+    result = FitResult.load(str(out / "fit"))
+    # The summary, the saved result and the history agree with each other and with the target.
+    assert set(summary["learned"]) == {"G", "w_IE"}
+    assert summary["learned"]["G"] == pytest.approx(result.params["G"].item(), rel=1e-12)
+    assert summary["learned"]["G"] != pytest.approx(0.4, rel=1e-6)          # it moved
+    assert result.history["epoch"] == [0, 1, 2] and len(result.history["terms/fc_corr"]) == 3
+    assert result.history["params/G"][-1] == pytest.approx(summary["learned"]["G"], rel=1e-6)
+    assert "terms/prior_G" in result.history
+    assert result.bold.shape == (1, 16, 4)
+    expected_r = fc_correlation(result.fc.double(), torch.tensor(target))
+    assert summary["fc_r_train"] == pytest.approx(expected_r.item(), abs=1e-12)
+    # The saved FC is the float32 FC of the saved BOLD (float32 rounding of tiny BOLD values).
+    assert torch.allclose(result.fc.double(), fc(result.bold[0].double()), atol=2e-4)
+    assert summary["config"]["window_trs"] == 8 and summary["config"]["priors"] == {"G": [0.5, 1.0]}
+    assert summary["connectome"]["preprocessing"][0]["method"] == "mean_row_sum"
+    assert f"FC r train {summary['fc_r_train']:.3f}" in stdout
+    for name in ("fc.png", "history.png"):
+        data = (out / name).read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
+
+
+def test_bold_target_with_fcd_term_and_held_out_scan(tmp_path, capsys, problem):
+    paths, _, bold = problem
+    held = tmp_path / "held.npy"
+    np.save(held, bold[::-1].T.copy())                                      # regions x time
+    out = tmp_path / "fit"
+    code, stdout, err = run(capsys, "fit", paths["sc"], "--bold", paths["bold"], *TINY,
+                            "--epochs", 1, "--window-trs", 0, "--n-trs", 24,
+                            "--weights", "fc_corr=1,fcd=0.5", "--fcd-window", 6, "--fcd-step", 2,
+                            "--held-out-bold", held, "--no-figures", "--out", out)
+    assert code == 0, err
+    summary = json.loads((out / "summary.json").read_text())
+    result = FitResult.load(str(out / "fit"))
+    assert "terms/fcd" in result.history and summary["config"]["window_trs"] is None
+    sim = fcd_values(fcd(result.bold.double(), 6, 2), 6, 2).flatten()
+    emp = fcd_values(fcd(torch.tensor(bold), 6, 2), 6, 2)
+    assert summary["fcd_train"]["ks"] == pytest.approx(ks_statistic(sim, emp), abs=1e-6)
+    scores = summary["held_out"]["held-out"]
+    assert set(scores) == {"fc_r", "fc_mse", "fcd_ks", "fcd_w1"}
+    assert -1 <= scores["fc_r"] <= 1 and 0 <= scores["fcd_ks"] <= 1
+    assert "held-out held-out: FC r" in stdout
+
+
+def test_interrupted_fit_resumes_exactly(tmp_path, capsys, problem, monkeypatch):
+    paths, _, _ = problem
+    argv = ["fit", paths["sc"], "--fc", paths["fc"], *TINY, "--epochs", 3, "--n-trs", 16,
+            "--window-trs", 8, "--lr", 0.05, "--param", "G=0.4", "--no-figures"]
+    code, _, err = run(capsys, *argv, "--out", tmp_path / "straight")
+    assert code == 0, err
+    straight = FitResult.load(str(tmp_path / "straight" / "fit"))
+
+    saves = []
+    real_save = fit_module._atomic_torch_save
+
+    def save_then_interrupt(obj, path):                 # Ctrl-C right after epoch 1's checkpoint
+        real_save(obj, path)
+        saves.append(path)
+        if len(saves) == 2:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(fit_module, "_atomic_torch_save", save_then_interrupt)
+    code, _, err = run(capsys, *argv, "--out", tmp_path / "cut")
+    assert code == 130
+    assert "rerun the same command with --resume" in err and "interrupted" in err
+    monkeypatch.setattr(fit_module, "_atomic_torch_save", real_save)
+    code, _, err = run(capsys, *argv, "--out", tmp_path / "cut", "--resume")
+    assert code == 0, err
+    resumed = FitResult.load(str(tmp_path / "cut" / "fit"))
+    assert resumed.history["epoch"] == [0, 1, 2]
+    assert torch.equal(resumed.params["G"], straight.params["G"])
+    assert resumed.history["loss"] == straight.history["loss"]
+    # A finished fit can be extended by more epochs; other changed settings are refused.
+    code, _, err = run(capsys, *argv, "--epochs", 4, "--out", tmp_path / "cut", "--resume")
+    assert code == 0, err
+    assert FitResult.load(str(tmp_path / "cut" / "fit")).history["epoch"] == [0, 1, 2, 3]
+    code, _, err = run(capsys, *argv, "--lr", 0.1, "--out", tmp_path / "cut", "--resume")
+    assert code == 1 and "lr differ" in err
+
+
+@pytest.mark.parametrize("setup, extra, message", [
+    ("fc_shape", [], r"--fc .*fc\.npy: shape \(3, 3\) does not match the connectome's 4 regions"),
+    ("fc_nan", [], r"NaN"),
+    ("bold_constant", [], r"bold\.npy: 1 region\(s\) have a constant series \(regions 2\)"),
+    ("none", [], r"target: give --fc FILE or --bold FILE"),
+    ("good", ["--resume"], r"--resume: no checkpoint at"),
+    ("good", ["--weights", "fc_corr=1,fcd=1"], r"--weights fcd: needs --fcd FILE or --bold FILE"),
+    ("good", ["--weights", "nonsense=1"], r"unknown loss terms \['nonsense'\]"),
+    ("good", ["--learn", "Q"], r"unknown parameter 'Q'"),
+    ("good", ["--prior", "G=1"], r"--prior: expected NAME=MEAN,STD"),
+    ("good", ["--epochs", "0"], r"--epochs: must be >= 1"),
+    ("good", ["--demo"], r"give a connectome file or --demo, not both"),
+])
+def test_fit_errors_are_one_line(tmp_path, capsys, problem, setup, extra, message):
+    paths, target, bold = problem
+    target_args = ["--fc", paths["fc"]]
+    if setup == "fc_shape":
+        np.save(paths["fc"], np.eye(3))
+    elif setup == "fc_nan":
+        target[0, 1] = target[1, 0] = np.nan
+        np.save(paths["fc"], target)
+    elif setup == "bold_constant":
+        bold[:, 2] = 1.0
+        np.save(paths["bold"], bold)
+        target_args = ["--bold", paths["bold"]]
+    elif setup == "none":
+        target_args = []
+    code, _, err = run(capsys, "fit", paths["sc"], *target_args, *TINY, "--epochs", 1,
+                       "--n-trs", 8, "--window-trs", 4, "--out", tmp_path / "o", *extra)
+    assert code == 1, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("rww fit: error: "), err
+    assert re.search(message, lines[0]), lines[0]
