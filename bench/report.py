@@ -1,0 +1,576 @@
+#!/usr/bin/env python
+"""Turn the benchmark JSON under ``bench/results/`` into the tables of ``bench/README.md`` and the
+scaling figure ``bench/scaling.png``.
+
+Usage (from the repository root)::
+
+    python bench/report.py                 # every bench/results/*.json -> README tables + figure
+    python bench/report.py --check         # exit 1 if README.md is not what the JSON gives
+
+Inputs: pytest-benchmark JSON files written by ``bench/test_workloads.py`` (``--benchmark-json
+bench/results/<name>.json``; one file per machine and run) and the sweep written by
+``bench/scaling.py`` (``bench/results/scaling-<device>.json``). Nothing is typed in by hand: every
+number in the generated part of README.md is computed here from those files, and each table
+names the file, machine, versions and git revision it came from.
+
+Timings: the figure of merit is *wall seconds per simulated second* (``min`` over the timed rounds
+of the run's wall time, divided by the simulated seconds per simulation), and *microseconds per
+step* (wall time over the integration steps; for a batch, over the steps of all its simulations).
+The minimum is used because the machine is shared: the minimum is the least disturbed
+measurement; the median is in the JSON. Ratios compare two implementations on the same workload
+variant measured in the same run (same JSON file).
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import glob
+import importlib
+import json
+import os
+import platform
+import re
+import subprocess
+import sys
+
+BENCH = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(BENCH)
+RESULTS = os.path.join(BENCH, "results")
+README = os.path.join(BENCH, "README.md")
+FIGURE = os.path.join(BENCH, "scaling.png")
+BEGIN, END = "<!-- report:begin -->", "<!-- report:end -->"
+if BENCH not in sys.path:
+    sys.path.insert(0, BENCH)
+
+
+# ---------------------------------------------------------------------------- environment
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _ram_gib() -> float | None:
+    try:
+        with open("/proc/meminfo") as fh:
+            match = re.search(r"MemTotal:\s+(\d+) kB", fh.read())
+        return round(int(match.group(1)) / 2**20, 1)
+    except (OSError, AttributeError):
+        return None
+
+
+def _git(*args) -> str | None:
+    try:
+        done = subprocess.run(["git", "--no-optional-locks", *args], cwd=ROOT, capture_output=True,
+                              text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return done.stdout.strip() if done.returncode == 0 else None
+
+
+@functools.lru_cache(maxsize=1)
+def environment() -> dict:
+    """Machine (CPU model, cores, RAM, GPU), versions and git revision of this process's run."""
+    versions = {"python": platform.python_version()}
+    for name in ("torch", "numba", "triton", "numpy", "rww", "pytest_benchmark"):
+        try:
+            versions[name] = importlib.import_module(name).__version__
+        except Exception:
+            versions[name] = None
+    gpu = None
+    try:
+        import torch
+        if torch.cuda.is_available():
+            gpu = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+    except Exception:
+        pass
+    # Uncommitted or untracked library code means the revision alone does not name the code
+    # that ran: record that, and a hash of the library sources as they were.
+    status = _git("status", "--porcelain", "--untracked-files=all", "--", "rww", "kernels")
+    return {
+        "machine": {"cpu": _cpu_model(), "logical_cpus": os.cpu_count(),
+                    "usable_cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+                    "ram_gib": _ram_gib(), "gpu": gpu, "system": platform.platform()},
+        "versions": versions,
+        "git": {"revision": _git("rev-parse", "HEAD"),
+                "dirty": bool(status) if status is not None else None,
+                "uncommitted": status.splitlines() if status else [],
+                "source_sha1": _source_sha1()},
+    }
+
+
+def _source_sha1() -> str:
+    """SHA-1 (12 hex digits) over the library's Python sources (rww/, kernels/), path and bytes."""
+    import hashlib
+
+    h = hashlib.sha1()
+    for top in ("rww", "kernels"):
+        for dirpath, dirnames, filenames in sorted(os.walk(os.path.join(ROOT, top))):
+            dirnames.sort()
+            for name in sorted(filenames):
+                if name.endswith(".py"):
+                    path = os.path.join(dirpath, name)
+                    h.update(os.path.relpath(path, ROOT).encode())
+                    with open(path, "rb") as fh:
+                        h.update(fh.read())
+    return h.hexdigest()[:12]
+
+
+def describe_environment(env: dict) -> str:
+    m, v, g = env["machine"], env["versions"], env["git"]
+    gpu = ", ".join(m["gpu"]) if m.get("gpu") else "no GPU"
+    rev = (g.get("revision") or "unknown")[:10]
+    if g.get("dirty"):
+        rev += f" + {len(g.get('uncommitted', []))} uncommitted library files"
+    if g.get("source_sha1"):
+        rev += f" (library sources sha1 {g['source_sha1']})"
+    vers = ", ".join(f"{k} {v[k]}" for k in ("python", "torch", "numba", "triton", "rww") if v.get(k))
+    return (f"{m['cpu']}, {m['usable_cpus']} cores, {m['ram_gib']} GiB RAM, {gpu}; {vers}; "
+            f"git {rev}")
+
+
+# ---------------------------------------------------------------------------- loading
+def load_runs(paths=None) -> list[dict]:
+    """pytest-benchmark files: ``[{"path", "datetime", "rows": [...]}]``, rows flattened."""
+    runs = []
+    for path in sorted(paths or glob.glob(os.path.join(RESULTS, "*.json"))):
+        with open(path) as fh:
+            data = json.load(fh)
+        if "benchmarks" not in data:
+            continue
+        rows = []
+        for b in data["benchmarks"]:
+            x = b.get("extra_info", {})
+            if "workload" not in x:
+                continue
+            w = x["workload"]
+            wall = b["stats"]["min"]
+            rows.append({
+                "key": w["key"], "name": w["name"], "variant": w["variant"], "device": x["device"],
+                "impl": x["impl"], "meta": x["meta"], "workload": w, "memory": x["memory"],
+                "wall_min": wall, "wall_median": b["stats"]["median"], "rounds": b["stats"]["rounds"],
+                "per_sim_s": wall / w["seconds"],
+                "us_per_step": wall / (w["n_steps"] * w["batch"]) * 1e6,
+                "load": x.get("loadavg_before", [None])[0], "environment": x.get("environment"),
+            })
+        if not rows:            # another suite's pytest-benchmark file (e.g. test_cpu_backend.py)
+            continue
+        runs.append({"path": os.path.relpath(path, ROOT), "datetime": data.get("datetime"),
+                     "rows": rows})
+    return runs
+
+
+def impl_name(row: dict) -> str:
+    meta = row["meta"]
+    if meta.get("ours"):
+        if row["impl"] == "torch":
+            return "rww reference loop (`torch`)"
+        threads = ", 1 thread" if row["impl"].endswith("-1t") else ""
+        return f"**rww `{row['impl']}` -> {meta.get('backend')}{threads}**"
+    return f"{meta.get('peer', row['impl'])} {_peer_version(meta)}"
+
+
+def _peer_version(meta: dict) -> str:
+    v = meta.get("versions", {})
+    for k in ("cubnm", "neurolib", "vbjax", "tvb-library"):
+        if v.get(k):
+            return v[k]
+    return ""
+
+
+def _fmt(x, digits=3) -> str:
+    if x is None:
+        return "–"
+    if x == 0:
+        return "0"
+    if abs(x) >= 100:
+        return f"{x:,.0f}"
+    return f"{x:.{digits}g}"
+
+
+def _mb(kb) -> float | None:
+    return None if kb is None else kb / 1024.0
+
+
+def _ours(rows, row):
+    """The rww fast-backend row for the same workload variant and device."""
+    for r in rows:
+        if (r["key"], r["device"]) == (row["key"], row["device"]) and r["meta"].get("ours") \
+                and r["impl"] != "torch":
+            return r
+    return None
+
+
+# ---------------------------------------------------------------------------- tables
+def workload_table(run: dict) -> list[str]:
+    rows = run["rows"]
+    out = ["| workload | variant: size | implementation | wall s / simulated s | µs / step | "
+           "rww faster by | peak RSS MB (+ during run) | load |",
+           "|---|---|---|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        ours = _ours(rows, r)
+        if ours is r:
+            ratio = "—"
+        elif ours is not None:
+            ratio = f"{r['wall_min'] / ours['wall_min']:.3g}x"
+        else:
+            ratio = "–"
+        mem = r["memory"]
+        if r["device"] == "cuda" and mem.get("cuda_max_allocated_bytes") is not None:
+            memtxt = f"GPU {mem['cuda_max_allocated_bytes'] / 2**20:,.1f}"
+        else:
+            peak, before = _mb(mem.get("peak_rss_kb")), _mb(mem.get("rss_before_kb"))
+            memtxt = (f"{peak:,.0f} (+{max(peak - before, 0):,.1f})" if peak is not None and
+                      before is not None else _fmt(_mb(mem.get("ru_maxrss_kb"))))
+        w = r["workload"]
+        per = _fmt(r["per_sim_s"])
+        if w["mode"] == "fit_epoch":
+            per += f" ({_fmt(r['wall_min'] / w['n_trs'] * 1200)} s/epoch of 1200 TRs)"
+        out.append(f"| {w['name']} {w['title']} | {w['variant']}: {w['label']} | {impl_name(r)} | "
+                   f"{per} | {_fmt(r['us_per_step'])} | {ratio} | {memtxt} | "
+                   f"{_fmt(r['load'], 2)} |")
+    return out
+
+
+def summary_table(run: dict) -> list[str]:
+    """One line per workload: ours, vs the reference loop, vs each peer, against the target.
+
+    Every ratio is between two rows of this run on the same workload variant, and the cell names
+    the variant and both times, so each ratio can be recomputed from the rows below."""
+    import workloads as wl
+
+    rows = run["rows"]
+    out = ["| workload | rww wall s / simulated s (variant) | reference loop: wall s / simulated s "
+           "(variant), rww faster by | peers: wall s / simulated s (variant), rww faster by | "
+           "target |",
+           "|---|---:|---|---|---|"]
+    by_name: dict = {}
+    for r in rows:
+        by_name.setdefault((r["name"], r["device"]), []).append(r)
+    for (name, device), group in by_name.items():
+        fast = [r for r in group if r["meta"].get("ours") and r["impl"] != "torch"]
+        headline = next((r for r in fast if r["variant"] in ("full", "cpu")), fast[0] if fast else None)
+        if headline is None:
+            continue
+
+        def versus(r):
+            ours = _ours(rows, r)
+            if ours is None:
+                return None
+            return (f"{_fmt(r['per_sim_s'])} vs {_fmt(ours['per_sim_s'])} ({r['variant']}): "
+                    f"{r['wall_min'] / ours['wall_min']:.3g}x")
+
+        ref_pairs = [v for r in group if r["impl"] == "torch" and (v := versus(r))]
+        peers = [f"{r['meta'].get('peer', r['impl'])} {v}" for r in group
+                 if not r["meta"].get("ours") and (v := versus(r))]
+        w = headline["workload"]
+        per = _fmt(headline["per_sim_s"])
+        target = _target_verdict(name, headline, wl)
+        out.append(f"| {name} {w['title']} ({device}) | {per} ({w['variant']}) | "
+                   f"{'; '.join(ref_pairs) or '–'} | {'; '.join(peers) or '–'} | {target} |")
+    return out
+
+
+def _fast_row(name: str, variant: str, device: str, impl: str | None = None):
+    """rww's fast-backend row (or, with ``impl="torch"``, the reference loop's) of this run."""
+    for r in _ROWS_CACHE:
+        if (r["name"], r["variant"], r["device"]) == (name, variant, device) \
+                and r["meta"].get("ours") and \
+                (r["impl"] == impl if impl else r["impl"] != "torch"):
+            return r
+    return None
+
+
+def _target_verdict(name: str, row: dict, wl) -> str:
+    """The workload's goal and whether this run met it (computed, never typed in)."""
+    w, dev = row["workload"], row["device"]
+    steps_per_s = w["n_steps"] * w["batch"] / row["wall_min"]
+    sim_s_per_s = w["seconds"] * w["batch"] / row["wall_min"]
+    if name in ("W1", "W5") and dev == "cpu":
+        text = f"{_fmt(row['us_per_step'])} µs/step"
+        if name == "W1":
+            goal = 2.0
+            text = (f"<= {goal:g} µs/step (DESIGN.md 4): {text}, "
+                    f"{'met' if row['us_per_step'] <= goal else '**missed**'}")
+            ref, ours_ref = _fast_row("W1", "ref", dev, impl="torch"), _fast_row("W1", "ref", dev)
+            if ref and ours_ref:
+                speedup = ref["wall_min"] / ours_ref["wall_min"]
+                text += (f"; >= 25x the reference loop (CPU-backend issue): {speedup:.3g}x, "
+                         f"{'met' if speedup >= 25 else '**missed**'}")
+        return text
+    if name in ("W1", "W5") and dev == "cuda":
+        return (f"~1 µs/step (latency bound, DESIGN.md 4): {_fmt(row['us_per_step'])} µs/step, "
+                f"{'met' if row['us_per_step'] <= 1.5 else '**missed**'}")
+    if name == "W2":
+        single = _fast_row("W1", row["variant"], dev)
+        if single:
+            gain = single["us_per_step"] / row["us_per_step"]
+            return (f"{_fmt(row['us_per_step'])} µs per simulation-step vs "
+                    f"{_fmt(single['us_per_step'])} single (W1): batching gains {gain:.3g}x")
+    if name == "W3":
+        fwd = _fast_row("W1", w["variant"], dev)
+        if fwd:
+            ratio = row["per_sim_s"] / fwd["per_sim_s"]
+            return (f"forward+backward <= 4x the forward (CPU-backend issue): {ratio:.3g}x "
+                    f"({_fmt(row['per_sim_s'])} vs W1 {w['variant']} {_fmt(fwd['per_sim_s'])}), "
+                    f"{'met' if ratio <= 4.0 else '**missed**'}")
+    if name == "W4":
+        text = f"{_fmt(sim_s_per_s)} simulated s per wall s ({steps_per_s:.3g} simulation-steps/s)"
+        if dev == "cuda":
+            text = (f"~500,000 simulated s per wall s on an H100: {text}, "
+                    f"{_fmt(sim_s_per_s / 5e5 * 100)} % of the bound")
+        return text
+    if name == "W6":
+        full = wl.get("W6")
+        scaled = row["per_sim_s"] * full.seconds
+        mem = row["memory"]
+        if dev == "cuda" and mem.get("cuda_max_allocated_bytes") is not None:
+            return (f"full scan in {_fmt(scaled)} s, peak GPU memory "
+                    f"{mem['cuda_max_allocated_bytes'] / 2**20:,.1f} MB")
+        return (f"full 8.64M-step scan would take ~{_fmt(scaled)} s here (scaled from "
+                f"{w['seconds']:g} s); memory at the reduced length in the table below")
+    if name == "W7":
+        gflops = 2 * w["n_nodes"] ** 2 * steps_per_s / 1e9
+        return f"coupling alone: {gflops:.3g} GFLOP/s ({_fmt(row['us_per_step'])} µs/step)"
+    if name == "W8":
+        epoch = row["wall_min"] / w["n_trs"] * 1200
+        goal = wl.WHOBPYT_EPOCH_SECONDS / 20
+        speedup = wl.WHOBPYT_EPOCH_SECONDS / epoch
+        text = (f"<= {goal:.2f} s/epoch (20x whobpyt's quoted {wl.WHOBPYT_EPOCH_SECONDS} s): "
+                f"{_fmt(epoch)} s/epoch, {speedup:.3g}x whobpyt, "
+                f"{'met' if epoch <= goal else '**missed**'}")
+        one = _fast_row("W8", w["variant"], dev, impl="auto-1t")
+        if one is not None:
+            epoch1 = one["wall_min"] / w["n_trs"] * 1200
+            text += (f"; with 1 thread (`auto-1t`): {_fmt(epoch1)} s/epoch, "
+                     f"{wl.WHOBPYT_EPOCH_SECONDS / epoch1:.3g}x whobpyt, "
+                     f"{'met' if epoch1 <= goal else '**missed**'}")
+        return text
+    return w["target"]
+
+
+_ROWS_CACHE: list = []
+
+
+def peer_notes(run: dict) -> list[str]:
+    seen, out = set(), []
+    for r in run["rows"]:
+        meta = r["meta"]
+        if meta.get("ours") or meta.get("peer") in seen:
+            continue
+        seen.add(meta.get("peer"))
+        vers = ", ".join(f"{k} {v}" for k, v in meta.get("versions", {}).items())
+        out.append(f"- **{meta.get('peer')}** ({vers}; `{meta.get('install')}`): {meta.get('dtype')}, "
+                   f"{meta.get('integrator')}. {meta.get('notes')}.")
+    return out
+
+
+# ---------------------------------------------------------------------------- scaling
+def load_scaling() -> list[dict]:
+    out = []
+    for path in sorted(glob.glob(os.path.join(RESULTS, "scaling-*.json"))):
+        with open(path) as fh:
+            data = json.load(fh)
+        data["path"] = os.path.relpath(path, ROOT)
+        out.append(data)
+    return out
+
+
+def _slope(xs, ys):
+    import math
+    pts = [(math.log(x), math.log(y)) for x, y in zip(xs, ys) if x and y and y > 0]
+    if len(pts) < 2:
+        return None
+    mx = sum(p[0] for p in pts) / len(pts)
+    my = sum(p[1] for p in pts) / len(pts)
+    sxx = sum((p[0] - mx) ** 2 for p in pts)
+    return sum((p[0] - mx) * (p[1] - my) for p in pts) / sxx if sxx else None
+
+
+SWEEP_AXES = (("T", "simulated seconds T", "seconds"), ("N", "regions N", "n_nodes"),
+              ("B", "batch B", "batch"))
+
+
+def _series(points, sweep):
+    """{(impl, mode): [points sorted by the swept variable]} for one sweep."""
+    series: dict = {}
+    for p in points:
+        if p["sweep"] == sweep and p.get("ok"):
+            series.setdefault((p["impl"], p["mode"]), []).append(p)
+    for v in series.values():
+        v.sort(key=lambda p: p["x"])
+    return series
+
+
+def plot_scaling(data: dict, path: str = FIGURE):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import FixedLocator, NullFormatter, ScalarFormatter
+
+    points = data["points"]
+    fig, axes = plt.subplots(2, 3, figsize=(13, 7.5))
+    styles = {("auto", "forward"): ("C0", "o", "-"), ("auto", "gradient"): ("C1", "s", "-"),
+              ("torch", "forward"): ("C2", "^", "--"), ("torch", "gradient"): ("C3", "v", "--")}
+    for col, (sweep, xlabel, _) in enumerate(SWEEP_AXES):
+        series = _series(points, sweep)
+        fixed = data["fixed"][sweep]
+        for (impl, mode), pts in sorted(series.items()):
+            color, marker, ls = styles.get((impl, mode), ("k", "x", ":"))
+            name = (f"rww {pts[0]['backend']}" if impl != "torch" else "reference loop") + f", {mode}"
+            xs = [p["x"] for p in pts]
+            axes[0, col].plot(xs, [p["per_sim_s"] for p in pts], color=color, marker=marker,
+                              ls=ls, label=name)
+            axes[1, col].plot(xs, [max(p["peak_increase_mb"], 0.05) for p in pts], color=color,
+                              marker=marker, ls=ls, label=name)
+        axes[0, col].set_title(f"vs {xlabel} ({fixed})", fontsize=10)
+        xs_all = sorted({p["x"] for pts in series.values() for p in pts})
+        for row in (0, 1):
+            ax = axes[row, col]
+            ax.set_xscale("log")
+            ax.set_yscale("log")
+            ax.grid(True, which="both", alpha=0.3)
+            ax.set_xlabel(xlabel)
+            # Ticks at the swept values, plain numbers; no labels on minor ticks.
+            if xs_all:
+                ax.xaxis.set_major_locator(FixedLocator(xs_all))
+                ax.xaxis.set_major_formatter(ScalarFormatter())
+            ax.xaxis.set_minor_formatter(NullFormatter())
+            ax.yaxis.set_minor_formatter(NullFormatter())
+            ax.tick_params(axis="x", labelrotation=45, labelsize=8)
+        axes[0, col].set_ylabel("wall s per simulated s")
+        axes[1, col].set_ylabel("peak memory increase during run [MB]")
+    axes[0, 0].legend(fontsize=8)
+    env = data["environment"]
+    fig.suptitle(f"rww cost scaling on {env['machine']['cpu']} ({env['machine']['usable_cpus']} "
+                 f"cores), {data['path']}", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+MEMORY_FLOOR_MB = 2.0     # below this a peak-RSS increase is page-level noise, not a trend
+
+
+def scaling_table(data: dict) -> list[str]:
+    out = ["| sweep | implementation, mode | x from..to | wall s from..to | slope of wall time | "
+           "memory increase MB from..to | slope of memory |", "|---|---|---|---|---:|---|---:|"]
+    for sweep, xlabel, _ in SWEEP_AXES:
+        for (impl, mode), pts in sorted(_series(data["points"], sweep).items()):
+            xs = [p["x"] for p in pts]
+            name = (f"rww {pts[0]['backend']}" if impl != "torch" else "reference loop")
+            st = _slope(xs, [p["wall_s"] for p in pts])
+            big = [p for p in pts if p["peak_increase_mb"] >= MEMORY_FLOOR_MB]
+            sm = _slope([p["x"] for p in big], [p["peak_increase_mb"] for p in big]) \
+                if len(big) >= 2 else None
+            smtxt = _fmt(sm, 2) if sm is not None else \
+                f"– (< 2 points above {MEMORY_FLOOR_MB:g} MB)"
+            out.append(f"| {xlabel} ({data['fixed'][sweep]}) | {name}, {mode} | "
+                       f"{_fmt(xs[0])}..{_fmt(xs[-1])} | "
+                       f"{_fmt(pts[0]['wall_s'])}..{_fmt(pts[-1]['wall_s'])} | {_fmt(st, 2)} | "
+                       f"{_fmt(pts[0]['peak_increase_mb'], 2)}..{_fmt(pts[-1]['peak_increase_mb'], 2)} | "
+                       f"{smtxt} |")
+    return out
+
+
+# ---------------------------------------------------------------------------- README
+def workloads_table() -> list[str]:
+    """The workload definitions (bench/workloads.py), full size and reduced variants."""
+    import workloads as wl
+
+    out = ["| workload | full size | CPU variant (`cpu`) | reference-loop variant (`ref`) | "
+           "devices | target |", "|---|---|---|---|---|---|"]
+    for name, full in wl.FULL.items():
+        cpu, ref = wl.get(name, "cpu"), wl.get(name, "ref")
+
+        def length(w):
+            return (f"{w.n_trs} TRs" if w.mode == "fit_epoch" else f"{w.seconds:g} s") + \
+                f", TR {w.tr:g} s, {w.n_steps:,} steps"
+        out.append(f"| {name} {full.title} | {full.label} ({full.n_steps:,} steps) | {length(cpu)} | "
+                   f"{length(ref)} | {', '.join(full.devices)} | {full.target} |")
+    return out
+
+
+def generate(plot: bool = True) -> str:
+    runs = load_runs()
+    lines = [BEGIN, "", "<!-- generated by `python bench/report.py` from bench/workloads.py and "
+             "bench/results/*.json; do not edit by hand -->", "",
+             "### Workloads (`bench/workloads.py`)", ""] + workloads_table() + [""]
+    if not runs:
+        lines += ["No benchmark results yet: run the commands above.", ""]
+    for run in runs:
+        _ROWS_CACHE[:] = run["rows"]
+        envs = [r["environment"] for r in run["rows"] if r.get("environment")]
+        lines += [f"### `{run['path']}` ({run['datetime'] or 'date unknown'})", ""]
+        if envs:
+            lines += [f"Machine: {describe_environment(envs[0])}.", ""]
+        if not run["rows"]:
+            lines += ["(no rows)", ""]
+            continue
+        lines += ["Summary (ratios: the other implementation's time over rww's, same workload "
+                  "variant, same run):", ""] + summary_table(run) + [""]
+        lines += ["All rows (`wall s / simulated s` = min over the timed rounds / simulated "
+                  "seconds per simulation; `µs / step` over all simulations of a batch; "
+                  "`rww faster by` = this row's time / rww's on the same variant; `peak RSS` = "
+                  "the worker's peak resident memory during the timed runs, and in brackets its "
+                  "increase over the memory held before them; `load` = 1-minute load average of "
+                  "the machine when the row started):", ""] + workload_table(run) + [""]
+        notes = peer_notes(run)
+        if notes:
+            lines += ["How each peer was run (from each row's recorded settings):", ""] + notes + [""]
+    for data in load_scaling():
+        device = data.get("device", "cpu")
+        figure = FIGURE if device == "cpu" else os.path.join(BENCH, f"scaling-{device}.png")
+        if plot:
+            plot_scaling(data, figure)
+        lines += [f"### Cost scaling (`{data['path']}`, {data.get('datetime', '')})", "",
+                  f"Machine: {describe_environment(data['environment'])}. Command: "
+                  f"`{data.get('command', 'python bench/scaling.py')}`.", "",
+                  f"![cost scaling]({os.path.relpath(figure, BENCH)})", "",
+                  "Top row: wall seconds per simulated second (flat in T = cost linear in T); "
+                  "bottom row: the peak resident memory added during the run (floored at 0.05 "
+                  "MB on the log axis). Slopes of straight-line fits to wall time and memory on "
+                  "log-log axes (1 = linear; the checkpointed gradient's state memory should "
+                  "grow like sqrt(T), slope 0.5, the reference loop's autograd tape like T, slope "
+                  f"1; memory slopes only over points above {MEMORY_FLOOR_MB:g} MB):", ""]
+        lines += scaling_table(data) + [""]
+    lines.append(END)
+    return "\n".join(lines)
+
+
+def write_readme(check: bool = False) -> int:
+    generated = generate(plot=not check)
+    with open(README) as fh:
+        text = fh.read()
+    if BEGIN in text and END in text:
+        head, rest = text.split(BEGIN, 1)
+        _, tail = rest.split(END, 1)
+        new = head + generated + tail
+    else:
+        new = text.rstrip("\n") + "\n\n## Results\n\n" + generated + "\n"
+    if check:
+        return 0 if new == text else 1
+    with open(README, "w") as fh:
+        fh.write(new)
+    return 0
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--check", action="store_true",
+                        help="exit 1 if README.md differs from what the JSON gives")
+    args = parser.parse_args(argv)
+    code = write_readme(check=args.check)
+    print(f"{'checked' if args.check else 'wrote'} {os.path.relpath(README, ROOT)}"
+          + (f" and {os.path.relpath(FIGURE, ROOT)}" if load_scaling() and not args.check else ""))
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
