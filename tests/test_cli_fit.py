@@ -163,3 +163,29 @@ def test_fit_errors_are_one_line(tmp_path, capsys, problem, setup, extra, messag
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("rww fit: error: "), err
     assert re.search(message, lines[0]), lines[0]
+
+
+def test_demo_fits_the_embedded_data_and_scores_the_held_out_scans(tmp_path, capsys):
+    out = tmp_path / "demo"
+    code, stdout, err = run(capsys, "fit", "--demo", "--epochs", 1, "--n-trs", 60, "--no-progress",
+                            "--out", out)
+    assert code == 0, err
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["preset"] == "griffiths2022" and summary["n_regions"] == 100
+    assert set(summary["learned"]) == {"G", "w_EE", "w_IE", "w_EI"}
+    assert summary["config"]["window_trs"] == 20 and summary["config"]["weights"] == {
+        "fc_log": 1.0, "bifurcation": 1.0, "entropy": 1.0}
+    # Held out: subject 100206, never seen by the group fit; FCD in cuBNM's 30 s / 5 s windows.
+    assert set(summary["held_out"]) == {"100206_REST1_LR second half", "100206_REST2_LR"}
+    for scores in summary["held_out"].values():
+        assert -1 <= scores["fc_r"] <= 1 and 0 <= scores["fcd_ks"] <= 1 and scores["fcd_w1"] >= 0
+    # The training FCD uses every pair of distinct windows, the pooled target's convention.
+    result = FitResult.load(str(out / "fit"))
+    sim = fcd(result.bold.double(), 43, 7)
+    n = sim.shape[-1]
+    values = sim[0][tuple(torch.triu_indices(n, n, 1))]
+    from rww.data import load_demo
+    assert summary["fcd_train"]["ks"] == pytest.approx(ks_statistic(values, load_demo(False).fcd_values), abs=1e-6)
+    assert "held-out 100206_REST1_LR second half: FC r" in stdout
+    for name in ("fc.png", "history.png", "fcd.png"):
+        assert (out / name).stat().st_size > 5000
