@@ -3,29 +3,40 @@
 ``python -m kernels.aot`` compiles the forward and adjoint kernels (both presets, shared and
 per-simulation coupling, register-resident, streamed and tl.dot coupling variants, at the tile
 shapes :func:`kernels.config.choose_config` picks for representative sizes) for sm_80 and sm_90,
-reads registers, stack (local memory: spills), shared memory and spill bytes from the cubin, prints
-a table, and exits non-zero if a variant declared register-resident spills.
+prints registers, stack frame, spill bytes and shared memory per variant, and exits non-zero if a
+variant of a size declared supported in registers spills.
 
 How: the launch arguments come from the launchers' own ``fwd_kernel_args``/``bwd_kernel_args``
-(with small CPU stand-in tensors), Triton's JIT binder turns them into exactly the signature,
+(with small CPU stand-in tensors; parameter tables vary over simulations and regions, the
+register-heaviest layout), Triton's JIT binder turns them into exactly the signature,
 specialisation (16-byte alignment, ints equal to 1 folded) and constexprs a real launch would
 compile, and ``triton.compile(ASTSource(...), target=GPUTarget("cuda", arch, 32))`` runs the whole
-pipeline to a cubin with the ptxas that ships in Triton's wheel. Resources are read with that
-wheel's ``cuobjdump --dump-resource-usage`` (REG, STACK, SHARED, LOCAL) and spill bytes with
-``ptxas -v`` (the same ptxas and arch name Triton uses) on the generated PTX. This must run without ``TRITON_INTERPRET`` (interpreted
-functions cannot be compiled).
+pipeline to a cubin with the ptxas that ships in Triton's wheel. Triton already runs that ptxas
+with ``-v``; its log (registers, stack frame, spill stores/loads, static shared memory) is
+captured (``knobs.nvidia.dump_ptxas_log``, cache bypassed with ``always_compile``), so the numbers
+are those of the very cubin a launch would load. Dynamic shared memory comes from the kernel's
+metadata. Compilations run in parallel processes (``--jobs``). This must run without
+``TRITON_INTERPRET`` (interpreted functions cannot be compiled).
+
+Gate: a spill (ptxas "bytes spill stores/loads" > 0) in a variant marked ``gate``. A stack frame
+without spills is not a failure: libdevice's accurate ``sinf``/``cosf`` (the Box-Muller noise)
+keep a small local array for their slow-path argument reduction (a 32-byte frame, never touched
+for the angles in [0, 2 pi) the noise uses). Variants outside the declared register budget (the
+adjoint at N ~ 1000, the tl.dot throughput tiles) are compiled and reported, not gated; their
+spills go to local memory (L1-cached) and are discussed in ``kernels/README.md``.
 """
 
 from __future__ import annotations
 
 import argparse
-import glob
+import contextlib
+import io
 import json
 import os
 import re
-import subprocess
 import sys
-import tempfile
+import time
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 
 import torch
@@ -45,36 +56,49 @@ class Variant:
     per_sim: bool
     batch: int
     n_nodes: int
+    gate: bool = True      # declared supported in registers: a spill fails the check
     overrides: tuple = ()  # KernelConfig overrides as (name, value) pairs
 
     def config(self) -> KernelConfig:
-        return choose_config(self.batch, self.n_nodes, self.per_sim, **dict(self.overrides))
+        return choose_config(self.batch, self.n_nodes, self.per_sim, self.kernel,
+                             **dict(self.overrides))
 
 
-def _sizes(full: bool):
-    """(batch, n_nodes, per_sim options) of the table; ``full`` adds the large-N and dot rows."""
-    rows = [
-        (64, 5, (False, True)),     # resident, 16 simulations x 8 nodes per program
-        (1, 64, (False, True)),     # resident at the declared limit (8 warps)
-        (1, 68, (False, True)),     # streamed: the atlas sizes (BLOCK_N = 128)
-    ]
-    if full:
-        rows += [
-            (1, 1000, (False, True)),   # streamed, BLOCK_N = 1024
-            (4096, 64, (False,)),       # tl.dot tiles, C resident
-            (32768, 100, (False,)),     # tl.dot tiles, C streamed (throughput workload W4)
-        ]
-    return rows
+# Sizes declared supported in registers (gated), as (batch, n_nodes, per_sim):
+GATED_SIZES = (
+    (64, 5, False),     # C resident, 16 simulations x 8 nodes per program (both kernels)
+    (1, 16, True),      # the adjoint's largest resident C, one C per simulation
+    (1, 64, False),     # the forward's largest resident C (8 warps); the adjoint streams
+    (3, 83, True),      # atlas sizes: C streamed by columns (BLOCK_N = 128), per simulation
+)
+# Reported, not gated (beyond the register budget; see kernels/README.md).
+REPORTED_SIZES = (
+    (1, 1000, False),   # streamed, BLOCK_N = 1024 (the adjoint spills: ~2 elements per thread)
+    (32768, 100, False),  # throughput: shared C as tl.dot tiles (opt-in; the forward only
+                          # unless --full)
+)
 
 
-def variants(full: bool = True, kernels=("fwd", "bwd"), presets=("deco2014", "griffiths2022")):
-    """The variants of the table (see :func:`_sizes`)."""
+def jobs_list(full: bool = False, archs=ARCHS, kernels=("fwd", "bwd"),
+              presets=("deco2014", "griffiths2022")):
+    """``(variant, arch)`` pairs: gated variants for both presets and every arch; reported ones
+    for deco2014 on the last arch only (``full``: every preset and arch, and per-simulation C at
+    N = 1000 too). The default keeps the check near 2.5 minutes on two cores."""
     out = []
     for kernel in kernels:
         for preset in presets:
-            for batch, n_nodes, per_sims in _sizes(full):
-                for per_sim in per_sims:
-                    out.append(Variant(kernel, preset, per_sim, batch, n_nodes))
+            for batch, n_nodes, per_sim in GATED_SIZES:
+                out += [(Variant(kernel, preset, per_sim, batch, n_nodes, True), a) for a in archs]
+            reported = list(REPORTED_SIZES) + ([(1, 1000, True)] if full else [])
+            for batch, n_nodes, per_sim in reported:
+                dot = (("use_dot", True),) if batch >= 4096 else ()
+                if dot and kernel == "bwd" and not full:
+                    continue
+                v = Variant(kernel, preset, per_sim, batch, n_nodes, False, dot)
+                if full:
+                    out += [(v, a) for a in archs]
+                elif preset == "deco2014":
+                    out.append((v, archs[-1]))
     return out
 
 
@@ -94,7 +118,8 @@ def _launch_args(v: Variant):
     cfg = v.config()
     b = min(v.batch, 64)        # tensors only stand in; the batch value itself is not specialised
     n = v.n_nodes
-    params = torch.ones(19, 1, 1)
+    # A table varying over simulations (when B > 1) and regions: every parameter is a tile.
+    params = torch.ones(19, b, n)
     coupling = torch.ones(b, n, n) if v.per_sim else torch.ones(n, n)
     state = torch.ones(6, b, n)
     consts = _consts(v.preset)
@@ -115,17 +140,14 @@ def _launch_args(v: Variant):
         _, args, kwargs = rww_bwd.bwd_kernel_args(params, coupling, buf(), buf(), state, buf(),
                                                   buf(), grads, consts, cfg, 0, 31, 10)
         kernel = rww_bwd._rww_bwd_kernel
-    # The launcher's argument list uses the real batch; restore it (do_not_specialize anyway).
-    args = tuple(v.batch if (i == _batch_index(kernel)) else a for i, a in enumerate(args))
+    # The launcher's argument list uses the stand-in batch; restore the real one.
+    index = kernel.arg_names.index("B")
+    args = tuple(v.batch if i == index else a for i, a in enumerate(args))
     return kernel, args, kwargs
 
 
-def _batch_index(kernel) -> int:
-    return kernel.arg_names.index("B")
-
-
 def compile_variant(v: Variant, arch: int):
-    """Compile ``v`` for ``sm_<arch>``; returns the CompiledKernel (cubin in ``.asm["cubin"]``)."""
+    """Compile ``v`` for ``sm_<arch>``. Returns ``(CompiledKernel, ptxas log)``."""
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource, make_backend
     from triton.runtime.jit import create_function_from_signature
@@ -142,95 +164,110 @@ def compile_variant(v: Variant, arch: int):
     options, signature, constexprs, attrs = kernel._pack_args(backend, kwargs, bound,
                                                               specialization, options)
     src = ASTSource(kernel, signature, constexprs, attrs)
-    return triton.compile(src, target=target, options=options.__dict__)
+    # Triton runs ptxas -v and prints its log when asked; a cache hit would skip ptxas.
+    triton.knobs.compilation.always_compile = True
+    triton.knobs.nvidia.dump_ptxas_log = True
+    captured = io.StringIO()
+    with contextlib.redirect_stdout(captured):
+        compiled = triton.compile(src, target=target, options=options.__dict__)
+    return compiled, captured.getvalue()
 
 
-def _nvidia_tool(name: str) -> str:
-    pattern = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", name)
-    found = glob.glob(pattern)
-    if not found:
-        raise FileNotFoundError(f"{name} not found in Triton's wheel ({pattern})")
-    return found[0]
+def parse_ptxas_log(log: str) -> dict:
+    """Registers, stack frame, spill stores/loads and static shared memory from ``ptxas -v``."""
+    def grab(pattern):
+        found = re.search(pattern, log)
+        if not found:
+            raise ValueError(f"ptxas log lacks {pattern!r}:\n{log}")
+        return int(found.group(1))
+
+    return {"regs": grab(r"Used (\d+) registers"),
+            "stack": grab(r"(\d+) bytes stack frame"),
+            "spill_stores": grab(r"(\d+) bytes spill stores"),
+            "spill_loads": grab(r"(\d+) bytes spill loads"),
+            "static_shared": int(m.group(1)) if (m := re.search(r"(\d+) bytes smem", log)) else 0}
 
 
-def resources(compiled, arch: int, with_ptxas: bool = True) -> dict:
-    """Registers, stack, local and shared memory (cuobjdump), spill bytes (ptxas -v)."""
-    with tempfile.TemporaryDirectory() as tmp:
-        cubin = os.path.join(tmp, "k.cubin")
-        with open(cubin, "wb") as fh:
-            fh.write(compiled.asm["cubin"])
-        text = subprocess.run([_nvidia_tool("cuobjdump"), "--dump-resource-usage", cubin],
-                              capture_output=True, text=True, check=True).stdout
-        found = {k: int(x) for k, x in re.findall(r"\b(REG|STACK|SHARED|LOCAL):(\d+)", text)}
-        res = {"regs": found["REG"], "stack": found["STACK"], "local": found["LOCAL"],
-               "static_shared": found["SHARED"], "dyn_shared": int(compiled.metadata.shared)}
-        if with_ptxas:
-            # The ptxas Triton itself uses for this arch (the wheel ships 12.x for sm < 90 and
-            # 13.x, "ptxas-blackwell", for sm >= 90), on the same PTX and the same arch name.
-            from triton.backends.nvidia.compiler import get_ptxas, sm_arch_from_capability
-
-            ptx = os.path.join(tmp, "k.ptx")
-            with open(ptx, "w") as fh:
-                fh.write(compiled.asm["ptx"])
-            cmd = [get_ptxas(arch).path, "-v", f"--gpu-name={sm_arch_from_capability(arch)}",
-                   ptx, "-o", os.path.join(tmp, "v.o")]
-            out = subprocess.run(cmd, capture_output=True, text=True, check=True)
-            log = out.stdout + out.stderr
-            stores = re.search(r"(\d+) bytes spill stores", log)
-            loads = re.search(r"(\d+) bytes spill loads", log)
-            res["spill_stores"] = int(stores.group(1)) if stores else None
-            res["spill_loads"] = int(loads.group(1)) if loads else None
-    res["spills"] = res["stack"] > 0 or res["local"] > 0 or bool(res.get("spill_stores"))
-    return res
+def _compile_row(job):
+    v, arch = job
+    start = time.perf_counter()
+    compiled, log = compile_variant(v, arch)
+    res = parse_ptxas_log(log)
+    res["dyn_shared"] = int(compiled.metadata.shared)
+    res["spills"] = res["spill_stores"] > 0 or res["spill_loads"] > 0
+    cfg = v.config()
+    mode = ("dot-" if cfg.use_dot else "") + ("resident" if cfg.resident else "streamed")
+    return {**asdict(v), **asdict(cfg), "arch": arch, "mode": mode, **res,
+            "compile_s": round(time.perf_counter() - start, 1)}
 
 
-def run(variant_list, archs=ARCHS, with_ptxas=True, out=sys.stdout):
-    """Compile every variant for every arch; returns a list of result rows (dicts)."""
+def format_row(r) -> str:
+    return (f"{r['kernel']:4} {r['preset']:13} {'per-sim' if r['per_sim'] else 'shared':7} "
+            f"{r['batch']:>6} {r['n_nodes']:>5} {r['block_b']:>3} {r['block_n']:>5} "
+            f"{r['block_j'] if not r['resident'] else '-':>3} {r['mode']:12} {r['num_warps']:>5} "
+            f"{r['arch']:>3} {r['regs']:>4} {r['stack']:>5} {r['spill_stores']:>6} "
+            f"{r['spill_loads']:>6} {r['static_shared'] + r['dyn_shared']:>6} "
+            f"{'gated' if r['gate'] else 'report':>6}"
+            f"{'  SPILLS' if r['spills'] and r['gate'] else ''}")
+
+
+HEADER = (f"{'kern':4} {'preset':13} {'C':7} {'B':>6} {'N':>5} {'BB':>3} {'BN':>5} {'BJ':>3} "
+          f"{'mode':12} {'warps':>5} {'sm':>3} {'regs':>4} {'stack':>5} {'spillS':>6} "
+          f"{'spillL':>6} {'smem':>6} {'check':>6}")
+
+
+def run(work, jobs=None, out=sys.stdout):
+    """Compile every ``(variant, arch)`` of ``work`` (``jobs`` processes); returns the rows."""
+    jobs = jobs or min(len(work), os.cpu_count() or 1)
+    print(HEADER, file=out)
+    print("-" * len(HEADER), file=out, flush=True)
     rows = []
-    header = (f"{'kernel':6} {'preset':13} {'C':7} {'B':>6} {'N':>5} {'BB':>3} {'BN':>5} {'BJ':>4} "
-              f"{'mode':9} {'warps':>5} {'sm':>3} {'regs':>4} {'stack':>5} {'spill':>6} "
-              f"{'smem':>6}")
-    print(header, file=out)
-    print("-" * len(header), file=out)
-    for v in variant_list:
-        cfg = v.config()
-        mode = ("dot-" if cfg.use_dot else "") + ("resident" if cfg.resident else "streamed")
-        for arch in archs:
-            res = resources(compile_variant(v, arch), arch, with_ptxas)
-            row = {**asdict(v), **asdict(cfg), "arch": arch, **res, "mode": mode}
-            rows.append(row)
-            spill = res.get("spill_stores")
-            print(f"{v.kernel:6} {v.preset:13} {'per-sim' if v.per_sim else 'shared':7} "
-                  f"{v.batch:>6} {v.n_nodes:>5} {cfg.block_b:>3} {cfg.block_n:>5} "
-                  f"{cfg.block_j if not cfg.resident else '-':>4} {mode:9} {cfg.num_warps:>5} "
-                  f"{arch:>3} {res['regs']:>4} {res['stack']:>5} "
-                  f"{'-' if spill is None else spill:>6} "
-                  f"{res['static_shared'] + res['dyn_shared']:>6}", file=out, flush=True)
+    if jobs <= 1:
+        results = map(_compile_row, work)
+    else:
+        pool = ProcessPoolExecutor(jobs)
+        results = pool.map(_compile_row, work)
+    for row in results:
+        rows.append(row)
+        print(format_row(row), file=out, flush=True)
+    if jobs > 1:
+        pool.shutdown()
     return rows
 
 
-def resident_spills(rows):
-    """Rows of register-resident variants that spill (must be empty)."""
-    return [r for r in rows if r["resident"] and r["spills"]]
+def gated_spills(rows):
+    """Rows of variants declared supported in registers that spill (must be empty)."""
+    return [r for r in rows if r["gate"] and r["spills"]]
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true",
-                        help="only the small/atlas sizes (skip N=1000 and the tl.dot rows)")
+    parser.add_argument("--full", action="store_true",
+                        help="report the large-N and tl.dot variants for both presets and every "
+                             "arch, and per-simulation C at N = 1000")
+    parser.add_argument("--gated-only", action="store_true",
+                        help="only the variants declared supported in registers")
     parser.add_argument("--arch", type=int, action="append", help="80, 90 (default both)")
-    parser.add_argument("--no-ptxas", action="store_true", help="skip the ptxas -v spill count")
+    parser.add_argument("--jobs", type=int, help="parallel compilations (default: CPU count)")
     parser.add_argument("--json", help="also write the rows to this JSON file")
     args = parser.parse_args(argv)
-    rows = run(variants(full=not args.quick), tuple(args.arch or ARCHS), not args.no_ptxas)
+    os.environ.setdefault("TRITON_DEFAULT_FP_FUSION", "1")   # the default launches use
+    work = [(v, a) for v, a in jobs_list(args.full, tuple(args.arch or ARCHS))
+            if v.gate or not args.gated_only]
+    start = time.perf_counter()
+    rows = run(work, args.jobs)
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(rows, fh, indent=1)
-    bad = resident_spills(rows)
+    bad = gated_spills(rows)
+    reported = sum(r["spills"] for r in rows if not r["gate"])
+    print(f"\n{len(rows)} compilations in {time.perf_counter() - start:.0f} s; "
+          f"{reported} reported (ungated) variant(s) spill")
     if bad:
-        print(f"\nFAIL: {len(bad)} register-resident variant(s) spill", file=sys.stderr)
+        print(f"FAIL: {len(bad)} variant(s) declared supported in registers spill",
+              file=sys.stderr)
         return 1
-    print(f"\n{len(rows)} compilations; no register-resident variant spills")
+    print("OK: no variant declared supported in registers spills")
     return 0
 
 

@@ -71,26 +71,37 @@ class KernelConfig:
 
 
 # Largest BLOCK_N whose C tile stays in registers without spilling (DESIGN.md s. 3, and the
-# spill column of ``python -m kernels.aot``: 64 regions with 8 warps has no stack on sm_80/sm_90).
-RESIDENT_MAX = 64
+# spill columns of ``python -m kernels.aot``). Forward: 64 regions with 8 warps (~210 registers),
+# no spills on sm_80/sm_90. The adjoint holds 19 gradient accumulators and 6 adjoint states per
+# element on top of the forward's live set: with C resident it reached 255 registers and spilled
+# at BLOCK_N = 32 and 64 (one simulation per program, 4 or 8 warps), 248 registers at 16; the
+# streamed adjoint needs ~150-170 at BLOCK_N = 32..128 and does not spill.
+RESIDENT_MAX = {"fwd": 64, "bwd": 16}
 # Register budget of the register-resident product: floats of the (BLOCK_B, BLOCK_N, BLOCK_N)
 # temporary per thread.
 CHUNK_ELEMS_PER_THREAD = 32
-# Shared-C batches at least this large use tl.dot tiles (every C element serves 16 simulations);
-# smaller batches keep one simulation per program, which spreads them over more SMs.
-DOT_MIN_BATCH = 2048
+# tl.dot tiles for shared-C batches (every C element fetched serves 16 simulations) are opt-in
+# (``use_dot=True``), not the default: in fp32 "ieee" precision tl.dot is an FMA product whose
+# operand fragments (16 rows x K-chunk, K-chunk x BLOCK_N) sit in registers next to 16 x BLOCK_N
+# elements of state, and at N = 100 (BLOCK_N = 128) the forward spills ~0.9 KB per thread on
+# sm_80/sm_90 even with 8 warps and a 16-wide K-chunk (the adjoint ~7 KB). The default streams C
+# per simulation (no spills at N = 100). Which is faster for large B is for bench/gpu.py to
+# measure (it times both); set DOT_MIN_BATCH to enable tl.dot automatically from that batch on.
+DOT_MIN_BATCH = None
 
 
 def next_pow2(n: int) -> int:
     return 1 if n <= 1 else 1 << (int(n) - 1).bit_length()
 
 
-def choose_config(batch: int, n_nodes: int, per_sim: bool, **overrides) -> KernelConfig:
+def choose_config(batch: int, n_nodes: int, per_sim: bool, kernel: str = "fwd",
+                  **overrides) -> KernelConfig:
     """Tile shapes for ``batch`` simulations of ``n_nodes`` regions.
 
     Args:
         batch, n_nodes: B and N.
         per_sim: the coupling is ``(B, N, N)``.
+        kernel: ``"fwd"`` (forward and the adjoint's recomputation) or ``"bwd"`` (adjoint sweep).
         **overrides: any :class:`KernelConfig` field (``block_j`` alone forces the streamed
             variant; ``resident=True`` forces registers, which spills beyond RESIDENT_MAX).
 
@@ -102,7 +113,8 @@ def choose_config(batch: int, n_nodes: int, per_sim: bool, **overrides) -> Kerne
         raise ValueError(f"unknown kernel config fields {sorted(unknown)}")
     use_dot = overrides.get("use_dot")
     if use_dot is None:
-        use_dot = (not per_sim) and batch >= DOT_MIN_BATCH and n_nodes >= 16
+        use_dot = (kernel == "fwd" and not per_sim and DOT_MIN_BATCH is not None
+                   and batch >= DOT_MIN_BATCH and n_nodes >= 16)
     if use_dot and per_sim:
         raise ValueError("use_dot needs a shared (N, N) coupling")
     block_n = next_pow2(n_nodes)
@@ -110,11 +122,18 @@ def choose_config(batch: int, n_nodes: int, per_sim: bool, **overrides) -> Kerne
         block_n = max(block_n, 16)
     resident = overrides.get("resident")
     if resident is None:
-        resident = "block_j" not in overrides and block_n <= RESIDENT_MAX
+        resident = "block_j" not in overrides and block_n <= RESIDENT_MAX[kernel]
     num_warps = overrides.get("num_warps")
     if num_warps is None:
-        if resident:
-            num_warps = 8 if block_n >= 64 else 4
+        if use_dot:
+            # 16 x BLOCK_N fp32 FMA-dot tiles: every thread holds its rows and columns of both
+            # operands for the whole K-chunk, so more threads (8 warps) and a 16-wide K-chunk
+            # keep the operand footprint down (4 warps with K = 32 spilled ~3 KB per thread).
+            num_warps = 8
+        elif resident:
+            # 8 warps from BLOCK_N = 32: the forward's resident C at 32 regions and 4 warps
+            # hit ptxas's 128-register target and spilled 12 bytes (griffiths2022, sm_80).
+            num_warps = 8 if block_n >= 32 else 4
         else:
             num_warps = 4 if block_n <= 256 else (8 if block_n <= 1024 else 16)
     threads = 32 * num_warps
@@ -137,9 +156,9 @@ def choose_config(batch: int, n_nodes: int, per_sim: bool, **overrides) -> Kerne
                     block_b //= 2
     block_j = overrides.get("block_j")
     if block_j is None:
-        # tl.dot: K-chunk of 16 (the smallest dot tile) or 32. Streamed columns: 8 columns
+        # tl.dot: K-chunk of 16 (the smallest dot tile). Streamed columns: 8 columns
         # unrolled per iteration (two rounds of the 4 accumulators).
-        block_j = (32 if block_n >= 128 else 16) if use_dot else min(8, block_n)
+        block_j = 16 if use_dot else min(8, block_n)
     cfg = KernelConfig(block_b=block_b, block_n=block_n, block_j=block_j, resident=resident,
                        use_dot=use_dot, num_warps=num_warps)
     for name in ("block_b", "block_n", "block_j"):

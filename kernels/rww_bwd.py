@@ -417,8 +417,8 @@ def rww_bwd(params, coupling, checkpoints, consts: ScanConstants, n_steps: int,
     batch, n_nodes = _check_inputs(params, coupling, grad_state)
     params, coupling = params.contiguous(), coupling.contiguous()
     per_sim = coupling.dim() == 3
-    cfg = cfg or choose_config(batch, n_nodes, per_sim)
-    fwd_cfg = fwd_cfg or cfg
+    cfg = cfg or choose_config(batch, n_nodes, per_sim, "bwd")
+    fwd_cfg = fwd_cfg or choose_config(batch, n_nodes, per_sim, "fwd")
     n_trs = n_steps // consts.steps_per_tr
     grad_bold = grad_bold.to(torch.float32).contiguous()
     grad_records = {k: v.to(torch.float32).contiguous() for k, v in grad_records.items()

@@ -215,6 +215,25 @@ def test_streamed_coupling_at_atlas_sizes(preset, batch, n_nodes, per_sim):
             per_sim_coupling=per_sim, **SHORT)
 
 
+def test_resident_forward_with_streamed_adjoint():
+    """N = 20 (BLOCK_N = 32): the default configuration keeps C in registers in the forward but
+    streams it in the adjoint (kernels.config.RESIDENT_MAX), so the two kernels differ."""
+    from kernels.config import choose_config
+
+    assert choose_config(3, 20, True, "fwd").resident
+    assert not choose_config(3, 20, True, "bwd").resident
+    compare(checkpoint_every=K_SHORT, preset="deco2014", batch=3, n_nodes=20,
+            per_sim_coupling=True, **SHORT)
+
+
+@pytest.mark.slow
+def test_thousand_regions():
+    """N = 1000 (BLOCK_N = 1024, C streamed by columns), 2 steps in 2 segments: forward and every
+    gradient, the 1000 x 1000 connectome's included."""
+    compare(checkpoint_every=1, preset="deco2014", batch=1, n_nodes=1000, n_trs=2,
+            steps_per_tr=1)
+
+
 @pytest.mark.parametrize("preset", ["deco2014", "griffiths2022"])
 @pytest.mark.parametrize("per_sim_coupling", [False, True])
 def test_forced_small_tiles(preset, per_sim_coupling):

@@ -84,10 +84,10 @@ class TritonBackend(ScanBackend):
             return True, ""
         return False, f"the Triton backend does not run on {device.type} tensors"
 
-    def _cfg(self, batch, n_nodes, per_sim):
+    def _cfg(self, batch, n_nodes, per_sim, kernel="fwd"):
         from kernels.config import choose_config
 
-        return choose_config(batch, n_nodes, per_sim, **self.config)
+        return choose_config(batch, n_nodes, per_sim, kernel, **self.config)
 
     @staticmethod
     def _check_dtype(*tensors):
@@ -114,9 +114,11 @@ class TritonBackend(ScanBackend):
 
         self._check_dtype(params, coupling, checkpoints)
         batch, n_nodes = checkpoints.shape[2:]
-        cfg = self._cfg(batch, n_nodes, coupling.dim() == 3)
+        per_sim = coupling.dim() == 3
         return rww_bwd(params, coupling, checkpoints, scan_constants(spec), spec.n_steps,
-                       checkpoint_every, grad_bold, grad_records, grad_state, cfg=cfg)
+                       checkpoint_every, grad_bold, grad_records, grad_state,
+                       cfg=self._cfg(batch, n_nodes, per_sim, "bwd"),
+                       fwd_cfg=self._cfg(batch, n_nodes, per_sim, "fwd"))
 
 
 __all__ = ["TritonBackend", "scan_constants"]
