@@ -141,9 +141,10 @@ def _timed(torch, fn):
     return seconds, torch.cuda.max_memory_allocated() - base, result
 
 
-def measure(torch, w, backend, gradient: bool, budget_s: float, label: str) -> dict:
+def measure(torch, w, backend, gradient: bool, budget_s: float, label: str,
+            device="cuda") -> dict:
     """Warm up, calibrate, then time one workload (see the module docstring)."""
-    device = torch.device("cuda")
+    device = torch.device(device)
     # Warm-up: compiles the kernels of this configuration (forward, recomputation, adjoint).
     warm = Problem(w, 1, device, gradient)
     with torch.no_grad():

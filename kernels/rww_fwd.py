@@ -23,12 +23,14 @@ Coupling variants (compile-time flags):
 - streamed (``RESIDENT=False``): each step S_E is written to a per-simulation scratch row (it
   stays in L1/L2), a barrier makes it visible to the whole program, and the mat-vec runs over
   ``BLOCK_J``-column chunks of C read from L2 (all programs share one C, so it is read from DRAM
-  once and then served by L2). Works for any N (tested to N = 1000 with small chunks); register
-  use is ``BLOCK_B * BLOCK_N * BLOCK_J / threads`` per chunk.
+  once and then served by L2). Works for any N (tested to N = 1000); each thread accumulates its
+  own rows with FMAs, so registers do not grow with BLOCK_J or N beyond the state itself.
 - ``USE_DOT`` (shared C, BLOCK_B >= 16): the mat-vecs of the tile's simulations become one matrix
   product ``S_E (BLOCK_B x N) @ C^T`` on ``tl.dot`` (fp32 "ieee" precision: the FMA path, exact
-  fp32 products, no TF32), so every C element fetched serves BLOCK_B simulations. This is the
-  throughput configuration (large B).
+  fp32 products, no TF32), so every C element fetched serves BLOCK_B simulations. Opt-in
+  (``use_dot=True``): at N = 100 the FMA-dot operand fragments plus 16 x 128 elements of state
+  spill (``python -m kernels.aot``), so whether it beats the streamed variant at large B is
+  measured by ``bench/gpu.py`` (W4 is timed both ways), not assumed.
 
 Latency (small B): a single simulation uses one program, i.e. one SM; the step is a dependent
 chain (mat-vec reduction across warps, expm1, division, clamp) of roughly a microsecond, which is
