@@ -338,6 +338,19 @@ def test_independent_of_thread_count(monkeypatch):
         assert torch.equal(a, b) and torch.equal(b, c)
 
 
+def test_thread_count_follows_torch(monkeypatch):
+    """Without RWW_NUM_THREADS the pool is at most torch's thread count (rww run --threads)."""
+    monkeypatch.delenv("RWW_NUM_THREADS", raising=False)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        assert numba_backend.num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+    monkeypatch.setenv("RWW_NUM_THREADS", "3")
+    assert numba_backend.num_threads() == 3
+
+
 # ---------------------------------------------------------------- interface
 def test_interface_and_errors(monkeypatch):
     backend = numba_backend.NumbaBackend()

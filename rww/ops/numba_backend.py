@@ -16,10 +16,12 @@ float64 in a fixed order, and returned in the input dtype. The adjoint state its
 the input dtype, like the forward state.
 
 Threads: simulations are distributed over a pool of worker threads (the kernels release the
-GIL). The count is ``RWW_NUM_THREADS`` when that environment variable is set, otherwise
-``numba.get_num_threads()`` (set by ``numba.set_num_threads`` or ``NUMBA_NUM_THREADS``; numba's
-default is the number of cores). Results do not depend on the thread count: every simulation
-writes only its own outputs and the sums over simulations are done afterwards in a fixed order.
+GIL). The count is ``RWW_NUM_THREADS`` when that environment variable is set, otherwise the
+smaller of ``numba.get_num_threads()`` (set by ``numba.set_num_threads`` or
+``NUMBA_NUM_THREADS``; numba's default is the number of cores) and ``torch.get_num_threads()``
+(``torch.set_num_threads``, which ``rww run --threads`` and ``rww fit --threads`` call). Results
+do not depend on the thread count: every simulation writes only its own outputs and the sums over
+simulations are done afterwards in a fixed order.
 One simulation runs on one thread: splitting the nodes of a single simulation across threads
 would need a barrier per step (the coupling reads every node), which costs more than a whole
 step at N = 68 (about 1.5 us).
@@ -66,8 +68,9 @@ def _kernels():
 
 
 def num_threads() -> int:
-    """Worker threads used by the numba backend: ``RWW_NUM_THREADS`` if set, else
-    ``numba.get_num_threads()``."""
+    """Worker threads used by the numba backend: ``RWW_NUM_THREADS`` if set, else the smaller of
+    ``numba.get_num_threads()`` and ``torch.get_num_threads()`` (so ``torch.set_num_threads``,
+    and ``rww run --threads``, limit it too)."""
     env = os.environ.get("RWW_NUM_THREADS", "").strip()
     if env:
         try:
@@ -78,7 +81,7 @@ def num_threads() -> int:
             raise ValueError(f"RWW_NUM_THREADS must be a positive integer, got {env!r}")
         return n
     import numba
-    return max(1, int(numba.get_num_threads()))
+    return max(1, min(int(numba.get_num_threads()), int(torch.get_num_threads())))
 
 
 _POOL: ThreadPoolExecutor | None = None
