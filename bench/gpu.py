@@ -16,7 +16,7 @@ Steps:
    N=100, 60 s, throughput, timed with C streamed per simulation and with ``tl.dot`` tiles;
    W6: the full-length gradient of one HCP scan, 1200 TRs of 0.72 s at N=94 and dt=0.1 ms; W7:
    N=1000, 60 s): compile and warm up on one TR, calibrate on a short run, then time forward
-   (``torch.no_grad``), forward with a graph and backward (loss ``mean(BOLD**2)``, learnable G
+   (``torch.no_grad``, a single checkpoint), forward with a graph and backward (loss ``mean(BOLD**2)``, learnable G
    and per-region w_IE, K = ceil(sqrt(steps))), each bracketed by ``torch.cuda.synchronize``,
    and the peak ``torch.cuda.max_memory_allocated`` of each phase (reset before it; the inputs,
    allocated before the reset, are reported separately). A workload whose calibrated estimate
@@ -121,10 +121,13 @@ class Problem:
         self._pack = lambda: pack_parameters({**self.fixed, "G": self.G, "w_IE": self.w_IE},
                                              preset, w.batch, w.n_nodes, torch.float32, device)
 
-    def scan(self, backend):
+    def scan(self, backend, forward_only: bool = False):
+        """Outputs of the checkpointed scan. ``forward_only``: one checkpoint (the initial
+        state), since no backward follows; the default K = ceil(sqrt(T)) would store T/K full
+        states even under no_grad (61 GB for W4: 775 checkpoints of 32768 x 100 x 6 floats)."""
         from rww.ops.scan import RWWScanFunction, default_checkpoint_every
 
-        k = default_checkpoint_every(self.steps)
+        k = max(self.steps, 1) if forward_only else default_checkpoint_every(self.steps)
         return RWWScanFunction.apply(self._pack(), self.coupling, self.state, self.spec, backend,
                                      k)
 
@@ -148,7 +151,7 @@ def measure(torch, w, backend, gradient: bool, budget_s: float, label: str,
     # Warm-up: compiles the kernels of this configuration (forward, recomputation, adjoint).
     warm = Problem(w, 1, device, gradient)
     with torch.no_grad():
-        warm.scan(backend)
+        warm.scan(backend, forward_only=True)
     if gradient:
         torch.autograd.grad(warm.scan(backend)[0].pow(2).mean(), [warm.G, warm.w_IE])
     torch.cuda.synchronize()
@@ -157,7 +160,7 @@ def measure(torch, w, backend, gradient: bool, budget_s: float, label: str,
     cal_trs = max(1, min(full_trs, math.ceil(full_trs / 100)))
     cal = Problem(w, cal_trs, device, False)
     with torch.no_grad():
-        t_cal, _, _ = _timed(torch, lambda: cal.scan(backend))
+        t_cal, _, _ = _timed(torch, lambda: cal.scan(backend, forward_only=True))
     per_tr = t_cal / cal_trs * (4.0 if gradient else 1.0)   # backward ~3x the forward
     n_trs = full_trs if per_tr * full_trs <= budget_s else max(cal_trs, int(budget_s / per_tr))
     p = Problem(w, n_trs, device, gradient)
@@ -166,7 +169,7 @@ def measure(torch, w, backend, gradient: bool, budget_s: float, label: str,
            "full_simulated_s": full_trs * w.tr, "batch": w.batch, "n_nodes": w.n_nodes,
            "inputs_bytes": torch.cuda.memory_allocated()}
     with torch.no_grad():
-        t_fwd, m_fwd, outs = _timed(torch, lambda: p.scan(backend))
+        t_fwd, m_fwd, outs = _timed(torch, lambda: p.scan(backend, forward_only=True))
     bold = outs[0]
     if not bool(torch.isfinite(bold).all()):
         raise RuntimeError(f"{w.key}: non-finite BOLD")
