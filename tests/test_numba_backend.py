@@ -345,6 +345,7 @@ def test_thread_count_follows_torch(monkeypatch):
     try:
         torch.set_num_threads(1)
         assert numba_backend.num_threads() == 1
+        assert torch.get_num_threads() == 1         # numba's threading layer did not reset it
     finally:
         torch.set_num_threads(before)
     monkeypatch.setenv("RWW_NUM_THREADS", "3")

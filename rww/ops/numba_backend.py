@@ -81,7 +81,13 @@ def num_threads() -> int:
             raise ValueError(f"RWW_NUM_THREADS must be a positive integer, got {env!r}")
         return n
     import numba
-    return max(1, min(int(numba.get_num_threads()), int(torch.get_num_threads())))
+    torch_threads = torch.get_num_threads()
+    # The first numba.get_num_threads() launches numba's threading layer, which (with its OpenMP
+    # layer) sets OpenMP's thread count, i.e. torch's, back to numba's: restore torch's setting.
+    n = int(numba.get_num_threads())
+    if torch.get_num_threads() != torch_threads:
+        torch.set_num_threads(torch_threads)
+    return max(1, min(n, int(torch_threads)))
 
 
 _POOL: ThreadPoolExecutor | None = None
