@@ -274,6 +274,21 @@ def _total(terms: dict, config: FitConfig, model: RWWBold) -> tuple[torch.Tensor
     return total, logged
 
 
+def _check_fcd_piece(target: FitTarget, piece_trs: int):
+    """The FCD term compares distributions of FCD values of each simulated piece: a piece too
+    short for two non-overlapping window pairs would fail deep inside ``torch.quantile``."""
+    if target.fcd_values is None:
+        raise ValueError("weights: the fcd term needs target fcd_values")
+    w, s = target.fcd_window, target.fcd_step
+    n_win = (piece_trs - w) // s + 1 if piece_trs >= w else 0
+    gap = max(1, -(-w // s))                      # fcd_values skips overlapping window pairs
+    n_pairs = sum(n_win - d for d in range(gap, n_win))
+    if n_pairs < 2:
+        raise ValueError(f"fcd: a simulated piece of {piece_trs} TRs has {n_win} FCD windows ({w} TRs "
+                         f"every {s}) and {n_pairs} pairs of non-overlapping windows; the fcd term needs "
+                         "at least 2: simulate longer pieces (n_trs, window_trs) or use shorter windows")
+
+
 def _records_needed(config: FitConfig) -> tuple:
     rec = []
     if config.weights.get("firing_rate"):
@@ -323,6 +338,12 @@ def fit(model: RWWBold, target: FitTarget, config: FitConfig | None = None, opti
     if window > n_trs:
         raise ValueError(f"window_trs={window} is longer than the scan ({n_trs} TRs)")
     n_windows = n_trs // window
+    if target.bold is not None and config.window_trs and n_windows * window > target.bold.shape[0]:
+        # each window is compared with the same window of the data: the data must cover them all
+        raise ValueError(f"n_trs={n_trs} in windows of {window} TRs runs past the target bold "
+                         f"({target.bold.shape[0]} TRs); use n_trs <= {target.bold.shape[0]}")
+    if config.weights.get("fcd"):
+        _check_fcd_piece(target, window if config.window_trs else n_trs)
     extra = FitState(config, dtype, device)
     params = list(model.parameters()) + (list(extra.parameters()) if config.weights.get("bifurcation") else [])
     if optimizer is None:

@@ -63,6 +63,56 @@ def test_other_term_gradients():
     _check(lambda v: obj.smoothness_penalty(v, connectome()), torch.rand(N))
 
 
+@pytest.mark.parametrize("backend", ["torch", "auto"])
+def test_every_fit_term_gradient_through_the_model(backend):
+    """Each term of :data:`rww.fit.LOSS_TERMS` (and a prior) as :func:`rww.fit.loss_terms`
+    computes it from a simulation, differentiated through the scan with respect to the raw
+    (unconstrained) parameters, against central finite differences of the same deterministic
+    (fixed-seed) simulation in float64: for the reference (autograd through the loop) and the
+    fastest CPU backend (its adjoint). TR = 50 ms after a 0.5 s burn-in keeps BOLD's fluctuations
+    well above round-off (at a few ms they are ~1e-8 and finite differences of FC are noise)."""
+    from rww.fit import LOSS_TERMS, FitState, loss_terms
+    n, trs = 4, 8
+    g = torch.Generator().manual_seed(3)
+    target = FitTarget(bold=torch.randn(trs, n, generator=g, dtype=torch.float64) * 1e-3,
+                       fcd_values=torch.rand(30, generator=g, dtype=torch.float64) * 0.5,
+                       fcd_window=3, fcd_step=1).validate(n, torch.float64, "cpu")
+    model = rww.RWWBold(connectome(n), dtype=torch.float64, dt=1.0, tr=0.05, batch=2, G=0.8,
+                        w_IE=torch.linspace(0.9, 1.1, n, dtype=torch.float64), backend=backend,
+                        learn=["G", "w_EE", "w_IE", "w_EI"])
+    with torch.no_grad():
+        _, state0 = model(10, seed=5)
+    config = FitConfig(weights={term: 1.0 for term in LOSS_TERMS}, priors={"w_EE": (1.2, 0.5)})
+    extra = FitState(config, torch.float64, "cpu")
+    params = list(model.parameters())
+
+    def values() -> dict:
+        result = model.simulate(trs, state=state0, seed=7, t0=10 * model.steps_per_tr,
+                                record=("r_E", "S_E", "S_I"))
+        terms = loss_terms(model, result, target, target.fc, config, extra)
+        terms["prior"] = obj.gaussian_nll(model.w_EE, 1.2, 0.5)
+        return terms
+
+    terms = values()
+    assert sorted(terms) == sorted(LOSS_TERMS + ("prior",))
+    analytic = {k: torch.autograd.grad(v, params, allow_unused=True, retain_graph=True)
+                for k, v in terms.items()}
+    h = 1e-4
+    for i, p in enumerate(params):
+        for k in range(p.numel()):
+            with torch.no_grad():
+                p.view(-1)[k] += h
+                up = values()
+                p.view(-1)[k] -= 2 * h
+                down = values()
+                p.view(-1)[k] += h
+            for name in terms:
+                fd = (up[name].item() - down[name].item()) / (2 * h)
+                grad = analytic[name][i]
+                got = 0.0 if grad is None else grad.reshape(-1)[k].item()
+                assert got == pytest.approx(fd, rel=1e-3, abs=1e-7), (name, i, k, got, fd)
+
+
 def test_gaussian_nll_is_the_normal_density():
     from scipy.stats import norm
     x = torch.tensor([0.3, -1.2], dtype=torch.float64)
@@ -85,11 +135,29 @@ def test_bifurcation_penalty_matches_paper_formula():
     (FitTarget(bold=torch.cat([torch.randn(40, N - 1), torch.ones(40, 1)], 1)), r"target bold: regions \[4\] have constant"),
     (FitTarget(bold=torch.full((40, N), float("nan"))), r"target bold: contains NaN"),
     (FitTarget(), r"target: give an FC matrix"),
+    (FitTarget(bold=torch.randn(40)), r"target bold: expected shape \(T, 5\)"),
+    (FitTarget(bold=torch.randn(2, N)), r"target bold: needs at least 3 time points, got 2"),
+    (FitTarget(bold=torch.cat([torch.randn(39, N), torch.full((1, N), float("inf"))])), r"target bold: contains NaN or infinite"),
+    (FitTarget(fc=torch.eye(N), fcd_values=torch.tensor([0.1, float("nan"), 0.3])), r"target fcd_values: expected at least 2 finite"),
 ])
 def test_bad_targets(target, match):
     model = rww.RWWBold(connectome(), G=0.5, learn=["G"], tr=0.01)
     with pytest.raises(ValueError, match=match):
         fit(model, target, FitConfig(epochs=1, window_trs=None, n_trs=4, burn_in_trs=0), progress=False)
+
+
+def test_targets_that_do_not_fit_the_schedule():
+    """A windowed fit compares each window with the same window of the data, and the FCD term
+    needs two non-overlapping window pairs per simulated piece: both say so before simulating."""
+    model = rww.RWWBold(connectome(), G=0.5, learn=["G"], tr=0.01)
+    with pytest.raises(ValueError, match=r"n_trs=20 in windows of 4 TRs runs past the target bold \(12 TRs\)"):
+        fit(model, FitTarget(bold=torch.randn(12, N)), FitConfig(epochs=1, window_trs=4, n_trs=20), progress=False)
+    target = FitTarget(fc=random_fc(), fcd_values=torch.rand(10), fcd_window=10, fcd_step=5)
+    with pytest.raises(ValueError, match=r"fcd: a simulated piece of 20 TRs has 3 FCD windows .* 1 pairs"):
+        fit(model, target, FitConfig(epochs=1, window_trs=None, n_trs=20, weights={"fcd": 1.0}), progress=False)
+    with pytest.raises(ValueError, match=r"the fcd term needs target fcd_values"):
+        fit(model, FitTarget(fc=random_fc()), FitConfig(epochs=1, window_trs=None, n_trs=20,
+                                                        weights={"fcd": 1.0}), progress=False)
 
 
 def test_bad_config_and_model():
