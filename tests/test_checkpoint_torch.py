@@ -11,3 +11,22 @@ def test_torch_checkpoint_matches_reference(preset, per_sim_coupling):
     # 3 TRs of 10 steps, K = 7: segments cross TR boundaries and the last one is partial.
     compare_with_reference("torch-checkpoint", checkpoint_every=7, preset=preset, batch=3,
                            n_nodes=5, per_sim_coupling=per_sim_coupling, dtype=torch.float64)
+
+
+def test_forward_only_runs_keep_a_single_segment(monkeypatch):
+    """Without a gradient to come, the scan asks the backend for one segment (no T/K
+    checkpoints held: at B = 32768 that would be tens of GB); with one, about sqrt(T)."""
+    from rww.model import RWWBold
+    from rww.ops import scan
+
+    seen = []
+    real_apply = scan.RWWScanFunction.apply
+    monkeypatch.setattr(scan.RWWScanFunction, "apply",
+                        lambda *args: seen.append(args[-1]) or real_apply(*args))
+    sc = torch.rand(4, 4, dtype=torch.float64)
+    model = RWWBold(sc, tr=0.005, dt=0.5, backend="torch-checkpoint", G=0.3, learn=["G"],
+                    dtype=torch.float64)
+    with torch.no_grad():
+        model(n_trs=10, seed=0)                            # 100 steps
+    model(n_trs=10, seed=0)[0].sum().backward()
+    assert seen == [100, 10]

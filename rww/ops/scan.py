@@ -259,7 +259,9 @@ def rww_scan(params: torch.Tensor, coupling: torch.Tensor, state: torch.Tensor, 
             stores every step), ``"torch-checkpoint"`` (same equations, checkpointed: memory
             O(B*N*(T/K + K))), ``"numba"`` (compiled CPU kernels) or ``"triton"`` (GPU kernels;
             CPU tensors only under ``TRITON_INTERPRET=1``).
-        checkpoint_every: K, steps per checkpoint segment (default ceil(sqrt(n_steps))).
+        checkpoint_every: K, steps per checkpoint segment (default ceil(sqrt(n_steps)) when a
+            gradient may be needed; without one (``torch.no_grad()`` or no input requiring
+            grad) a single segment, so a forward-only run stores no checkpoints).
 
     Returns:
         :class:`rww.ops.reference.ScanResult` with ``bold (B, n_TR, N)``, ``state (6, B, N)`` and
@@ -279,7 +281,12 @@ def rww_scan(params: torch.Tensor, coupling: torch.Tensor, state: torch.Tensor, 
     impl = get_backend(backend, state.device)
     if impl is None:
         return reference_scan(params, coupling, state, spec)
-    k = default_checkpoint_every(spec.n_steps) if checkpoint_every is None else checkpoint_every
+    if checkpoint_every is not None:
+        k = checkpoint_every
+    elif torch.is_grad_enabled() and any(t.requires_grad for t in (params, coupling, state)):
+        k = default_checkpoint_every(spec.n_steps)
+    else:
+        k = max(1, spec.n_steps)        # no backward will come: keep only the initial state
     if not isinstance(k, int) or k < 1:
         raise ValueError(f"checkpoint_every: must be a positive integer, got {k!r}")
     outputs = RWWScanFunction.apply(params, coupling, state, spec, impl, k)
