@@ -61,6 +61,25 @@ def test_every_parameter_shape(preset, kind, dtype):
           shapes={name: kind for name in names})
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("preset", ["deco2014", "griffiths2022"])
+def test_pipelined_backward(preset, dtype, monkeypatch):
+    """B = 1 on two threads (a segment swept while the previous one is recomputed): against the
+    reference, and bitwise equal to the one-thread kernel, for every output's gradient."""
+    monkeypatch.setenv("RWW_NUM_THREADS", "2")
+    monkeypatch.setattr(numba_backend, "PIPELINE", "on")
+    check(checkpoint_every=7, preset=preset, batch=1, n_nodes=68, dtype=dtype)
+    leaves, build, spec = make_problem(preset=preset, batch=1, n_nodes=5, n_trs=4, dtype=dtype)
+
+    def grads(mode):
+        monkeypatch.setattr(numba_backend, "PIPELINE", mode)
+        return run_with_grads(numba_scan(checkpoint_every=6), leaves, build, spec)[2]
+
+    on, off = grads("on"), grads("off")
+    for name in on:
+        assert torch.equal(on[name], off[name]), name
+
+
 @pytest.mark.parametrize("preset", ["deco2014", "griffiths2022"])
 def test_parameters_of_shape_b(preset):
     """Parameters given as 1-d ``(B,)`` tensors (B != N), the shape users write for one value per

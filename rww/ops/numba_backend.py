@@ -22,9 +22,10 @@ smaller of ``numba.get_num_threads()`` (set by ``numba.set_num_threads`` or
 (``torch.set_num_threads``, which ``rww run --threads`` and ``rww fit --threads`` call). Results
 do not depend on the thread count: every simulation writes only its own outputs and the sums over
 simulations are done afterwards in a fixed order.
-One simulation runs on one thread: splitting the nodes of a single simulation across threads
-would need a barrier per step (the coupling reads every node), which costs more than a whole
-step at N = 68 (about 1.5 us).
+One simulation's forward runs on one thread: splitting its nodes across threads would need a
+barrier per step (the coupling reads every node), which costs more than a whole step at N = 68
+(about 1 us). Its backward can run on two threads as a pipeline (a segment swept while the
+previous one is recomputed; ``RWW_NUMBA_PIPELINE``, off by default, see :data:`PIPELINE`).
 
 First call: the kernels are compiled once per dtype (tens of seconds) and cached on disk by numba
 (``cache=True``; ``NUMBA_CACHE_DIR`` moves the cache). :func:`warmup` compiles or loads every
@@ -95,13 +96,8 @@ _POOL_SIZE = 0
 _POOL_LOCK = threading.Lock()
 
 
-def _run_tasks(fn, tasks: list):
-    """Run ``fn(task)`` for every task, on the worker pool when there is more than one."""
-    n = min(num_threads(), len(tasks))
-    if n <= 1:
-        for task in tasks:
-            fn(task)
-        return
+def _pool(n: int) -> ThreadPoolExecutor:
+    """The shared worker pool, with at least ``n`` threads."""
     global _POOL, _POOL_SIZE
     with _POOL_LOCK:
         if _POOL is None or _POOL_SIZE < n:
@@ -109,7 +105,17 @@ def _run_tasks(fn, tasks: list):
                 _POOL.shutdown(wait=False)
             _POOL = ThreadPoolExecutor(max_workers=n, thread_name_prefix="rww-numba")
             _POOL_SIZE = n
-        pool = _POOL
+        return _POOL
+
+
+def _run_tasks(fn, tasks: list):
+    """Run ``fn(task)`` for every task, on the worker pool when there is more than one."""
+    n = min(num_threads(), len(tasks))
+    if n <= 1:
+        for task in tasks:
+            fn(task)
+        return
+    pool = _pool(n)
     futures = [pool.submit(fn, task) for task in tasks]
     for fut in futures:
         fut.result()
@@ -324,12 +330,18 @@ class NumbaBackend(ScanBackend):
                              grec_slot, gstate, want_gc, gc_slot, g_coef, g_c, g_state0_np,
                              mismatch)
 
-        # Simulations that add into the same coupling partial run in one task, in order.
-        if want_gc:
-            tasks = [np.nonzero(gc_slot == s)[0].astype(np.int64) for s in range(n_slots)]
+        n_seg = checkpoints.shape[0]
+        if _use_pipeline(batch, n_seg, checkpoint_every, n_nodes):
+            _pipelined_backward(k, 0, coef, ct, cm, ckpt, hc, griffiths, spec, checkpoint_every,
+                                key0, key1, gbold, grec, grec_slot, gstate, want_gc, gc_slot,
+                                g_coef, g_c, g_state0_np, mismatch)
         else:
-            tasks = [np.array([b], dtype=np.int64) for b in range(batch)]
-        _run_tasks(run, tasks)
+            # Simulations that add into the same coupling partial run in one task, in order.
+            if want_gc:
+                tasks = [np.nonzero(gc_slot == s)[0].astype(np.int64) for s in range(n_slots)]
+            else:
+                tasks = [np.array([b], dtype=np.int64) for b in range(batch)]
+            _run_tasks(run, tasks)
         global _LAST_MISMATCHES
         _LAST_MISMATCHES = int(mismatch.sum())
         if _LAST_MISMATCHES:
@@ -357,6 +369,65 @@ class NumbaBackend(ScanBackend):
         return grad_params, grad_coupling, g_state0
 
 
+# Backward of a single simulation on two threads (see _pipelined_backward), chosen by the
+# environment variable RWW_NUMBA_PIPELINE: "off" (default), "auto" (B = 1, two worker threads
+# allowed, and K * N >= PIPELINE_MIN_WORK: about 0.3 ms of work per segment against ~0.05 ms of
+# Python per segment) or "on" (whenever B = 1, for tests). Results are identical either way.
+# Off by default because it is only a gain with two otherwise idle cores, which the machines it
+# was developed on never had: there (2 cores shared with other jobs; two independent
+# recomputations in two threads took 2.0x the time of one, i.e. one free core) the pipelined
+# backward of 10 s at N = 68 took 361-409 ms against 352 ms on one thread. With two idle cores
+# the recomputation (~45-55% of the backward) overlaps the sweep, which should take the backward
+# towards half its time.
+PIPELINE = os.environ.get("RWW_NUMBA_PIPELINE", "off").strip().lower() or "off"
+PIPELINE_MIN_WORK = 8192
+
+
+def _use_pipeline(batch: int, n_seg: int, k_every: int, n_nodes: int) -> bool:
+    if PIPELINE not in ("off", "auto", "on"):
+        raise ValueError(f"RWW_NUMBA_PIPELINE must be off, auto or on, got {PIPELINE!r}")
+    if PIPELINE == "off" or batch != 1 or n_seg < 2:
+        return False
+    if PIPELINE == "on":
+        return True
+    return num_threads() >= 2 and k_every * n_nodes >= PIPELINE_MIN_WORK
+
+
+def _pipelined_backward(k, b, coef, ct, cm, ckpt, hc, griffiths, spec, k_every, key0, key1, gbold,
+                        grec, grec_slot, gstate, want_gc, gc_slot, g_coef, g_c, g_state0, mismatch):
+    """The adjoint of simulation ``b`` as a two-stage pipeline: while this thread sweeps segment s
+    back (from one tape), a worker recomputes segment s - 1 (into the other). The recomputation
+    is about half of the backward's work, so with two free cores the backward takes about half
+    as long; the kernels and every summation order are those of ``rww_bwd_kernel``, so the
+    results are bitwise the same."""
+    dtype = ckpt.dtype
+    n_nodes, lanes = ckpt.shape[3], ct.shape[2]
+    n_seg = ckpt.shape[0]
+    ws = np.zeros(k.N_WROWS * k.LANES, dtype=dtype)
+    wr = np.zeros(k.N_WROWS * k.LANES, dtype=dtype)
+    tapes = [np.empty((k.N_TAPE, k_every + 1, lanes), dtype=dtype) for _ in range(2)]
+    acc = np.zeros((k.N_COEF, lanes), dtype=np.float64)
+    gacc = np.zeros((n_nodes if want_gc else 0, lanes), dtype=np.float64)
+    k.rww_bwd_begin(b, coef, gstate, ws, wr, acc, gacc)
+
+    def recompute(seg):
+        return k.rww_bwd_recompute(b, seg, ct, ckpt, hc, griffiths, spec.n_steps, k_every,
+                                   spec.t0, key0, key1, wr, tapes[seg % 2])
+
+    pool = _pool(1)
+    n_mismatch = recompute(n_seg - 1)
+    for seg in range(n_seg - 1, -1, -1):
+        ahead = pool.submit(recompute, seg - 1) if seg > 0 else None
+        try:
+            k.rww_bwd_sweep(b, seg, cm, hc, griffiths, spec.steps_per_tr, spec.n_steps, k_every,
+                            gbold, grec, grec_slot, want_gc, ws, tapes[seg % 2], acc, gacc)
+        finally:
+            if ahead is not None:
+                n_mismatch += ahead.result()
+    mismatch[b] = n_mismatch
+    k.rww_bwd_end(b, ws, acc, gacc, want_gc, gc_slot, g_coef, g_c, g_state0)
+
+
 def warmup() -> float:
     """Compile (or load from numba's on-disk cache) every kernel variant: forward and adjoint,
     float32 and float64. Returns the wall seconds it took (``rww info`` reports it)."""
@@ -373,9 +444,17 @@ def warmup() -> float:
         spec = ScanSpec(preset, 0.1, 2, 4, haemo=resolve_haemo(preset, None),
                         record=RECORDABLE)
         out = backend.forward(params, coupling, state, spec, 3)
-        backend.backward(params, coupling, out.checkpoints, spec, 3, torch.ones_like(out.bold),
-                         {n: torch.ones_like(v) for n, v in out.records.items()},
-                         torch.ones_like(out.state))
+        global PIPELINE
+        saved = PIPELINE
+        try:
+            # the two-thread kernels only when they may be used (they take as long to compile)
+            for PIPELINE in ("off",) if saved == "off" else ("off", "on"):
+                backend.backward(params, coupling, out.checkpoints, spec, 3,
+                                 torch.ones_like(out.bold),
+                                 {n: torch.ones_like(v) for n, v in out.records.items()},
+                                 torch.ones_like(out.state))
+        finally:
+            PIPELINE = saved
     return time.perf_counter() - start
 
 

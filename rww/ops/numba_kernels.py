@@ -937,6 +937,140 @@ def _flush_coupling(W, gacc, used, N, NP):
             gacc[r, i] += W[W_EXT * LANES + i]
 
 
+@njit(forceinline=True)
+def _bwd_begin(W, b, coef, grad_state, acc, gacc, N, NP):
+    """Start the adjoint of simulation ``b``: coefficients, dL/d(final state), zero sums."""
+    T = W.dtype.type
+    _load_coefficients(W, b, coef, N, NP)
+    for kk in range(6):
+        for i in range(NP):
+            W[(W_LAM + kk) * LANES + i] = grad_state[kk, b, i] if i < N else T(0.0)
+    for k in range(N_COEF):
+        for i in range(NP):
+            acc[k, i] = 0.0
+            W[(W_BLK + k) * LANES + i] = T(0.0)
+    for r in range(gacc.shape[0]):
+        for i in range(NP):
+            gacc[r, i] = 0.0
+
+
+@njit(forceinline=True, error_model="numpy", fastmath=FASTMATH)
+def _recompute_segment(W, tape, b, seg, ckpt, ct, bc, hc, griffiths, n_steps, k_every, t0, key0,
+                       key1, N, NP):
+    """Recompute segment ``seg`` of simulation ``b`` from its checkpoint into ``tape``
+    (N_TAPE, K + 1, NP): the state before every step and the step's intermediates, and in row
+    ``length`` the state at the end. Returns how many end-state values differ from the next
+    checkpoint (0 unless the recomputation is inexact)."""
+    n_seg = ckpt.shape[0]
+    start = seg * k_every
+    length = min(start + k_every, n_steps) - start
+    _load_state(W, ckpt[seg], b, N, NP)
+    for j in range(length):
+        for fld in range(6):
+            for i in range(NP):
+                tape[fld, j, i] = W[(fld) * LANES + i]
+        _step(W, ct, bc, hc, griffiths, t0 + start + j, b, key0, key1, N, NP, True)
+        for fld in range(6, N_TAPE):
+            for i in range(NP):
+                tape[fld, j, i] = W[(fld) * LANES + i]
+    for fld in range(6):
+        for i in range(NP):
+            tape[fld, length, i] = W[(fld) * LANES + i]
+    n_mismatch = 0
+    if seg + 1 < n_seg:
+        for fld in range(6):
+            for i in range(N):
+                n_mismatch += 1 if W[(fld) * LANES + i] != ckpt[seg + 1, fld, b, i] else 0
+    return n_mismatch
+
+
+@njit(forceinline=True, error_model="numpy", fastmath=FASTMATH)
+def _sweep_segment(W, tape, b, seg, cm, bc, hc, griffiths, steps_per_tr, n_steps, k_every,
+                   grad_bold, grad_rec, grec_slot, want_gc, acc, gacc, N, NP):
+    """Sweep the adjoint of simulation ``b`` back through segment ``seg`` from its tape: on entry
+    ``W[W_LAM]`` is dL/d(state at the segment's end), on exit dL/d(state at its start); the
+    coefficient and coupling sums are added into ``acc`` and ``gacc`` (float64)."""
+    T = W.dtype.type
+    zero = T(0.0)
+    scale = hc[H_SCALE]
+    k1 = hc[H_K1]
+    k2 = hc[H_K2]
+    k3 = hc[H_K3]
+    inv_spt = T(1.0 / steps_per_tr)
+    start = seg * k_every
+    length = min(start + k_every, n_steps) - start
+    for fld in range(6):
+        for i in range(NP):
+            W[(fld) * LANES + i] = tape[fld, length, i]
+    since_flush = 0
+    for j in range(length - 1, -1, -1):
+        k = start + j
+        tr = k // steps_per_tr
+        # the state after this step is in the state rows (loaded for step j + 1, or the end
+        # state): copied within W, which stays in L1, rather than read again from the tape
+        for fld in range(6):
+            for i in range(NP):
+                W[(W_NXT + fld) * LANES + i] = W[(fld) * LANES + i]
+        for fld in range(N_TAPE):
+            for i in range(NP):
+                W[(fld) * LANES + i] = tape[fld, j, i]
+        if (k + 1) % steps_per_tr == 0:
+            # outputs sampled from the state after this step
+            for i in range(N):
+                v1 = W[(W_NXT + 4) * LANES + i]
+                q1 = W[(W_NXT + 5) * LANES + i]
+                g = grad_bold[b, tr, i] * scale
+                W[(W_LAM + 5) * LANES + i] += g * (-k1 - k2 / v1)
+                W[(W_LAM + 4) * LANES + i] += g * (k2 * q1 / (v1 * v1) - k3)
+            if grec_slot[0] >= 0:
+                for i in range(N):
+                    W[W_LAM * LANES + i] += grad_rec[grec_slot[0], b, tr, i]
+            if grec_slot[1] >= 0:
+                for i in range(N):
+                    W[(W_LAM + 1) * LANES + i] += grad_rec[grec_slot[1], b, tr, i]
+        # the TR-mean rate records see every step of their TR with weight 1/spt
+        for i in range(NP):
+            W[W_GRE * LANES + i] = zero
+            W[W_GRI * LANES + i] = zero
+        if grec_slot[2] >= 0:
+            for i in range(N):
+                W[W_GRE * LANES + i] = grad_rec[grec_slot[2], b, tr, i] * inv_spt
+        if grec_slot[3] >= 0:
+            for i in range(N):
+                W[W_GRI * LANES + i] = grad_rec[grec_slot[3], b, tr, i] * inv_spt
+        _adjoint_step(W, hc, griffiths, NP)
+        if want_gc:
+            for i in range(NP):
+                W[(W_GL + since_flush) * LANES + i] = W[W_LCS * LANES + i]
+                W[(W_GS + since_flush) * LANES + i] = W[W_SE * LANES + i]
+        _adjoint_couple(W, cm, bc, N, NP)
+        since_flush += 1
+        if since_flush == FLUSH:
+            _flush(W, acc, NP)
+            if want_gc:
+                _flush_coupling(W, gacc, FLUSH, N, NP)
+            since_flush = 0
+    _flush(W, acc, NP)
+    if want_gc and since_flush > 0:
+        _flush_coupling(W, gacc, since_flush, N, NP)
+
+
+@njit(forceinline=True)
+def _bwd_end(W, b, acc, gacc, want_gc, gc_slot, g_coef, g_c, g_state0, N):
+    """Write simulation ``b``'s gradients: initial state, coefficient sums, coupling partial."""
+    for kk in range(6):
+        for i in range(N):
+            g_state0[kk, b, i] = W[(W_LAM + kk) * LANES + i]
+    for k in range(N_COEF):
+        for i in range(N):
+            g_coef[k, b, i] = acc[k, i]
+    if want_gc:
+        slot = gc_slot[b]
+        for r in range(N):
+            for i in range(N):
+                g_c[slot, r, i] += gacc[r, i]
+
+
 @njit(nogil=True, cache=True, error_model="numpy", fastmath=FASTMATH)
 def rww_bwd_kernel(sims, coef, ct, cm, ckpt, hc64, griffiths, steps_per_tr, n_steps, k_every, t0,
                    key0, key1, grad_bold, grad_rec, grec_slot, grad_state, want_gc, gc_slot,
@@ -944,7 +1078,7 @@ def rww_bwd_kernel(sims, coef, ct, cm, ckpt, hc64, griffiths, steps_per_tr, n_st
     """Discrete adjoint of the forward scan for the simulations in ``sims``.
 
     For each segment, last to first: recompute it from its checkpoint keeping a tape (the state
-    before every step and the step's intermediates, (N_TAPE, K, NP) per call), then sweep the
+    before every step and the step's intermediates, (N_TAPE, K + 1, NP) per call), then sweep the
     adjoint back through it.
 
     Args (beyond those of :func:`rww_fwd_kernel`):
@@ -966,117 +1100,62 @@ def rww_bwd_kernel(sims, coef, ct, cm, ckpt, hc64, griffiths, steps_per_tr, n_st
         mismatch: int64 (B,) number of state values at the end of a recomputed segment that differ
             (bitwise) from the next checkpoint; 0 unless the recomputation is not exact.
     """
-    T = ckpt.dtype.type
     N = ckpt.shape[3]
     NP = ct.shape[2]                        # lanes, chosen by the caller (padded_nodes)
     n_seg = ckpt.shape[0]
     dtype = ckpt.dtype
     hc = _haemo(hc64, dtype)
     W = np.zeros(N_WROWS * LANES, dtype=dtype)
-    tape = np.empty((N_TAPE, k_every, NP), dtype=dtype)
+    tape = np.empty((N_TAPE, k_every + 1, NP), dtype=dtype)
     acc = np.zeros((N_COEF, NP), dtype=np.float64)
-    n_gc = N if want_gc else 0
-    gacc = np.zeros((n_gc, NP), dtype=np.float64)
-    zero = T(0.0)
-    scale = hc[H_SCALE]
-    k1 = hc[H_K1]
-    k2 = hc[H_K2]
-    k3 = hc[H_K3]
-    inv_spt = T(1.0 / steps_per_tr)
+    gacc = np.zeros((N if want_gc else 0, NP), dtype=np.float64)
     for b in sims:
-        _load_coefficients(W, b, coef, N, NP)
         bc = b if ct.shape[0] > 1 else 0
-        for kk in range(6):
-            for i in range(NP):
-                W[(W_LAM + kk) * LANES + i] = grad_state[kk, b, i] if i < N else zero
-        for k in range(N_COEF):
-            for i in range(NP):
-                acc[k, i] = 0.0
-                W[(W_BLK + k) * LANES + i] = zero
-        for r in range(n_gc):
-            for i in range(NP):
-                gacc[r, i] = 0.0
+        _bwd_begin(W, b, coef, grad_state, acc, gacc, N, NP)
         n_mismatch = 0
         for seg in range(n_seg - 1, -1, -1):
-            start = seg * k_every
-            stop = min(start + k_every, n_steps)
-            length = stop - start
-            # recompute the segment from its checkpoint, keeping the tape
-            _load_state(W, ckpt[seg], b, N, NP)
-            for j in range(length):
-                for fld in range(6):
-                    for i in range(NP):
-                        tape[fld, j, i] = W[(fld) * LANES + i]
-                _step(W, ct, bc, hc, griffiths, t0 + start + j, b, key0, key1, N, NP, True)
-                for fld in range(6, N_TAPE):
-                    for i in range(NP):
-                        tape[fld, j, i] = W[(fld) * LANES + i]
-            if seg + 1 < n_seg:
-                for fld in range(6):
-                    for i in range(N):
-                        n_mismatch += 1 if W[(fld) * LANES + i] != ckpt[seg + 1, fld, b, i] else 0
-            # sweep the adjoint back through it
-            since_flush = 0
-            for j in range(length - 1, -1, -1):
-                k = start + j
-                tr = k // steps_per_tr
-                # the state after this step is still in the state rows (loaded from the tape for
-                # step j + 1, or left by the recomputation for the last step): copied within W,
-                # which stays in L1, rather than read again from the tape
-                for fld in range(6):
-                    for i in range(NP):
-                        W[(W_NXT + fld) * LANES + i] = W[(fld) * LANES + i]
-                for fld in range(N_TAPE):
-                    for i in range(NP):
-                        W[(fld) * LANES + i] = tape[fld, j, i]
-                if (k + 1) % steps_per_tr == 0:
-                    # outputs sampled from the state after this step
-                    for i in range(N):
-                        v1 = W[(W_NXT + 4) * LANES + i]
-                        q1 = W[(W_NXT + 5) * LANES + i]
-                        g = grad_bold[b, tr, i] * scale
-                        W[(W_LAM + 5) * LANES + i] += g * (-k1 - k2 / v1)
-                        W[(W_LAM + 4) * LANES + i] += g * (k2 * q1 / (v1 * v1) - k3)
-                    if grec_slot[0] >= 0:
-                        for i in range(N):
-                            W[W_LAM * LANES + i] += grad_rec[grec_slot[0], b, tr, i]
-                    if grec_slot[1] >= 0:
-                        for i in range(N):
-                            W[(W_LAM + 1) * LANES + i] += grad_rec[grec_slot[1], b, tr, i]
-                # the TR-mean rate records see every step of their TR with weight 1/spt
-                for i in range(NP):
-                    W[W_GRE * LANES + i] = zero
-                    W[W_GRI * LANES + i] = zero
-                if grec_slot[2] >= 0:
-                    for i in range(N):
-                        W[W_GRE * LANES + i] = grad_rec[grec_slot[2], b, tr, i] * inv_spt
-                if grec_slot[3] >= 0:
-                    for i in range(N):
-                        W[W_GRI * LANES + i] = grad_rec[grec_slot[3], b, tr, i] * inv_spt
-                _adjoint_step(W, hc, griffiths, NP)
-                if want_gc:
-                    for i in range(NP):
-                        W[(W_GL + since_flush) * LANES + i] = W[W_LCS * LANES + i]
-                        W[(W_GS + since_flush) * LANES + i] = W[W_SE * LANES + i]
-                _adjoint_couple(W, cm, bc, N, NP)
-                since_flush += 1
-                if since_flush == FLUSH:
-                    _flush(W, acc, NP)
-                    if want_gc:
-                        _flush_coupling(W, gacc, FLUSH, N, NP)
-                    since_flush = 0
-            _flush(W, acc, NP)
-            if want_gc and since_flush > 0:
-                _flush_coupling(W, gacc, since_flush, N, NP)
+            n_mismatch += _recompute_segment(W, tape, b, seg, ckpt, ct, bc, hc, griffiths,
+                                             n_steps, k_every, t0, key0, key1, N, NP)
+            _sweep_segment(W, tape, b, seg, cm, bc, hc, griffiths, steps_per_tr, n_steps,
+                           k_every, grad_bold, grad_rec, grec_slot, want_gc, acc, gacc, N, NP)
         mismatch[b] = n_mismatch
-        for kk in range(6):
-            for i in range(N):
-                g_state0[kk, b, i] = W[(W_LAM + kk) * LANES + i]
-        for k in range(N_COEF):
-            for i in range(N):
-                g_coef[k, b, i] = acc[k, i]
-        if want_gc:
-            slot = gc_slot[b]
-            for r in range(N):
-                for i in range(N):
-                    g_c[slot, r, i] += gacc[r, i]
+        _bwd_end(W, b, acc, gacc, want_gc, gc_slot, g_coef, g_c, g_state0, N)
+
+
+# Pipelined adjoint of one simulation on two threads: segment s is swept (rww_bwd_sweep, workspace
+# Ws) while segment s - 1 is recomputed (rww_bwd_recompute, workspace Wr, the other tape). Same
+# functions, same order of every sum as rww_bwd_kernel: the results are identical.
+@njit(nogil=True, cache=True)
+def rww_bwd_begin(b, coef, grad_state, Ws, Wr, acc, gacc):
+    """Prepare the two workspaces and the float64 sums of simulation ``b``."""
+    N = grad_state.shape[2]
+    NP = acc.shape[1]
+    _bwd_begin(Ws, b, coef, grad_state, acc, gacc, N, NP)
+    _load_coefficients(Wr, b, coef, N, NP)
+
+
+@njit(nogil=True, cache=True, error_model="numpy", fastmath=FASTMATH)
+def rww_bwd_recompute(b, seg, ct, ckpt, hc64, griffiths, n_steps, k_every, t0, key0, key1, Wr,
+                      tape):
+    """:func:`_recompute_segment` as a kernel; returns the mismatch count."""
+    hc = _haemo(hc64, ckpt.dtype)
+    bc = b if ct.shape[0] > 1 else 0
+    return _recompute_segment(Wr, tape, b, seg, ckpt, ct, bc, hc, griffiths, n_steps, k_every,
+                              t0, key0, key1, ckpt.shape[3], ct.shape[2])
+
+
+@njit(nogil=True, cache=True, error_model="numpy", fastmath=FASTMATH)
+def rww_bwd_sweep(b, seg, cm, hc64, griffiths, steps_per_tr, n_steps, k_every, grad_bold,
+                  grad_rec, grec_slot, want_gc, Ws, tape, acc, gacc):
+    """:func:`_sweep_segment` as a kernel."""
+    hc = _haemo(hc64, Ws.dtype)
+    bc = b if cm.shape[0] > 1 else 0
+    _sweep_segment(Ws, tape, b, seg, cm, bc, hc, griffiths, steps_per_tr, n_steps, k_every,
+                   grad_bold, grad_rec, grec_slot, want_gc, acc, gacc, grad_bold.shape[2],
+                   cm.shape[2])
+
+
+@njit(nogil=True, cache=True)
+def rww_bwd_end(b, Ws, acc, gacc, want_gc, gc_slot, g_coef, g_c, g_state0):
+    """Write simulation ``b``'s gradients (see :func:`rww_bwd_kernel`)."""
+    _bwd_end(Ws, b, acc, gacc, want_gc, gc_slot, g_coef, g_c, g_state0, g_state0.shape[2])
