@@ -13,7 +13,8 @@ its defaults with G = 0.5, dt = 0.1 ms so 10,000 steps per simulated second, TR 
   (300 steps for B = 1, 100 for B = 64) and scaled per simulated second (its cost per step does
   not depend on the length);
 - forward + backward (gradient of BOLD with respect to the parameter table, the coupling and the
-  initial state) against forward alone, on the same workload: 60 s at N = 68, B = 1 (the target's
+  initial state; and without the coupling, as when fitting parameters only) against forward
+  alone, on the same workload: 60 s at N = 68, B = 1 (the target's
   workload) and 0.5 s at N = 68, B = 64;
 - peak memory (peak RSS of a fresh subprocess, measured from after warm-up and inputs) of the
   gradient of a 60 s simulation at N = 68, B = 1 with the checkpointed numba backend, against
@@ -83,10 +84,13 @@ def numba_forward(table, coupling, state, spec):
         return rww_scan(table, coupling, state, spec, backend="numba")
 
 
-def numba_forward_backward(table, coupling, state, spec):
-    leaves = [t.detach().requires_grad_(True) for t in (table, coupling, state)]
-    out = rww_scan(*leaves, spec, backend="numba")
-    torch.autograd.grad(out.bold.sum(), leaves)
+def numba_forward_backward(table, coupling, state, spec, coupling_grad=True):
+    """Gradient of BOLD with respect to the parameter table, the initial state and (unless
+    ``coupling_grad`` is False, the usual case when fitting parameters only) the coupling."""
+    table, state = (t.detach().requires_grad_(True) for t in (table, state))
+    coupling = coupling.detach().requires_grad_(coupling_grad)
+    out = rww_scan(table, coupling, state, spec, backend="numba")
+    torch.autograd.grad(out.bold.sum(), [table, coupling, state] if coupling_grad else [table, state])
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -111,7 +115,7 @@ def test_forward_vs_reference(benchmark, n_nodes, batch):
     ref_steps = 300 if batch == 1 else 100
     r_table, r_coupling, r_state, r_spec = problem(n_nodes, batch, ref_steps / STEPS_PER_S)
     with torch.no_grad():
-        ref = best_of(lambda: reference_scan(r_table, r_coupling, r_state, r_spec), 2)
+        ref = best_of(lambda: reference_scan(r_table, r_coupling, r_state, r_spec), 3)
     ref_per_s = ref / (ref_steps / STEPS_PER_S)
     record(benchmark, kind="forward", n_nodes=n_nodes, batch=batch, simulated_s=sim_s,
            numba_s_per_sim_s=ours, us_per_step_per_sim=ours / STEPS_PER_S / batch * 1e6,
@@ -128,8 +132,10 @@ def test_forward_backward_vs_forward(benchmark, n_nodes, batch):
     both = benchmark.stats.stats.min
     forward = best_of(lambda: numba_forward(table, coupling, state, spec), 3)
     both = min(both, best_of(lambda: numba_forward_backward(table, coupling, state, spec), 1))
+    no_gc = best_of(lambda: numba_forward_backward(table, coupling, state, spec, False), 2)
     record(benchmark, kind="forward+backward", n_nodes=n_nodes, batch=batch, simulated_s=sim_s,
            forward_s=forward, forward_backward_s=both, ratio=both / forward,
+           forward_backward_without_coupling_grad_s=no_gc, ratio_without_coupling_grad=no_gc / forward,
            checkpoint_every=default_checkpoint_every(spec.n_steps),
            threads=numba_backend.num_threads())
 
@@ -260,6 +266,9 @@ def print_summary(warmup_s: float):
             label = "fwd+bwd / fwd, %g s N=%d B=%d (s)" % (r["simulated_s"], r["n_nodes"], r["batch"])
             print(f"{label:44s} {r['forward_backward_s']:12.3f} {r['forward_s']:12.3f} "
                   f"{r['ratio']:8.2f}x")
+            print(f"{'  same, no coupling gradient':44s} "
+                  f"{r['forward_backward_without_coupling_grad_s']:12.3f} {r['forward_s']:12.3f} "
+                  f"{r['ratio_without_coupling_grad']:8.2f}x")
         elif r["kind"] == "memory":
             print(f"{'gradient 60 s N=68 peak RSS increment (MB)':44s} "
                   f"{r['numba_increment_mb']:12.1f} {r['reference_increment_mb_extrapolated']:12.0f} "

@@ -8,8 +8,11 @@ Layout and conventions (shared by both kernels)
 - One call simulates a list of simulations ``sims`` one after the other, each in a workspace
   ``W`` of shape (N_WROWS, LANES) whose rows hold the state, the coefficients and every per-node
   intermediate of a step. LANES is a compile-time constant (see its comment): that is what lets
-  LLVM vectorise loops touching many rows. The node loops run over ``NP`` lanes (N rounded up to
-  a multiple of 8, a whole number of AVX2 vectors, no scalar tail). Lanes ``N..NP-1`` are
+  LLVM vectorise loops touching many rows. The node loops run over ``NP`` lanes, N rounded up by
+  the caller (``numba_backend.padded_nodes``; the kernels read NP from the padded coupling's
+  width). On AVX-512 hosts LLVM runs most loops 16 or 32 lanes per iteration and the rest as a
+  scalar remainder; padding further costs more than that remainder, except in
+  :func:`_flush_coupling`, which pads its own loop. Lanes ``N..NP-1`` are
   padding: they compute harmless values (a copy of node 0, uncoupled), never feed real lanes (the
   padded columns of the coupling matrices are zero and the coupling loops run over real rows
   only) and are masked out of the divergence check.
