@@ -24,7 +24,6 @@ variant measured in the same run (same JSON file).
 from __future__ import annotations
 
 import argparse
-import functools
 import glob
 import importlib
 import json
@@ -74,9 +73,9 @@ def _git(*args) -> str | None:
     return done.stdout.strip() if done.returncode == 0 else None
 
 
-@functools.lru_cache(maxsize=1)
 def environment() -> dict:
-    """Machine (CPU model, cores, RAM, GPU), versions and git revision of this process's run."""
+    """Machine (CPU model, cores, RAM, GPU), versions and git revision, taken anew for every row
+    (other sessions may commit while a suite runs: each row names the code it ran)."""
     versions = {"python": platform.python_version()}
     for name in ("torch", "numba", "triton", "numpy", "rww", "pytest_benchmark"):
         try:
@@ -151,11 +150,13 @@ def load_runs(paths=None) -> list[dict]:
                 continue
             w = x["workload"]
             wall = b["stats"]["min"]
+            cpus = [c for c in x.get("worker_cpu_s") or [] if c is not None]
             rows.append({
                 "key": w["key"], "name": w["name"], "variant": w["variant"], "device": x["device"],
                 "impl": x["impl"], "meta": x["meta"], "workload": w, "memory": x["memory"],
                 "wall_min": wall, "wall_median": b["stats"]["median"], "rounds": b["stats"]["rounds"],
                 "per_sim_s": wall / w["seconds"],
+                "cpu_per_sim_s": min(cpus) / w["seconds"] if cpus else None,
                 "us_per_step": wall / (w["n_steps"] * w["batch"]) * 1e6,
                 "load": x.get("loadavg_before", [None])[0], "environment": x.get("environment"),
             })
@@ -211,12 +212,14 @@ def _ours(rows, row):
 def workload_table(run: dict) -> list[str]:
     rows = run["rows"]
     out = ["| workload | variant: size | implementation | wall s / simulated s | µs / step | "
-           "rww faster by | peak RSS MB (+ during run) | load |",
-           "|---|---|---|---:|---:|---:|---:|---:|"]
+           "rww faster by | CPU s / simulated s | peak RSS MB (+ during run) | load |",
+           "|---|---|---|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         ours = _ours(rows, r)
         if ours is r:
             ratio = "—"
+        elif ours is not None and r["meta"].get("ours") and r["impl"] != "torch":
+            ratio = f"{r['wall_min'] / ours['wall_min']:.3g}x (vs `{ours['impl']}`)"
         elif ours is not None:
             ratio = f"{r['wall_min'] / ours['wall_min']:.3g}x"
         else:
@@ -233,7 +236,8 @@ def workload_table(run: dict) -> list[str]:
         if w["mode"] == "fit_epoch":
             per += f" ({_fmt(r['wall_min'] / w['n_trs'] * 1200)} s/epoch of 1200 TRs)"
         out.append(f"| {w['name']} {w['title']} | {w['variant']}: {w['label']} | {impl_name(r)} | "
-                   f"{per} | {_fmt(r['us_per_step'])} | {ratio} | {memtxt} | "
+                   f"{per} | {_fmt(r['us_per_step'])} | {ratio} | {_fmt(r['cpu_per_sim_s'])} | "
+                   f"{memtxt} | "
                    f"{_fmt(r['load'], 2)} |")
     return out
 
@@ -342,13 +346,18 @@ def _target_verdict(name: str, row: dict, wl) -> str:
         epoch = row["wall_min"] / w["n_trs"] * 1200
         goal = wl.WHOBPYT_EPOCH_SECONDS / 20
         speedup = wl.WHOBPYT_EPOCH_SECONDS / epoch
+        def cpu_epoch(r):
+            if r.get("cpu_per_sim_s") is None:
+                return ""
+            return f" (process CPU time {_fmt(r['cpu_per_sim_s'] * w['seconds'] / w['n_trs'] * 1200)} s)"
+
         text = (f"<= {goal:.2f} s/epoch (20x whobpyt's quoted {wl.WHOBPYT_EPOCH_SECONDS} s): "
-                f"{_fmt(epoch)} s/epoch, {speedup:.3g}x whobpyt, "
+                f"{_fmt(epoch)} s/epoch{cpu_epoch(row)}, {speedup:.3g}x whobpyt, "
                 f"{'met' if epoch <= goal else '**missed**'}")
         one = _fast_row("W8", w["variant"], dev, impl="auto-1t")
         if one is not None:
             epoch1 = one["wall_min"] / w["n_trs"] * 1200
-            text += (f"; with 1 thread (`auto-1t`): {_fmt(epoch1)} s/epoch, "
+            text += (f"; with 1 thread (`auto-1t`): {_fmt(epoch1)} s/epoch{cpu_epoch(one)}, "
                      f"{wl.WHOBPYT_EPOCH_SECONDS / epoch1:.3g}x whobpyt, "
                      f"{'met' if epoch1 <= goal else '**missed**'}")
         return text
@@ -510,6 +519,13 @@ def generate(plot: bool = True) -> str:
         lines += [f"### `{run['path']}` ({run['datetime'] or 'date unknown'})", ""]
         if envs:
             lines += [f"Machine: {describe_environment(envs[0])}.", ""]
+            sources = sorted({e["git"].get("source_sha1") for e in envs} - {None})
+            if len(sources) > 1:
+                revs = sorted({(e["git"].get("revision") or "?")[:10] for e in envs})
+                lines += [f"The library's sources changed while this suite ran (other sessions "
+                          f"committed: revisions {', '.join(revs)}; {len(sources)} distinct source "
+                          "hashes, one per row in the JSON's `extra_info.environment`): rows "
+                          "measured minutes apart may have run different code.", ""]
         if not run["rows"]:
             lines += ["(no rows)", ""]
             continue
@@ -517,7 +533,10 @@ def generate(plot: bool = True) -> str:
                   "variant, same run):", ""] + summary_table(run) + [""]
         lines += ["All rows (`wall s / simulated s` = min over the timed rounds / simulated "
                   "seconds per simulation; `µs / step` over all simulations of a batch; "
-                  "`rww faster by` = this row's time / rww's on the same variant; `peak RSS` = "
+                  "`rww faster by` = this row's time / rww's on the same variant; `CPU s / "
+                  "simulated s` = the worker process's CPU time (all threads) over the least "
+                  "CPU-costly round, which other jobs on the machine inflate much less than wall "
+                  "time; `peak RSS` = "
                   "the worker's peak resident memory during the timed runs, and in brackets its "
                   "increase over the memory held before them; `load` = 1-minute load average of "
                   "the machine when the row started):", ""] + workload_table(run) + [""]

@@ -17,6 +17,9 @@ caches, first-touch allocation stay out of the figures), resets the peak-RSS cou
 ``--repeat`` times timed, and prints one JSON object:
 
 ``wall_s``           list of wall seconds of the timed runs (the device synchronised around each);
+``cpu_s``            list of the process's CPU seconds (all its threads, ``time.process_time``)
+                     over each timed run: on a shared machine, what the run cost in CPU time
+                     whatever the other jobs did (wall time also counts time spent waiting);
 ``rss_before_kb``    resident memory just before the timed runs (interpreter, libraries, JIT code,
                      the built model);
 ``peak_rss_kb``      peak resident memory during the timed runs (Linux ``VmHWM`` after writing 5
@@ -27,7 +30,7 @@ caches, first-touch allocation stay out of the figures), resets the peak-RSS cou
 
 Serve mode (``--serve``) is what the benchmark suite uses: after the warm-up it prints one JSON
 line ``{"event": "ready", ...}`` and then answers commands on stdin, one per line: ``run`` (one
-timed run, answers ``{"event": "done", "wall_s": ...}``), ``report`` (the memory fields above,
+timed run, answers ``{"event": "done", "wall_s": ..., "cpu_s": ...}``), ``report`` (the memory fields above,
 over every run since ready) and ``quit``. pytest-benchmark times the ``run`` round trip, so every
 implementation, ours and the peers, is timed by the same harness in the same way.
 
@@ -371,12 +374,13 @@ def main(argv=None):
     peak_ok = reset_peak_rss()
 
     if not args.serve:
-        walls = []
+        walls, cpus = [], []
         for _ in range(args.repeat):
-            tick = time.perf_counter()
+            tick, cpu = time.perf_counter(), time.process_time()
             runner.run()
             walls.append(time.perf_counter() - tick)
-        emit(dict(head, event="result", wall_s=walls,
+            cpus.append(time.process_time() - cpu)
+        emit(dict(head, event="result", wall_s=walls, cpu_s=cpus,
                   **memory_report(runner, peak_ok, rss_before)))
         return 0
 
@@ -384,13 +388,14 @@ def main(argv=None):
     for line in sys.stdin:
         cmd = line.strip()
         if cmd == "run":
-            tick = time.perf_counter()
+            tick, cpu = time.perf_counter(), time.process_time()
             try:
                 runner.run()
             except Exception as err:
                 emit({"event": "error", "error": f"{type(err).__name__}: {err}"})
                 continue
-            emit({"event": "done", "wall_s": time.perf_counter() - tick})
+            emit({"event": "done", "wall_s": time.perf_counter() - tick,
+                  "cpu_s": time.process_time() - cpu})
         elif cmd == "report":
             emit(dict(event="report", **memory_report(runner, peak_ok, rss_before)))
         elif cmd == "quit":

@@ -106,6 +106,7 @@ class Worker:
         threading.Thread(target=self._pump, daemon=True).start()
         self.ready = self._get(START_TIMEOUT_S)
         self.walls: list[float] = []
+        self.cpus: list[float] = []
 
     def _pump(self):
         for line in self.proc.stdout:
@@ -136,7 +137,9 @@ class Worker:
         return self._get(timeout)
 
     def run(self):
-        self.walls.append(self.call("run")["wall_s"])
+        done = self.call("run")
+        self.walls.append(done["wall_s"])
+        self.cpus.append(done.get("cpu_s"))
 
     def close(self):
         if self.proc.poll() is None:
@@ -223,7 +226,7 @@ def measure(benchmark, python: str, key: str, impl: str, device: str = "cpu"):
     benchmark.extra_info.update({
         "workload": workload.as_dict(), "impl": impl, "device": device,
         "meta": ready["meta"], "build_s": ready["build_s"], "warmup_s": ready["warmup_s"],
-        "probe_s": probe, "worker_wall_s": worker.walls,
+        "probe_s": probe, "worker_wall_s": worker.walls, "worker_cpu_s": worker.cpus,
         "memory": {k: v for k, v in memory.items() if k != "event"},
         "loadavg_before": load_before, "loadavg_after": os.getloadavg(),
         "environment": report.environment(),
