@@ -281,11 +281,13 @@ def _check_fcd_piece(target: FitTarget, piece_trs: int):
         raise ValueError("weights: the fcd term needs target fcd_values")
     w, s = target.fcd_window, target.fcd_step
     n_win = (piece_trs - w) // s + 1 if piece_trs >= w else 0
-    gap = max(1, -(-w // s))                      # fcd_values skips overlapping window pairs
+    # rww's convention skips pairs of overlapping windows; the pooled (cuBNM) one keeps them.
+    gap = max(1, -(-w // s)) if target.fcd_exclude_overlapping else 1
     n_pairs = sum(n_win - d for d in range(gap, n_win))
     if n_pairs < 2:
+        kind = "non-overlapping windows" if target.fcd_exclude_overlapping else "windows"
         raise ValueError(f"fcd: a simulated piece of {piece_trs} TRs has {n_win} FCD windows ({w} TRs "
-                         f"every {s}) and {n_pairs} pairs of non-overlapping windows; the fcd term needs "
+                         f"every {s}) and {n_pairs} pairs of {kind}; the fcd term needs "
                          "at least 2: simulate longer pieces (n_trs, window_trs) or use shorter windows")
 
 
