@@ -683,6 +683,7 @@ def rww_fwd_kernel(sims, coef, ct, state0, hc64, griffiths, steps_per_tr, n_step
     one = T(1.0)
     inv_spt = 1.0 / steps_per_tr
     nan = T(np.nan)
+    want_rates = (rec_slot[2] >= 0) | (rec_slot[3] >= 0)
     for b in sims:
         _load_coefficients(W, b, coef, N, NP)
         _load_state(W, state0, b, N, NP)
@@ -699,9 +700,10 @@ def rww_fwd_kernel(sims, coef, ct, state0, hc64, griffiths, steps_per_tr, n_step
             stop = min(start + k_every, n_steps)
             for k in range(start, stop):
                 nbad = _step(W, ct, bc, hc, griffiths, t0 + k, b, key0, key1, N, NP, False)
-                for i in range(NP):
-                    rsum[0, i] += W[W_RE * LANES + i]
-                    rsum[1, i] += W[W_RI * LANES + i]
+                if want_rates:
+                    for i in range(NP):
+                        rsum[0, i] += W[W_RE * LANES + i]
+                        rsum[1, i] += W[W_RI * LANES + i]
                 if nbad > 0:
                     bad_step = k
                     break
