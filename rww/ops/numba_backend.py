@@ -405,7 +405,7 @@ def _pipelined_backward(k, b, coef, ct, cm, ckpt, hc, griffiths, spec, k_every, 
     n_seg = ckpt.shape[0]
     ws = np.zeros(k.N_WROWS * k.LANES, dtype=dtype)
     wr = np.zeros(k.N_WROWS * k.LANES, dtype=dtype)
-    tapes = [np.empty((k.N_TAPE, k_every + 1, lanes), dtype=dtype) for _ in range(2)]
+    tapes = [np.empty((k_every + 1, k.N_TAPE, lanes), dtype=dtype) for _ in range(2)]
     acc = np.zeros((k.N_COEF, lanes), dtype=np.float64)
     gacc = np.zeros((n_nodes if want_gc else 0, lanes), dtype=np.float64)
     k.rww_bwd_begin(b, coef, gstate, ws, wr, acc, gacc)

@@ -963,9 +963,10 @@ def _bwd_begin(W, b, coef, grad_state, acc, gacc, N, NP):
 def _recompute_segment(W, tape, b, seg, ckpt, ct, bc, hc, griffiths, n_steps, k_every, t0, key0,
                        key1, N, NP):
     """Recompute segment ``seg`` of simulation ``b`` from its checkpoint into ``tape``
-    (N_TAPE, K + 1, NP): the state before every step and the step's intermediates, and in row
-    ``length`` the state at the end. Returns how many end-state values differ from the next
-    checkpoint (0 unless the recomputation is inexact)."""
+    (K + 1, N_TAPE, NP), step-major (one stream for the prefetcher, not 21): the state before
+    every step and the step's intermediates, and at step ``length`` the state at the end.
+    Returns how many end-state values differ from the next checkpoint (0 unless the
+    recomputation is inexact)."""
     n_seg = ckpt.shape[0]
     start = seg * k_every
     length = min(start + k_every, n_steps) - start
@@ -973,14 +974,14 @@ def _recompute_segment(W, tape, b, seg, ckpt, ct, bc, hc, griffiths, n_steps, k_
     for j in range(length):
         for fld in range(6):
             for i in range(NP):
-                tape[fld, j, i] = W[(fld) * LANES + i]
+                tape[j, fld, i] = W[(fld) * LANES + i]
         _step(W, ct, bc, hc, griffiths, t0 + start + j, b, key0, key1, N, NP, True)
         for fld in range(6, N_TAPE):
             for i in range(NP):
-                tape[fld, j, i] = W[(fld) * LANES + i]
+                tape[j, fld, i] = W[(fld) * LANES + i]
     for fld in range(6):
         for i in range(NP):
-            tape[fld, length, i] = W[(fld) * LANES + i]
+            tape[length, fld, i] = W[(fld) * LANES + i]
     n_mismatch = 0
     if seg + 1 < n_seg:
         for fld in range(6):
@@ -1006,7 +1007,7 @@ def _sweep_segment(W, tape, b, seg, cm, bc, hc, griffiths, steps_per_tr, n_steps
     length = min(start + k_every, n_steps) - start
     for fld in range(6):
         for i in range(NP):
-            W[(fld) * LANES + i] = tape[fld, length, i]
+            W[(fld) * LANES + i] = tape[length, fld, i]
     since_flush = 0
     for j in range(length - 1, -1, -1):
         k = start + j
@@ -1018,7 +1019,7 @@ def _sweep_segment(W, tape, b, seg, cm, bc, hc, griffiths, steps_per_tr, n_steps
                 W[(W_NXT + fld) * LANES + i] = W[(fld) * LANES + i]
         for fld in range(N_TAPE):
             for i in range(NP):
-                W[(fld) * LANES + i] = tape[fld, j, i]
+                W[(fld) * LANES + i] = tape[j, fld, i]
         if (k + 1) % steps_per_tr == 0:
             # outputs sampled from the state after this step
             for i in range(N):
@@ -1083,7 +1084,7 @@ def rww_bwd_kernel(sims, coef, ct, cm, ckpt, hc64, griffiths, steps_per_tr, n_st
     """Discrete adjoint of the forward scan for the simulations in ``sims``.
 
     For each segment, last to first: recompute it from its checkpoint keeping a tape (the state
-    before every step and the step's intermediates, (N_TAPE, K + 1, NP) per call), then sweep the
+    before every step and the step's intermediates, (K + 1, N_TAPE, NP) per call), then sweep the
     adjoint back through it.
 
     Args (beyond those of :func:`rww_fwd_kernel`):
@@ -1111,7 +1112,7 @@ def rww_bwd_kernel(sims, coef, ct, cm, ckpt, hc64, griffiths, steps_per_tr, n_st
     dtype = ckpt.dtype
     hc = _haemo(hc64, dtype)
     W = np.zeros(N_WROWS * LANES, dtype=dtype)
-    tape = np.empty((N_TAPE, k_every + 1, NP), dtype=dtype)
+    tape = np.empty((k_every + 1, N_TAPE, NP), dtype=dtype)
     acc = np.zeros((N_COEF, NP), dtype=np.float64)
     gacc = np.zeros((N if want_gc else 0, NP), dtype=np.float64)
     for b in sims:
