@@ -434,6 +434,7 @@ def warmup() -> float:
     from ..model import initial_state
     from ..params import get_preset, pack_parameters, resolve_haemo
 
+    global PIPELINE
     start = time.perf_counter()
     backend = NumbaBackend()
     preset = get_preset("deco2014")
@@ -444,7 +445,6 @@ def warmup() -> float:
         spec = ScanSpec(preset, 0.1, 2, 4, haemo=resolve_haemo(preset, None),
                         record=RECORDABLE)
         out = backend.forward(params, coupling, state, spec, 3)
-        global PIPELINE
         saved = PIPELINE
         try:
             # the two-thread kernels only when they may be used (they take as long to compile)
