@@ -19,7 +19,7 @@ Threads: simulations are distributed over a pool of worker threads (the kernels 
 GIL). The count is ``RWW_NUM_THREADS`` when that environment variable is set, otherwise the
 smaller of ``numba.get_num_threads()`` (set by ``numba.set_num_threads`` or
 ``NUMBA_NUM_THREADS``; numba's default is the number of cores) and ``torch.get_num_threads()``
-(``torch.set_num_threads``, which ``rww run --threads`` and ``rww fit --threads`` call). Results
+(``torch.set_num_threads``, which ``rww simulate --threads`` and ``rww fit --threads`` call). Results
 do not depend on the thread count: every simulation writes only its own outputs and the sums over
 simulations are done afterwards in a fixed order.
 One simulation's forward runs on one thread: splitting its nodes across threads would need a
@@ -71,7 +71,7 @@ def _kernels():
 def num_threads() -> int:
     """Worker threads used by the numba backend: ``RWW_NUM_THREADS`` if set, else the smaller of
     ``numba.get_num_threads()`` and ``torch.get_num_threads()`` (so ``torch.set_num_threads``,
-    and ``rww run --threads``, limit it too)."""
+    and ``rww simulate --threads``, limit it too)."""
     env = os.environ.get("RWW_NUM_THREADS", "").strip()
     if env:
         try:
