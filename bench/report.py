@@ -195,6 +195,13 @@ def _fmt(x, digits=3) -> str:
     return f"{x:.{digits}g}"
 
 
+def _ratio(x: float) -> str:
+    """A ratio as ``3.24x``, ``771x`` or ``2,120x`` (three significant digits, no exponent)."""
+    if x >= 100:
+        return f"{float(f'{x:.3g}'):,.0f}x"
+    return f"{x:.3g}x"
+
+
 def _mb(kb) -> float | None:
     return None if kb is None else kb / 1024.0
 
@@ -219,9 +226,9 @@ def workload_table(run: dict) -> list[str]:
         if ours is r:
             ratio = "—"
         elif ours is not None and r["meta"].get("ours") and r["impl"] != "torch":
-            ratio = f"{r['wall_min'] / ours['wall_min']:.3g}x (vs `{ours['impl']}`)"
+            ratio = f"{_ratio(r['wall_min'] / ours['wall_min'])} (vs `{ours['impl']}`)"
         elif ours is not None:
-            ratio = f"{r['wall_min'] / ours['wall_min']:.3g}x"
+            ratio = f"{_ratio(r['wall_min'] / ours['wall_min'])}"
         else:
             ratio = "–"
         mem = r["memory"]
@@ -268,7 +275,7 @@ def summary_table(run: dict) -> list[str]:
             if ours is None:
                 return None
             return (f"{_fmt(r['per_sim_s'])} vs {_fmt(ours['per_sim_s'])} ({r['variant']}): "
-                    f"{r['wall_min'] / ours['wall_min']:.3g}x")
+                    f"{_ratio(r['wall_min'] / ours['wall_min'])}")
 
         ref_pairs = [v for r in group if r["impl"] == "torch" and (v := versus(r))]
         peers = [f"{r['meta'].get('peer', r['impl'])} {v}" for r in group
@@ -305,7 +312,7 @@ def _target_verdict(name: str, row: dict, wl) -> str:
             ref, ours_ref = _fast_row("W1", "ref", dev, impl="torch"), _fast_row("W1", "ref", dev)
             if ref and ours_ref:
                 speedup = ref["wall_min"] / ours_ref["wall_min"]
-                text += (f"; >= 25x the reference loop (CPU-backend issue): {speedup:.3g}x, "
+                text += (f"; >= 25x the reference loop (CPU-backend issue): {_ratio(speedup)}, "
                          f"{'met' if speedup >= 25 else '**missed**'}")
         return text
     if name in ("W1", "W5") and dev == "cuda":
@@ -316,12 +323,12 @@ def _target_verdict(name: str, row: dict, wl) -> str:
         if single:
             gain = single["us_per_step"] / row["us_per_step"]
             return (f"{_fmt(row['us_per_step'])} µs per simulation-step vs "
-                    f"{_fmt(single['us_per_step'])} single (W1): batching gains {gain:.3g}x")
+                    f"{_fmt(single['us_per_step'])} single (W1): batching gains {_ratio(gain)}")
     if name == "W3":
         fwd = _fast_row("W1", w["variant"], dev)
         if fwd:
             ratio = row["per_sim_s"] / fwd["per_sim_s"]
-            return (f"forward+backward <= 4x the forward (CPU-backend issue): {ratio:.3g}x "
+            return (f"forward+backward <= 4x the forward (CPU-backend issue): {_ratio(ratio)} "
                     f"({_fmt(row['per_sim_s'])} vs W1 {w['variant']} {_fmt(fwd['per_sim_s'])}), "
                     f"{'met' if ratio <= 4.0 else '**missed**'}")
     if name == "W4":
@@ -352,13 +359,13 @@ def _target_verdict(name: str, row: dict, wl) -> str:
             return f" (process CPU time {_fmt(r['cpu_per_sim_s'] * w['seconds'] / w['n_trs'] * 1200)} s)"
 
         text = (f"<= {goal:.2f} s/epoch (20x whobpyt's quoted {wl.WHOBPYT_EPOCH_SECONDS} s): "
-                f"{_fmt(epoch)} s/epoch{cpu_epoch(row)}, {speedup:.3g}x whobpyt, "
+                f"{_fmt(epoch)} s/epoch{cpu_epoch(row)}, {_ratio(speedup)} whobpyt, "
                 f"{'met' if epoch <= goal else '**missed**'}")
         one = _fast_row("W8", w["variant"], dev, impl="auto-1t")
         if one is not None:
             epoch1 = one["wall_min"] / w["n_trs"] * 1200
             text += (f"; with 1 thread (`auto-1t`): {_fmt(epoch1)} s/epoch{cpu_epoch(one)}, "
-                     f"{wl.WHOBPYT_EPOCH_SECONDS / epoch1:.3g}x whobpyt, "
+                     f"{_ratio(wl.WHOBPYT_EPOCH_SECONDS / epoch1)} whobpyt, "
                      f"{'met' if epoch1 <= goal else '**missed**'}")
         return text
     return w["target"]

@@ -248,11 +248,22 @@ def _rww_threads():
 
 
 def _numba_threads():
+    """numba's thread count. The first call starts numba's threading layer, whose OpenMP layer
+    resets OpenMP's thread count, i.e. torch's: torch's setting is restored (``auto-1t`` would
+    otherwise run its torch operations on all cores after all)."""
     try:
         import numba
-        return numba.get_num_threads()
+        import torch
     except Exception:
         return None
+    torch_threads = torch.get_num_threads()
+    try:
+        n = numba.get_num_threads()
+    except Exception:
+        n = None
+    if torch.get_num_threads() != torch_threads:
+        torch.set_num_threads(torch_threads)
+    return n
 
 
 def _versions_ours() -> dict:
@@ -362,6 +373,9 @@ def main(argv=None):
     except Exception as err:                    # reported, not hidden: the suite records it
         emit({"event": "error", "error": f"{type(err).__name__}: {err}"})
         return 2
+    if "torch_threads" in runner.meta:
+        import torch
+        runner.meta["torch_threads_after_warmup"] = torch.get_num_threads()
     head = {"workload": workload.as_dict(), "impl": args.impl, "meta": runner.meta,
             "build_s": build_s, "warmup_s": warmup_s,
             "warmup_full": bool(getattr(runner, "warmup_is_full", True)), "pid": os.getpid()}
