@@ -1,6 +1,6 @@
 """pytest-benchmark suites over the named workloads of ``bench/workloads.py``.
 
-Run (from the repository root; about 10-15 minutes on a 2-core CPU)::
+Run (from the repository root; about 10 minutes on a 2-core CPU)::
 
     python -m pytest bench/test_workloads.py --benchmark-only \
         --benchmark-json bench/results/cpu.json && python bench/report.py
@@ -23,8 +23,10 @@ so our backends and the peers are measured by the same harness:
 Groups:
 
 - ``test_cpu``: on CPU, for every workload: ours (``auto``, i.e. the compiled CPU backend) at the
-  ``cpu`` variant; ours and the plain PyTorch reference loop (``torch``) at the ``ref`` variant
-  (their ratio); and the peers at the ``cpu`` variant of W1 and W2 and the ``ref`` variant of W7. Ours is skipped when
+  ``cpu`` variant (W8 also with one thread, ``auto-1t``); ours and the plain PyTorch reference
+  loop (``torch``) at the ``ref`` variant (their ratio); and the peers at the ``cpu`` variant of
+  W1 and W2 and the ``ref`` variant of W7. Every worker loads the same connectome bytes
+  (:func:`connectome_file`), and the suite checks each row's hash of them. Ours is skipped when
   ``auto`` resolves to the reference loop (numba backend missing); a peer is skipped when its
   virtualenv (``.venv-peers/<name>``, or ``RWW_PEER_PYTHON_<NAME>``) cannot import it.
 - ``test_gpu``: every workload at full size with ``auto`` (Triton), and the reference loop at the
