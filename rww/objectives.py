@@ -55,7 +55,14 @@ def lower_triangle(matrix: torch.Tensor, offset: int = -1) -> torch.Tensor:
     """Entries below the diagonal of ``(..., N, N)`` -> ``(..., N(N-1)/2)`` (row-major order)."""
     n = matrix.shape[-1]
     rows, cols = torch.tril_indices(n, n, offset=offset, device=matrix.device)
-    return matrix[..., rows, cols]
+    return _entries(matrix, rows, cols)
+
+
+def _entries(matrix: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+    """``matrix[..., rows, cols]`` as one gather on the flattened last two dimensions: the same
+    values, but advanced indexing with two index tensors costs ~8 ms for an 83 x 83 matrix with
+    two torch CPU threads (torch 2.13), against ~5 us for this."""
+    return matrix.flatten(-2).index_select(-1, rows * matrix.shape[-1] + cols)
 
 
 def fcd_windows(n_time: int, window: int, step: int) -> list[tuple[int, int]]:
@@ -137,7 +144,7 @@ def fcd_values(fcd_matrix: torch.Tensor, window: int | None = None, step: int | 
     offset = 1 if window is None else max(1, -(-window // step))
     n = fcd_matrix.shape[-1]
     rows, cols = torch.triu_indices(n, n, offset=offset, device=fcd_matrix.device)
-    return fcd_matrix[..., rows, cols]
+    return _entries(fcd_matrix, rows, cols)
 
 
 def wasserstein1(sample_a: torch.Tensor, sample_b: torch.Tensor, n_quantiles: int = 200) -> torch.Tensor:

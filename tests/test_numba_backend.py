@@ -2,6 +2,7 @@
 continuation, divergence reporting, memory, determinism, and its float32 math functions."""
 
 import math
+import os
 
 import numpy as np
 import pytest
@@ -358,7 +359,7 @@ def test_independent_of_thread_count(monkeypatch):
 
 
 def test_thread_count_follows_torch(monkeypatch):
-    """Without RWW_NUM_THREADS the pool is at most torch's thread count (rww run --threads)."""
+    """Without RWW_NUM_THREADS the pool is at most torch's thread count (rww simulate --threads)."""
     monkeypatch.delenv("RWW_NUM_THREADS", raising=False)
     before = torch.get_num_threads()
     try:
@@ -369,6 +370,20 @@ def test_thread_count_follows_torch(monkeypatch):
         torch.set_num_threads(before)
     monkeypatch.setenv("RWW_NUM_THREADS", "3")
     assert numba_backend.num_threads() == 3
+
+
+def test_user_thread_setting_survives_numba_start_with_rww_num_threads():
+    """numba's threading layer starts once per process and then resets OpenMP's (torch's) thread
+    count: in a fresh process, with RWW_NUM_THREADS set, a user's torch setting must survive."""
+    import subprocess
+    import sys
+    code = ("import torch; torch.set_num_threads(1); from rww.ops import numba_backend as nb; "
+            "print(nb.num_threads(), torch.get_num_threads())")
+    env = dict(os.environ, RWW_NUM_THREADS="2", NUMBA_NUM_THREADS="2")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["2", "1"]
 
 
 # ---------------------------------------------------------------- interface

@@ -72,22 +72,23 @@ def num_threads() -> int:
     """Worker threads used by the numba backend: ``RWW_NUM_THREADS`` if set, else the smaller of
     ``numba.get_num_threads()`` and ``torch.get_num_threads()`` (so ``torch.set_num_threads``,
     and ``rww simulate --threads``, limit it too)."""
-    env = os.environ.get("RWW_NUM_THREADS", "").strip()
-    if env:
-        try:
-            n = int(env)
-        except ValueError:
-            raise ValueError(f"RWW_NUM_THREADS must be a positive integer, got {env!r}") from None
-        if n < 1:
-            raise ValueError(f"RWW_NUM_THREADS must be a positive integer, got {env!r}")
-        return n
     import numba
     torch_threads = torch.get_num_threads()
     # The first numba.get_num_threads() launches numba's threading layer, which (with its OpenMP
     # layer) sets OpenMP's thread count, i.e. torch's, back to numba's: restore torch's setting.
+    # Done on every path (RWW_NUM_THREADS set or not), so a user's setting is never undone.
     n = int(numba.get_num_threads())
     if torch.get_num_threads() != torch_threads:
         torch.set_num_threads(torch_threads)
+    env = os.environ.get("RWW_NUM_THREADS", "").strip()
+    if env:
+        try:
+            value = int(env)
+        except ValueError:
+            raise ValueError(f"RWW_NUM_THREADS must be a positive integer, got {env!r}") from None
+        if value < 1:
+            raise ValueError(f"RWW_NUM_THREADS must be a positive integer, got {env!r}")
+        return value
     return max(1, min(n, int(torch_threads)))
 
 
