@@ -48,7 +48,7 @@ from .config import KernelConfig, ScanConstants, choose_config
 from .philox import state_normals, step_counter
 from .rww_fwd import (_check_inputs, _coupling_strides, _dummy, _param_strides,
                       forward_coupling_operand, new_output, rww_fwd_trajectory)
-from .rww_step import coupling_matvec, load_coupling_resident, load_param, rww_step
+from .rww_step import coupling_matvec, coupling_tile, load_coupling_resident, load_param, rww_step
 
 N_PARAMS = 19
 
@@ -131,26 +131,7 @@ def _rww_bwd_kernel(
         d_amp = sqrt_dt
     inv_spt = 1.0 / spt.to(tl.float32)
 
-    # Pointer tile to C and its mask: one matrix per simulation (padded simulations masked
-    # off: they lie beyond the tensor) or the shared one broadcast over the tile; 3-d for the
-    # register-resident product, 2-d for the streamed columns, plain for tl.dot operand tiles.
-    if USE_DOT:
-        p_cb = p_c
-        m_cb = True
-    elif RESIDENT:
-        if PER_SIM_C:
-            p_cb = p_c + o_b64[:, None, None] * s_cb
-            m_cb = m_b[:, None, None]
-        else:
-            p_cb = p_c + tl.zeros((1, 1, 1), dtype=tl.int64)
-            m_cb = tl.full((1, 1, 1), 1, tl.int1)
-    else:
-        if PER_SIM_C:
-            p_cb = p_c + o_b64[:, None] * s_cb
-            m_cb = m_b[:, None]
-        else:
-            p_cb = p_c + tl.zeros((1, 1), dtype=tl.int64)
-            m_cb = tl.full((1, 1), 1, tl.int1)
+    p_cb, m_cb = coupling_tile(p_c, s_cb, o_b64, m_b, PER_SIM_C, RESIDENT, USE_DOT)
     if RESIDENT:
         b_c = load_coupling_resident(p_cb, m_cb, s_ci, s_cj, o_n, m_n, USE_DOT)
     else:

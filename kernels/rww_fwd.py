@@ -58,8 +58,8 @@ import triton.language as tl
 
 from .config import KernelConfig, ScanConstants, choose_config
 from .philox import state_normals, step_counter
-from .rww_step import (NO_DIVERGENCE, NO_DIVERGENCE_HOST, bold_signal, coupling_matvec, diverged, load_coupling_resident,
-                       load_param, rww_step)
+from .rww_step import (NO_DIVERGENCE, NO_DIVERGENCE_HOST, bold_signal, coupling_matvec,
+                       coupling_tile, diverged, load_coupling_resident, load_param, rww_step)
 
 # Rows of the parameter table (rww.params.PARAM_NAMES order; a contract).
 (I_G, I_WEE, I_WIE, I_WEI, I_J, I_I0, I_WE, I_WI, I_SIG, I_AE, I_BE, I_DE, I_AI, I_BI, I_DI,
@@ -126,26 +126,7 @@ def _rww_fwd_kernel(
     gam_e = load_param(p_params, I_GAME, s_pp, s_pb, s_pn, o_b, o_n, m_b, m_n, PB, PN)
     gam_i = load_param(p_params, I_GAMI, s_pp, s_pb, s_pn, o_b, o_n, m_b, m_n, PB, PN)
 
-    # Pointer tile to C and its mask: one matrix per simulation (padded simulations masked
-    # off: they lie beyond the tensor) or the shared one broadcast over the tile; 3-d for the
-    # register-resident product, 2-d for the streamed columns, plain for tl.dot operand tiles.
-    if USE_DOT:
-        p_cb = p_c
-        m_cb = True
-    elif RESIDENT:
-        if PER_SIM_C:
-            p_cb = p_c + o_b64[:, None, None] * s_cb
-            m_cb = m_b[:, None, None]
-        else:
-            p_cb = p_c + tl.zeros((1, 1, 1), dtype=tl.int64)
-            m_cb = tl.full((1, 1, 1), 1, tl.int1)
-    else:
-        if PER_SIM_C:
-            p_cb = p_c + o_b64[:, None] * s_cb
-            m_cb = m_b[:, None]
-        else:
-            p_cb = p_c + tl.zeros((1, 1), dtype=tl.int64)
-            m_cb = tl.full((1, 1), 1, tl.int1)
+    p_cb, m_cb = coupling_tile(p_c, s_cb, o_b64, m_b, PER_SIM_C, RESIDENT, USE_DOT)
     if RESIDENT:
         b_c = load_coupling_resident(p_cb, m_cb, s_ci, s_cj, o_n, m_n, USE_DOT)
     else:

@@ -50,6 +50,33 @@ def load_param(p_params, idx, s_pp, s_pb, s_pn, o_b, o_n, m_b, m_n,
 
 
 @triton.jit
+def coupling_tile(p_c, s_cb, o_b64, m_b, PER_SIM_C: tl.constexpr, RESIDENT: tl.constexpr,
+                  USE_DOT: tl.constexpr):
+    """Pointer tile to C and its mask for a tile of simulations: one matrix per simulation
+    (padded simulations masked off: they lie beyond the tensor) or the shared one broadcast over
+    the tile; ``(BLOCK_B|1, 1, 1)`` for the register-resident product, ``(BLOCK_B|1, 1)`` for the
+    streamed columns, the bare pointer for ``tl.dot`` operand tiles."""
+    if USE_DOT:
+        p_cb = p_c
+        m_cb = True
+    elif RESIDENT:
+        if PER_SIM_C:
+            p_cb = p_c + o_b64[:, None, None] * s_cb
+            m_cb = m_b[:, None, None]
+        else:
+            p_cb = p_c + tl.zeros((1, 1, 1), dtype=tl.int64)
+            m_cb = tl.full((1, 1, 1), 1, tl.int1)
+    else:
+        if PER_SIM_C:
+            p_cb = p_c + o_b64[:, None] * s_cb
+            m_cb = m_b[:, None]
+        else:
+            p_cb = p_c + tl.zeros((1, 1), dtype=tl.int64)
+            m_cb = tl.full((1, 1), 1, tl.int1)
+    return p_cb, m_cb
+
+
+@triton.jit
 def load_coupling_resident(p_cb, m_cb, s_ci, s_cj, o_n, m_n, USE_DOT: tl.constexpr):
     """The whole ``C`` (padded to ``BLOCK_N``) in registers, loaded once per launch.
 
