@@ -179,8 +179,7 @@ def run_job(job: dict) -> dict:
     config = FitConfig(epochs=setting["epochs"], lr=setting["lr"], window_trs=setting["window_trs"],
                        n_trs=n_trs, burn_in_trs=20, seed=100, weights=weights)
     tick = time.perf_counter()
-    # w_bb's N x N history makes per-epoch checkpoints slow: no checkpoint for it
-    ckpt = None if "w_bb" in setting["learn"] else os.path.join(args.out, f"{name}_{target_name}.ckpt")
+    ckpt = os.path.join(args.out, f"{name}_{target_name}.ckpt")
     result = fit(model, target, config, checkpoint=ckpt, resume=True, progress=False)
     seconds = time.perf_counter() - tick
     after, sim_fc, sim_fcd = evaluate_all(model, targets, args.eval_trs, seed=4242)

@@ -165,8 +165,9 @@ class FitResult:
         params: name -> physical value (tensor) of every learned parameter.
         bold: ``(B, T, N)`` simulated BOLD of the last epoch.
         fc: ``(N, N)`` simulated FC of the last epoch (mean over realisations).
-        history: per-epoch lists: ``loss``, ``terms/<name>``, ``fc_r``, ``params/<name>``,
-            ``seconds``.
+        history: per-epoch lists: ``loss``, ``terms/<name>``, ``fc_r``, ``params/<name>``
+            (scalars and N-vectors; for matrices such as ``w_bb``, ``params/<name>/mean`` and
+            ``params/<name>/std``), ``seconds``.
         config: the :class:`FitConfig` as a dict.
     """
 
@@ -412,7 +413,14 @@ def fit(model: RWWBold, target: FitTarget, config: FitConfig | None = None, opti
             history.setdefault(f"terms/{k}", []).append(v)
         for name in model.learnable:
             value = getattr(model, name).detach().cpu()
-            history.setdefault(f"params/{name}", []).append(value.tolist())
+            if value.dim() >= 2:
+                # An N x N matrix (w_bb) per epoch would make every checkpoint and the saved
+                # history grow by N^2 floats an epoch: its mean and spread are kept instead (the
+                # final matrix is in the result's params).
+                history.setdefault(f"params/{name}/mean", []).append(value.double().mean().item())
+                history.setdefault(f"params/{name}/std", []).append(value.double().std().item())
+            else:
+                history.setdefault(f"params/{name}", []).append(value.tolist())
         if checkpoint:
             _atomic_torch_save({"model": model.state_dict(), "extra": extra.state_dict(),
                                 "optimizer": optimizer.state_dict(), "history": history,

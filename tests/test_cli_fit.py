@@ -172,7 +172,8 @@ def test_demo_fits_the_embedded_data_and_scores_the_held_out_scans(tmp_path, cap
     assert code == 0, err
     summary = json.loads((out / "summary.json").read_text())
     assert summary["preset"] == "griffiths2022" and summary["n_regions"] == 100
-    assert set(summary["learned"]) == {"G", "w_EE", "w_IE", "w_EI"}
+    assert set(summary["learned"]) == {"G", "w_EE", "w_IE", "w_EI", "w_bb"}
+    assert torch.tensor(summary["learned"]["w_bb"]).shape == (100, 100)
     assert summary["config"]["window_trs"] == 20 and summary["config"]["weights"] == {
         "fc_log": 1.0, "bifurcation": 1.0, "entropy": 1.0}
     # Held out: subject 100206, never seen by the group fit; FCD in cuBNM's 30 s / 5 s windows.
@@ -186,6 +187,8 @@ def test_demo_fits_the_embedded_data_and_scores_the_held_out_scans(tmp_path, cap
     values = sim[0][tuple(torch.triu_indices(n, n, 1))]
     from rww.data import load_demo
     assert summary["fcd_train"]["ks"] == pytest.approx(ks_statistic(values, load_demo(False).fcd_values), abs=1e-6)
-    assert "held-out 100206_REST1_LR second half: FC r" in stdout
+    assert "held-out 100206_REST1_LR second half: FC r" in stdout and "w_bb=(100x100 values" in stdout
+    # The N x N gains enter the history as their mean and spread, not 10^4 numbers an epoch.
+    assert len(result.history["params/w_bb/mean"]) == 1 and "params/w_bb" not in result.history
     for name in ("fc.png", "history.png", "fcd.png"):
         assert (out / name).stat().st_size > 5000
