@@ -141,27 +141,6 @@ def _parse_priors(items: list, preset) -> dict:
     return priors
 
 
-def _load_fcd(path: str, key=None):
-    """FCD values from a square FCD matrix (above the diagonal) or a vector."""
-    import numpy as np
-    import torch
-    from .data import DataError, load_matrix
-    array, info = load_matrix(path, key, what="FCD")
-    if array.ndim == 2 and array.shape[0] == array.shape[1] and array.shape[0] > 1:
-        values = array[np.triu_indices(array.shape[0], 1)]
-    elif array.ndim == 2 and 1 in array.shape or array.ndim == 1:
-        values = array.reshape(-1)
-    else:
-        raise DataError(f"{path}: expected a square FCD matrix or a vector of FCD values, got "
-                        f"shape {array.shape}")
-    if values.size < 2 or not np.isfinite(values).all():
-        raise DataError(f"{path}: FCD needs at least 2 finite values")
-    if np.abs(values).max() > 1 + 1e-6:
-        raise DataError(f"{path}: FCD values are correlations in [-1, 1], found "
-                        f"{np.abs(values).max():.4g}")
-    return torch.as_tensor(values, dtype=torch.float64)
-
-
 def _positive(flag: str, value, low: int):
     if value is not None and value < low:
         raise ValueError(f"{flag}: must be >= {low}, got {value}")
@@ -226,7 +205,7 @@ def run(args) -> int:
                 raise ValueError(f"--fc {args.fc}: shape {tuple(target_fc.shape)} does not match "
                                  f"the connectome's {n} regions")
         if args.fcd:
-            fcd_values = _load_fcd(args.fcd)
+            fcd_values = rdata.load_fcd_values(args.fcd)
         if bold is None and target_fc is None:
             raise ValueError("target: give --fc FILE or --bold FILE (or --demo)")
         if args.held_out_bold:

