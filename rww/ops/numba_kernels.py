@@ -422,30 +422,37 @@ def _noise(W, t, b, key0, key1, NP):
 
 
 @njit(forceinline=True, error_model="numpy", fastmath=FASTMATH)
-def _couple(W, ct, bc, N, NP):
-    """``W[W_CS] = C @ S_E`` as axpys over the columns of C (rows of ``ct = C^T``): vectorised over
-    output nodes without reassociation; the sum over j runs in order 0..N-1, four columns per
-    pass so that the partial sum stays in a register across four columns."""
+def _rows_times_vector(W, m, bc, N, NP, src, dst):
+    """``W[dst][i] = sum_j m[bc, j, i] * W[src][j]``: axpys over the rows of ``m``, vectorised over
+    the output lanes without reassociation; the sum over j runs in order 0..N-1, four rows per
+    pass so that the partial sum stays in a register across four rows. ``src``/``dst`` are
+    workspace slots (constants at every call site, folded by inlining)."""
     T = W.dtype.type
     for i in range(NP):
-        W[W_CS * LANES + i] = T(0.0)
+        W[dst * LANES + i] = T(0.0)
     j = 0
     while j + 4 <= N:
-        s0 = W[W_SE * LANES + j]
-        s1 = W[W_SE * LANES + j + 1]
-        s2 = W[W_SE * LANES + j + 2]
-        s3 = W[W_SE * LANES + j + 3]
+        s0 = W[src * LANES + j]
+        s1 = W[src * LANES + j + 1]
+        s2 = W[src * LANES + j + 2]
+        s3 = W[src * LANES + j + 3]
         for i in range(NP):
-            acc = W[W_CS * LANES + i] + ct[bc, j, i] * s0
-            acc = acc + ct[bc, j + 1, i] * s1
-            acc = acc + ct[bc, j + 2, i] * s2
-            W[W_CS * LANES + i] = acc + ct[bc, j + 3, i] * s3
+            acc = W[dst * LANES + i] + m[bc, j, i] * s0
+            acc = acc + m[bc, j + 1, i] * s1
+            acc = acc + m[bc, j + 2, i] * s2
+            W[dst * LANES + i] = acc + m[bc, j + 3, i] * s3
         j += 4
     while j < N:
-        s0 = W[W_SE * LANES + j]
+        s0 = W[src * LANES + j]
         for i in range(NP):
-            W[W_CS * LANES + i] = W[W_CS * LANES + i] + ct[bc, j, i] * s0
+            W[dst * LANES + i] = W[dst * LANES + i] + m[bc, j, i] * s0
         j += 1
+
+
+@njit(forceinline=True, error_model="numpy", fastmath=FASTMATH)
+def _couple(W, ct, bc, N, NP):
+    """``W[W_CS] = C @ S_E`` (``ct = C^T``: the columns of C as rows)."""
+    _rows_times_vector(W, ct, bc, N, NP, W_SE, W_CS)
 
 
 @njit(forceinline=True, error_model="numpy", fastmath=FASTMATH)
@@ -864,27 +871,8 @@ def _adjoint_step(W, hc, griffiths, NP):
 
 @njit(forceinline=True, error_model="numpy", fastmath=FASTMATH)
 def _adjoint_couple(W, cm, bc, N, NP):
-    """``W[W_LAM] += C^T W[W_LCS]`` (rows of C as axpys, four at a time, summed in row order)."""
-    T = W.dtype.type
-    for i in range(NP):
-        W[W_EXT * LANES + i] = T(0.0)
-    r = 0
-    while r + 4 <= N:
-        g0 = W[W_LCS * LANES + r]
-        g1 = W[W_LCS * LANES + r + 1]
-        g2 = W[W_LCS * LANES + r + 2]
-        g3 = W[W_LCS * LANES + r + 3]
-        for i in range(NP):
-            acc = W[W_EXT * LANES + i] + cm[bc, r, i] * g0
-            acc = acc + cm[bc, r + 1, i] * g1
-            acc = acc + cm[bc, r + 2, i] * g2
-            W[W_EXT * LANES + i] = acc + cm[bc, r + 3, i] * g3
-        r += 4
-    while r < N:
-        g0 = W[W_LCS * LANES + r]
-        for i in range(NP):
-            W[W_EXT * LANES + i] = W[W_EXT * LANES + i] + cm[bc, r, i] * g0
-        r += 1
+    """``W[W_LAM] += C^T W[W_LCS]`` (the rows of C as axpys, summed in row order)."""
+    _rows_times_vector(W, cm, bc, N, NP, W_LCS, W_EXT)
     for i in range(NP):
         W[W_LAM * LANES + i] = W[W_LAM * LANES + i] + W[W_EXT * LANES + i]
 
