@@ -213,10 +213,9 @@ def run(args) -> int:
     fcd_window = args.fcd_window or fcd_window
     fcd_step = args.fcd_step or fcd_step
     weights = _parse_pairs(settings["weights"], "--weights")
-    if weights.get("fcd") and fcd_values is None:
-        if bold is None:
-            raise ValueError("--weights fcd: needs --fcd FILE or --bold FILE")
-        fcd_values = obj.fcd_values(obj.fcd(bold, fcd_window, fcd_step), fcd_window, fcd_step)
+    if weights.get("fcd") and fcd_values is None and bold is None:
+        raise ValueError("--weights fcd: needs --fcd FILE or --bold FILE")      # (FCD of --bold:
+                                                                               # rww.fit computes it)
 
     params = _collect_parameters(args, preset)
     sigma_out = params.pop("sigma_out", None)

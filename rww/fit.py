@@ -43,7 +43,8 @@ class FitTarget:
         fc: ``(N, N)`` target FC (computed from ``bold`` when not given).
         bold: optional ``(T, N)`` BOLD; windowed fits then compare each window with the same
             window of the data (the paper's scheme), and its length sets the scan length.
-        fcd_values: optional ``(M,)`` FCD values (above the diagonal) for the FCD term.
+        fcd_values: optional ``(M,)`` FCD values (above the diagonal) for the FCD term;
+            computed from ``bold`` when not given (if it spans two windows).
         fcd_window, fcd_step: FCD convention of ``fcd_values``, in TRs.
         fcd_exclude_overlapping: whether ``fcd_values`` leave out pairs of overlapping windows
             (rww's :func:`rww.objectives.fcd_values` with window and step); ``False`` for values
@@ -91,6 +92,11 @@ class FitTarget:
             fcd_vals = torch.as_tensor(fcd_vals).to(dtype=dtype, device=device).flatten()
             if not torch.isfinite(fcd_vals).all() or fcd_vals.numel() < 2:
                 raise ValueError("target fcd_values: expected at least 2 finite values")
+        elif bold is not None and bold.shape[0] >= self.fcd_window + self.fcd_step:
+            # The data's own FCD, in the convention the simulated FCD is reduced with.
+            fcd_vals = FitTarget(fcd_window=self.fcd_window, fcd_step=self.fcd_step,
+                                 fcd_exclude_overlapping=self.fcd_exclude_overlapping
+                                 ).simulated_fcd_values(bold.unsqueeze(0))[0]
         return FitTarget(fc, bold, fcd_vals, self.fcd_window, self.fcd_step,
                          self.fcd_exclude_overlapping)
 

@@ -262,3 +262,14 @@ def test_small_recovery_of_G():
     result = fit(model, FitTarget(bold=bold[0]), config, progress=False)
     fitted = result.params["G"].item()
     assert abs(fitted - 0.3) / 0.3 < 0.1, f"G fitted {fitted:.4f}, history {result.history['params/G']}"
+
+
+def test_target_fcd_values_come_from_the_target_bold():
+    bold = torch.randn(40, 5, dtype=torch.float64)
+    target = FitTarget(bold=bold, fcd_window=6, fcd_step=2).validate(5, torch.float64, "cpu")
+    expected = obj.fcd_values(obj.fcd(bold, 6, 2), 6, 2)
+    assert torch.equal(target.fcd_values, expected)
+    pooled = FitTarget(bold=bold, fcd_window=6, fcd_step=2, fcd_exclude_overlapping=False)
+    assert torch.equal(pooled.validate(5, torch.float64, "cpu").fcd_values, obj.fcd_values(obj.fcd(bold, 6, 2)))
+    short = FitTarget(bold=bold[:7], fcd_window=6, fcd_step=2).validate(5, torch.float64, "cpu")
+    assert short.fcd_values is None                    # shorter than two windows: no FCD target
