@@ -154,15 +154,21 @@ def compare_with_reference(backend: str, checkpoint_every: int | None = None,
                         checkpoint_every=checkpoint_every)
 
     out, _, grads = run_with_grads(scan, leaves, build, spec, upstream)
-    tol = TOLERANCES[dtype]
-    assert_close(out.bold, ref.bold, tol["forward"], "bold")
-    assert_close(out.state, ref.state, tol["forward"], "final state")
-    for name in spec.record:
-        assert_close(out.records[name], ref.records[name], tol["forward"], f"record {name}")
-    for name in ref_grads:
-        assert_close(grads[name], ref_grads[name], tol["grad"], f"grad {name}")
+    assert_scan_close(out, grads, ref, ref_grads, dtype)
     return out, grads
 
 
-__all__ = ["TOLERANCES", "assert_close", "make_problem", "run_with_grads", "compare_with_reference",
+def assert_scan_close(out, grads: dict, ref, ref_grads: dict, dtype):
+    """A scan's outputs (BOLD, final state, every record) and every gradient against expected
+    ones, at the tolerances of ``dtype`` (tensors compared on the CPU)."""
+    tol = TOLERANCES[dtype]
+    assert_close(out.bold.cpu(), ref.bold, tol["forward"], "bold")
+    assert_close(out.state.cpu(), ref.state, tol["forward"], "final state")
+    for name in ref.records:
+        assert_close(out.records[name].cpu(), ref.records[name], tol["forward"], f"record {name}")
+    for name in ref_grads:
+        assert_close(grads[name].cpu(), ref_grads[name], tol["grad"], f"grad {name}")
+
+
+__all__ = ["TOLERANCES", "assert_close", "assert_scan_close", "make_problem", "run_with_grads", "compare_with_reference",
            "upstream_gradients", "N_PARAMS", "PARAM_INDEX"]

@@ -7,8 +7,8 @@ import os
 import numpy as np
 import pytest
 import torch
-from helpers import (PARAM_SHAPES, TOLERANCES, assert_close, compare_with_reference, make_problem,
-                     run_with_grads)
+from helpers import (PARAM_SHAPES, TOLERANCES, assert_close, assert_scan_close,
+                     compare_with_reference, make_problem, run_with_grads)
 
 from rww.errors import SimulationDiverged
 from rww.noise import to_unit_interval, uniform_words
@@ -272,13 +272,7 @@ def test_agrees_with_triton_interpreter(preset):
 
     tri, upstream, expected = run_with_grads(scan("triton"), leaves, build, spec)
     out, _, actual = run_with_grads(scan("numba"), leaves, build, spec, upstream)
-    tol = TOLERANCES[torch.float32]
-    assert_close(out.bold, tri.bold, tol["forward"], "bold")
-    assert_close(out.state, tri.state, tol["forward"], "final state")
-    for name in spec.record:
-        assert_close(out.records[name], tri.records[name], tol["forward"], f"record {name}")
-    for name in expected:
-        assert_close(actual[name], expected[name], tol["grad"], f"grad {name}")
+    assert_scan_close(out, actual, tri, expected, torch.float32)
 
 
 # ---------------------------------------------------------------- divergence

@@ -27,8 +27,8 @@ import math  # noqa: E402
 import warnings  # noqa: E402
 
 import pytest  # noqa: E402
-from helpers import (TOLERANCES, assert_close, compare_with_reference, make_problem,  # noqa: E402
-                     run_with_grads)
+from helpers import (TOLERANCES, assert_close, assert_scan_close, compare_with_reference,  # noqa: E402
+                     make_problem, run_with_grads)
 
 triton = pytest.importorskip("triton")
 
@@ -93,13 +93,7 @@ def compare(checkpoint_every=None, backend=None, **problem):
     up = {"bold": upstream["bold"].to(DEVICE, F32), "state": upstream["state"].to(DEVICE, F32),
           "records": {k: v.to(DEVICE, F32) for k, v in upstream["records"].items()}}
     out, _, grads = run_with_grads(_scan_with(backend, checkpoint_every), dev, build_dev, spec, up)
-    tol = TOLERANCES[F32]
-    assert_close(out.bold.cpu(), ref.bold, tol["forward"], "bold")
-    assert_close(out.state.cpu(), ref.state, tol["forward"], "final state")
-    for name in spec.record:
-        assert_close(out.records[name].cpu(), ref.records[name], tol["forward"], f"record {name}")
-    for name in ref_grads:
-        assert_close(grads[name].cpu(), ref_grads[name], tol["grad"], f"grad {name}")
+    assert_scan_close(out, grads, ref, ref_grads, F32)
     return out, grads
 
 
