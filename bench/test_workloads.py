@@ -281,13 +281,13 @@ def test_gpu(benchmark, key, impl):
 # ---------------------------------------------------------------------------- consistency
 def test_peer_parameters_match_rww():
     """The parameter set handed to every peer is rww's deco2014 preset (with G = G_DECO)."""
-    from rww.params import get_preset
+    from rww.params import HAEMO_MODELS, get_preset
 
     preset = get_preset("deco2014")
     expected = dict(preset.defaults, G=wl.G_DECO)
     assert wl.DECO_PARAMS == {k: expected[k] for k in wl.DECO_PARAMS}
     assert set(wl.DECO_PARAMS) == set(expected)
-    assert wl.BALLOON == preset.haemo
+    assert wl.BALLOON == pytest.approx(HAEMO_MODELS[preset.haemo], rel=1e-15)
 
 
 def test_workload_variants_are_whole_trs_and_shorter():

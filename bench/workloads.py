@@ -41,7 +41,8 @@ G_DECO = 0.5
 DECO_PARAMS = dict(G=G_DECO, w_EE=1.4, w_IE=1.0, w_EI=1.0, J_NMDA=0.15, I_0=0.382, W_E=1.0,
                    W_I=0.7, sigma=0.01, a_E=310.0, b_E=125.0, d_E=0.16, a_I=615.0, b_I=177.0,
                    d_I=0.087, tau_E=100.0, tau_I=10.0, gamma_E=0.641e-3, gamma_I=1e-3)
-BALLOON = dict(kappa=0.65, gamma_h=0.41, tau_0=0.98, alpha=0.32, rho=0.34, V_0=0.02)
+BALLOON = dict(kappa=1 / 0.65, gamma_h=1 / 0.41, tau_0=0.98, alpha=0.32, rho=0.34, V_0=0.02,
+               k_1=7 * 0.34, k_2=2.0, k_3=2 * 0.34 - 0.2)   # Deco 2014's Balloon (time constants)
 
 # whobpyt's time per epoch of the paper's HCP fit on a 2-core CPU machine of this kind, quoted
 # from the benchmark issue ("whobpyt took 20.6 s per epoch"); not measured by this suite (whobpyt

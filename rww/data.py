@@ -918,6 +918,10 @@ class DemoData:
             the block; not the atlas's official parcel names).
         networks: ``(100,)`` int64 Yeo-7 network index into :attr:`network_names`.
         network_names: the 7 network names.
+        maps: name -> ``(100,)`` float64 z-scored cortical map, for regional heterogeneity:
+            ``"myelin"`` (T1w/T2w ratio, HCP group average) and ``"fc_gradient"`` (principal
+            gradient of FC); both as shipped with cuBNM (Saberi et al. 2025, BSD-3), see the
+            dataset README.
         metadata: ``source``, ``licence``, ``citation``, ``acknowledgement``, ``files`` (with
             SHA-256), ``preprocessing`` (steps applied to ``sc``), ``fcd_convention``.
     """
@@ -934,10 +938,17 @@ class DemoData:
     networks: torch.Tensor
     network_names: tuple
     metadata: dict
+    maps: dict = None
 
     @property
     def n_regions(self) -> int:
         return int(self.sc.shape[0])
+
+    @property
+    def hemispheres(self) -> torch.Tensor:
+        """``(100,)`` int64 hemisphere of each region: 0 left (regions 1-50), 1 right (51-100)."""
+        half = self.n_regions // 2
+        return (torch.arange(self.n_regions) >= half).to(torch.int64)
 
 
 _DEMO_FILES = {
@@ -948,7 +959,10 @@ _DEMO_FILES = {
     "100206_REST1_LR": "hcp/bold/100206/REST1_LR/ctx_parc-schaefer-100_desc-bold.npz",
     "100206_REST2_LR": "hcp/bold/100206/REST2_LR/ctx_parc-schaefer-100_desc-bold.npz",
     "yeo7": "maps/ctx_parc-schaefer-100_desc-yeo7.txt",
+    "myelin": "maps/ctx_parc-schaefer-100_desc-myelinmap_zscore.txt",
+    "fc_gradient": "maps/ctx_parc-schaefer-100_desc-fcgradient01_zscore.txt",
 }
+_DEMO_MAPS = ("myelin", "fc_gradient")
 
 DEMO_CITATION = ("Saberi A. et al., cuBNM: GPU-Accelerated Brain Network Modeling, bioRxiv (2025), "
                  "doi:10.1101/2025.11.13.688224; data: WU-Minn Human Connectome Project")
@@ -1022,6 +1036,12 @@ def load_demo(include_bold: bool = True, *, symmetrise: bool = False, zero_diago
     networks = np.loadtxt(paths["yeo7"]).astype(np.int64)
     if networks.shape != (100,) or networks.min() < 0 or networks.max() > 6:
         raise DataError(f"{paths['yeo7']}: expected 100 network indices in 0..6")
+    maps = {}
+    for name in _DEMO_MAPS:
+        values = np.loadtxt(paths[name]).astype(np.float64)
+        if values.shape != (100,) or not np.isfinite(values).all():
+            raise DataError(f"{paths[name]}: expected 100 finite values")
+        maps[name] = torch.as_tensor(values)
     metadata = {
         "source": "cuBNM 0.1.0 example data (HCP-YA, Schaefer-100): SC, FC, FCD of group-train706; "
                   "BOLD of subject 100206",
@@ -1045,7 +1065,7 @@ def load_demo(include_bold: bool = True, *, symmetrise: bool = False, zero_diago
                     fcd_window_trs=fcd.metadata["rww_fcd_window_trs"],
                     fcd_step_trs=fcd.metadata["rww_fcd_step_trs"], subject_bold=bold, tr=DEMO_TR,
                     labels=demo_labels(networks), networks=torch.as_tensor(networks),
-                    network_names=YEO7_NAMES, metadata=metadata)
+                    network_names=YEO7_NAMES, metadata=metadata, maps=maps)
 
 
 __all__ = [

@@ -4,8 +4,11 @@ Two presets (see ``shared/DESIGN.md`` section 1 and ``README.md``):
 
 ``deco2014``
     The two-population Reduced Wong-Wang model of Deco et al. (2014, J Neurosci 34:7886) with the
-    standard Balloon-Windkessel model (Friston et al. 2003). Neural time in milliseconds,
-    haemodynamic time in seconds: the Balloon advances by ``dt / 1000`` seconds per neural step.
+    Balloon-Windkessel model as Deco et al.'s own code integrates it (haemodynamic model
+    ``"deco2014"`` of :data:`HAEMO_MODELS`: 0.65 s and 0.41 s are *time constants*). Neural time in
+    milliseconds, haemodynamic time in seconds: the Balloon advances by ``dt / 1000`` seconds per
+    neural step. rww 0.1.0 used Friston et al. 2003's *rates* (0.65 and 0.41 s^-1) here; they
+    remain available as ``haemo="friston2003"``.
 
 ``griffiths2022``
     The seed paper's own variant (GriffithsLab/whobpyt, class ``RNNWWD``), reproduced with its
@@ -18,7 +21,8 @@ Two presets (see ``shared/DESIGN.md`` section 1 and ``README.md``):
 Every neural parameter may be a Python number, a 0-d tensor, a per-region ``(N,)``, a
 per-simulation ``(B,)`` or a full ``(B, N)`` tensor; :func:`pack_parameters` broadcasts them into
 one ``(P, Bp, Np)`` table (``Bp`` in ``{1, B}``, ``Np`` in ``{1, N}``) that every backend reads.
-Haemodynamic constants are plain floats shared by all nodes and simulations (not learnable).
+Haemodynamic constants are plain floats shared by all nodes and simulations (not learnable); named
+sets are in :data:`HAEMO_MODELS`.
 """
 
 from __future__ import annotations
@@ -60,15 +64,62 @@ PARAM_DOC: dict[str, str] = {
     "gamma_I": "kinetic factor of S_I [1/ms per Hz]",
 }
 
-# Haemodynamic (Balloon-Windkessel) constants: floats, shared, not learnable.
-HAEMO_NAMES: tuple[str, ...] = ("kappa", "gamma_h", "tau_0", "alpha", "rho", "V_0")
+# Haemodynamic (Balloon-Windkessel) constants: floats, shared, not learnable. The equations
+# (time in seconds; every backend integrates exactly these):
+#   dx/dt = S_E - kappa*x - gamma_h*(f - 1),  df/dt = x,  dv/dt = (f - v**(1/alpha)) / tau_0,
+#   dq/dt = (f*(1 - (1 - rho)**(1/f))/rho - v**(1/alpha)*q/v) / tau_0,
+#   BOLD  = scale*(k_1*(1 - q) + k_2*(1 - q/v) + k_3*(1 - v)),
+# scale = V_0 (deco2014) or 100*V_0/rho (griffiths2022, the paper code's).
+HAEMO_NAMES: tuple[str, ...] = ("kappa", "gamma_h", "tau_0", "alpha", "rho", "V_0", "k_1", "k_2",
+                                "k_3")
 HAEMO_DOC: dict[str, str] = {
-    "kappa": "signal decay rate [1/s]",
-    "gamma_h": "flow-dependent elimination rate [1/s]",
+    "kappa": "signal decay rate [1/s] (Deco's code: 1/tau_s with tau_s = 0.65 s)",
+    "gamma_h": "flow-dependent elimination rate [1/s] (Deco's code: 1/tau_f, tau_f = 0.41 s)",
     "tau_0": "haemodynamic transit time [s]",
     "alpha": "Grubb's exponent (dimensionless)",
     "rho": "resting oxygen extraction fraction (dimensionless)",
     "V_0": "resting blood volume fraction (dimensionless)",
+    "k_1": "BOLD coefficient of (1 - q) (dimensionless)",
+    "k_2": "BOLD coefficient of (1 - q/v) (dimensionless)",
+    "k_3": "BOLD coefficient of (1 - v) (dimensionless)",
+}
+
+_RHO = 0.34
+# The "classical" BOLD coefficients k_1 = 7 rho, k_2 = 2, k_3 = 2 rho - 0.2 (Obata et al. 2004,
+# NeuroImage 21:144, as used by Friston et al. 2003 and Deco et al. 2014; cuBNM's 'friston2003').
+_CLASSICAL_K = dict(k_1=7.0 * _RHO, k_2=2.0, k_3=2.0 * _RHO - 0.2)
+_DECO_BALLOON = dict(kappa=1.0 / 0.65, gamma_h=1.0 / 0.41, tau_0=0.98, alpha=0.32, rho=_RHO,
+                     V_0=0.02)
+
+#: Named haemodynamic models: ``{name: {constant: value}}`` (units in :data:`HAEMO_DOC`). Sources:
+#:
+#: ``"deco2014"``: the Balloon as Deco et al. 2014's own code integrates it, ``dx/dt = S_E -
+#: x/0.65 - (f - 1)/0.41`` (0.65 s and 0.41 s are time constants), tau_0 = 0.98 s, alpha = 0.32,
+#: rho = 0.34, V_0 = 0.02, classical coefficients. The same constants are in cuBNM
+#: (``src/ext/models/bw.cpp``, which reports BOLD in percent: V_0 = 2, i.e. 100 times rww's BOLD)
+#: and TVB's C++ BoldStephan2007.
+#:
+#: ``"friston2003"``: Friston, Harrison & Penny 2003 (NeuroImage 19:1273), table 1, read as
+#: rates: kappa = 0.65 s^-1, gamma_h = 0.41 s^-1; otherwise as ``"deco2014"``. This was rww
+#: 0.1.0's deco2014 Balloon. At one neural state it gives slower, smoother BOLD (lower FCD).
+#:
+#: ``"heinzle2016_3t"``: Deco's Balloon with the 3 T output coefficients of Heinzle et al. 2016
+#: (NeuroImage 125:556), k_1 = 3.72, k_2 = 0.527, k_3 = 0.53, as cuBNM's ``'heinzle2016-3T'``.
+#:
+#: ``"stephan2007"``: Deco's Balloon with the revised output coefficients of Stephan et al. 2007
+#: (NeuroImage 38:387) at 1.5 T as Deco's lab uses them: E_0 = rho = 0.4, V_0 = 0.04, TE = 0.04 s,
+#: nu_0 = 40.3 s^-1, r_0 = 25 s^-1, epsilon = 1: k_1 = 4.3 nu_0 E_0 TE, k_2 = epsilon r_0 E_0 TE,
+#: k_3 = 1 (as written in their code; Stephan's k_3 = 1 - epsilon).
+#:
+#: ``"griffiths2022"``: the seed paper code's constants (GriffithsLab/whobpyt ``RNNWWD``):
+#: ``x/0.65`` and ``(f-1)/0.41`` like Deco, classical coefficients, scaled by 100/rho.
+HAEMO_MODELS: dict[str, dict] = {
+    "deco2014": dict(_DECO_BALLOON, **_CLASSICAL_K),
+    "friston2003": dict(_DECO_BALLOON, kappa=0.65, gamma_h=0.41, **_CLASSICAL_K),
+    "heinzle2016_3t": dict(_DECO_BALLOON, k_1=3.72, k_2=0.527, k_3=0.53),
+    "stephan2007": dict(_DECO_BALLOON, rho=0.4, V_0=0.04, k_1=4.3 * 40.3 * 0.4 * 0.04,
+                        k_2=25.0 * 0.4 * 0.04, k_3=1.0),
+    "griffiths2022": dict(_DECO_BALLOON, **_CLASSICAL_K),
 }
 
 # The paper code's names, accepted as aliases when the preset is griffiths2022.
@@ -88,7 +139,7 @@ class Preset:
         name: ``"deco2014"`` or ``"griffiths2022"``.
         code: integer flag passed to kernels (0 deco2014, 1 griffiths2022).
         defaults: default value of every neural parameter (units in :data:`PARAM_DOC`).
-        haemo: Balloon-Windkessel constants (units in :data:`HAEMO_DOC`).
+        haemo: name of the default haemodynamic model in :data:`HAEMO_MODELS`.
         balloon_dt_scale: haemodynamic step per neural step, as a multiple of ``dt``
             (1e-3 for deco2014: dt in ms, Balloon in s; 1.0 for griffiths2022: the paper's
             single step size).
@@ -99,7 +150,7 @@ class Preset:
     name: str
     code: int
     defaults: dict
-    haemo: dict
+    haemo: str
     balloon_dt_scale: float
     dt: float
     used: frozenset = field(default_factory=frozenset)
@@ -111,7 +162,7 @@ PRESETS: dict[str, Preset] = {
         code=0,
         defaults=dict(_NEURAL_COMMON, G=0.0, w_EE=1.4, w_IE=1.0, w_EI=1.0, J_NMDA=0.15,
                       I_0=0.382, sigma=0.01),
-        haemo=dict(kappa=0.65, gamma_h=0.41, tau_0=0.98, alpha=0.32, rho=0.34, V_0=0.02),
+        haemo="deco2014",
         balloon_dt_scale=1e-3,
         dt=0.1,
         used=frozenset(PARAM_NAMES),
@@ -122,8 +173,7 @@ PRESETS: dict[str, Preset] = {
         # whobpyt RNNWWD initial values: g_EI = g_IE = 0.1, std_in = 0.05, g = 100, g_EE = 2.5.
         defaults=dict(_NEURAL_COMMON, G=100.0, w_EE=2.5, w_IE=0.1, w_EI=0.1, J_NMDA=1.0,
                       I_0=0.2, sigma=0.05),
-        haemo=dict(kappa=1.0 / 0.65, gamma_h=1.0 / 0.41, tau_0=0.98, alpha=0.32, rho=0.34,
-                   V_0=0.02),
+        haemo="griffiths2022",
         balloon_dt_scale=1.0,
         dt=0.05,
         used=frozenset(PARAM_NAMES) - {"J_NMDA"},
@@ -153,29 +203,62 @@ def canonical_name(name: str, preset: Preset) -> str:
     )
 
 
-def resolve_haemo(preset: Preset, overrides: dict | None) -> dict:
-    """Preset Balloon constants with ``overrides`` applied; validates names and positivity."""
-    haemo = dict(preset.haemo)
-    for key, value in (overrides or {}).items():
-        if key not in haemo:
+def resolve_haemo(preset: Preset, haemo: str | dict | None) -> dict:
+    """The Balloon-Windkessel constants to simulate with.
+
+    Args:
+        preset: supplies the default model (:attr:`Preset.haemo`).
+        haemo: ``None`` (the preset's default), a name from :data:`HAEMO_MODELS`, or a dict of
+            overrides of :data:`HAEMO_NAMES` applied to the preset's default model; the dict may
+            name another base model under the key ``"model"``, e.g.
+            ``{"model": "friston2003", "tau_0": 1.0}``.
+
+    Returns:
+        ``{constant: float}`` with every name of :data:`HAEMO_NAMES` plus ``"model"`` (the base
+        model's name, ``"+custom"`` appended when a constant was overridden).
+
+    Raises:
+        ValueError: unknown model or constant names, a constant that is not a positive finite
+            number (k_3 may be any finite number), or rho outside (0, 1).
+    """
+    if haemo is None or isinstance(haemo, str):
+        haemo = {"model": haemo or preset.haemo}
+    if not isinstance(haemo, dict):
+        raise TypeError(f"haemo: expected a model name or a dict of constants, got "
+                        f"{type(haemo).__name__}")
+    overrides = dict(haemo)
+    name = overrides.pop("model", None) or preset.haemo
+    if name not in HAEMO_MODELS:
+        base = name.split("+")[0] if isinstance(name, str) else name
+        if base not in HAEMO_MODELS:
+            raise ValueError(f"haemo: unknown haemodynamic model {name!r}; choose one of "
+                             f"{sorted(HAEMO_MODELS)}")
+        name = base
+    out = dict(HAEMO_MODELS[name])
+    changed = False
+    for key, value in overrides.items():
+        if key not in out:
             raise ValueError(f"haemo: unknown constant {key!r}; known: {', '.join(HAEMO_NAMES)}")
         value = float(value)
-        if not math.isfinite(value) or value <= 0:
+        if not math.isfinite(value) or (value <= 0 and key != "k_3"):
             raise ValueError(f"haemo: {key} must be a positive finite number, got {value}")
-        haemo[key] = value
-    if haemo["rho"] >= 1:
-        raise ValueError(f"haemo: rho must be in (0, 1), got {haemo['rho']}")
-    return haemo
+        changed = changed or value != out[key]
+        out[key] = value
+    if out["rho"] >= 1:
+        raise ValueError(f"haemo: rho must be in (0, 1), got {out['rho']}")
+    out["model"] = name + ("+custom" if changed else "")
+    return out
 
 
 def bold_coefficients(preset: Preset, haemo: dict) -> tuple[float, float, float, float]:
     """``(scale, k_1, k_2, k_3)`` of ``BOLD = scale*(k_1(1-q) + k_2(1-q/v) + k_3(1-v))``.
 
     deco2014: ``scale = V_0``; griffiths2022: ``scale = 100 * V_0 / rho`` (the paper code's).
+    The k's come from ``haemo`` (:func:`resolve_haemo`).
     """
     rho = haemo["rho"]
     scale = haemo["V_0"] if preset.code == 0 else 100.0 * haemo["V_0"] / rho
-    return scale, 7.0 * rho, 2.0, 2.0 * rho - 0.2
+    return scale, haemo["k_1"], haemo["k_2"], haemo["k_3"]
 
 
 def same_device(a, b) -> bool:

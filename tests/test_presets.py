@@ -29,7 +29,7 @@ def relu(x):
 def expected_step(preset: str, state, coupling, xi_e, xi_i, dt, values):
     """One step written out from DESIGN.md section 1 (numpy, float64)."""
     p = dict(get_preset(preset).defaults, **values)
-    h = get_preset(preset).haemo
+    h = resolve_haemo(get_preset(preset), None)
     s_e, s_i, x, f, v, q = state
     if preset == "deco2014":
         i_e = p["W_E"] * p["I_0"] + p["w_EE"] * p["J_NMDA"] * s_e + p["G"] * p["J_NMDA"] * coupling @ s_e - p["w_IE"] * s_i
@@ -135,3 +135,80 @@ def test_bold_signal_formula():
     rho = 0.34
     expected = 0.02 * (7 * rho * (1 - q) + 2 * (1 - q / v) + (2 * rho - 0.2) * (1 - v))
     torch.testing.assert_close(bold_signal(q, v, spec), expected)
+
+
+# ------------------------------------------------------------------ haemodynamic models
+def test_deco2014_balloon_uses_time_constants():
+    """deco2014's Balloon is Deco et al.'s code: dx/dt = S_E - x/0.65 - (f-1)/0.41 (0.65 s and
+    0.41 s are time constants); Friston 2003's rates stay available by name."""
+    from rww.params import HAEMO_MODELS
+    h = resolve_haemo(get_preset("deco2014"), None)
+    assert h["model"] == "deco2014"
+    assert h["kappa"] == 1 / 0.65 and h["gamma_h"] == 1 / 0.41
+    f03 = resolve_haemo(get_preset("deco2014"), "friston2003")
+    assert f03["kappa"] == 0.65 and f03["gamma_h"] == 0.41
+    assert (h["k_1"], h["k_2"], h["k_3"]) == pytest.approx((7 * 0.34, 2.0, 2 * 0.34 - 0.2))
+    heinzle = resolve_haemo(get_preset("deco2014"), "heinzle2016_3t")
+    assert (heinzle["k_1"], heinzle["k_2"], heinzle["k_3"]) == (3.72, 0.527, 0.53)
+    assert heinzle["kappa"] == h["kappa"]
+    st = HAEMO_MODELS["stephan2007"]
+    assert st["k_1"] == pytest.approx(4.3 * 40.3 * 0.4 * 0.04) and st["rho"] == 0.4
+    custom = resolve_haemo(get_preset("deco2014"), {"model": "friston2003", "tau_0": 1.0})
+    assert custom["model"] == "friston2003+custom" and custom["tau_0"] == 1.0
+    assert custom["kappa"] == 0.65
+
+
+@pytest.mark.parametrize("bad, message", [
+    ("balloon", r"unknown haemodynamic model 'balloon'"),
+    ({"tau": 1.0}, r"unknown constant 'tau'"),
+    ({"model": "nope"}, r"unknown haemodynamic model 'nope'"),
+    ({"rho": 1.5}, r"rho must be in \(0, 1\)"),
+    (3, r"expected a model name or a dict"),
+])
+def test_haemo_errors_name_the_problem(bad, message):
+    with pytest.raises((ValueError, TypeError), match=message):
+        resolve_haemo(get_preset("deco2014"), bad)
+
+
+@pytest.mark.parametrize("haemo", ["deco2014", "friston2003", "heinzle2016_3t", "stephan2007"])
+def test_haemodynamic_models_match_the_written_out_step(haemo):
+    """Each named model, through the model and the reference scan, equals a plain numpy Euler
+    integration of the Balloon written here from the model's constants, driven by the same S_E."""
+    torch.manual_seed(0)
+    n, dt, spt, n_tr = 3, 0.5, 4, 3          # deco2014 units: dt in ms, Balloon step dt/1000 s
+    sc = torch.rand(n, n, dtype=torch.float64)
+    model = RWWBold(sc, dt=dt, tr=spt * dt / 1000, haemo=haemo, dtype=torch.float64,
+                    backend="torch", sigma=0.0, G=0.3)
+    result = model.simulate(n_tr, record=("S_E",))
+    h = model.haemo
+    # Drive the written-out Balloon with the reference's S_E trajectory, step by step.
+    spec = model.spec(n_tr)
+    state = model.initial_state()
+    x, f, v, q = (state[k, 0].numpy().copy() for k in (2, 3, 4, 5))
+    from rww.ops.reference import simulate_steps
+    bold = []
+    current = state
+    dtb = dt / 1000
+    for k in range(n_tr * spt):
+        s_e = current[0, 0].numpy()
+        x, f, v, q = (x + dtb * (s_e - h["kappa"] * x - h["gamma_h"] * (f - 1)), f + dtb * x,
+                      v + dtb * (f - v ** (1 / h["alpha"])) / h["tau_0"],
+                      q + dtb * (f * (1 - (1 - h["rho"]) ** (1 / f)) / h["rho"]
+                                 - v ** (1 / h["alpha"]) * q / v) / h["tau_0"])
+        seg = simulate_steps(model.parameter_table(), model.coupling(), current, spec, k, k + 1)
+        current = torch.stack(seg.state)
+        if (k + 1) % spt == 0:
+            bold.append(h["V_0"] * (h["k_1"] * (1 - q) + h["k_2"] * (1 - q / v) + h["k_3"] * (1 - v)))
+    np.testing.assert_allclose(result.bold[0].numpy(), np.stack(bold), rtol=1e-12, atol=1e-18)
+
+
+def test_deco_and_friston_balloons_differ():
+    """The two Balloons give different BOLD from the same neural trajectory (the time-constant
+    reading is faster: its BOLD responds more within the first seconds)."""
+    sc = torch.rand(4, 4, dtype=torch.float64)
+    out = {}
+    for haemo in ("deco2014", "friston2003"):
+        model = RWWBold(sc, dt=1.0, tr=0.72, haemo=haemo, dtype=torch.float64, backend="torch",
+                        sigma=0.0, G=0.3)
+        out[haemo] = model(5)[0]
+    assert not torch.allclose(out["deco2014"], out["friston2003"], rtol=1e-3)

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import torch
 
 from ..noise import check_seed
-from ..params import N_PARAMS, Preset, bold_coefficients, same_device
+from ..params import HAEMO_NAMES, N_PARAMS, Preset, bold_coefficients, same_device
 
 # Rows of the state tensor (6, B, N). Every backend uses this order.
 STATE_NAMES: tuple[str, ...] = ("S_E", "S_I", "x", "f", "v", "q")
@@ -28,7 +28,7 @@ class ScanSpec:
         n_steps: steps to simulate, a multiple of ``steps_per_tr``.
         seed: noise seed in [0, 2**64).
         t0: global index of the first step (noise counter), so a run continues across calls.
-        haemo: Balloon-Windkessel constants.
+        haemo: Balloon-Windkessel constants (:func:`rww.params.resolve_haemo`).
         record: names from :data:`RECORDABLE` to return at TR resolution.
     """
 
@@ -59,7 +59,7 @@ class ScanSpec:
         bad = [r for r in self.record if r not in RECORDABLE]
         if bad:
             raise ValueError(f"record: unknown {bad}; choose from {RECORDABLE}")
-        for key in ("kappa", "gamma_h", "tau_0", "alpha", "rho", "V_0"):
+        for key in HAEMO_NAMES:
             if key not in self.haemo:
                 raise ValueError(f"haemo: missing constant {key!r}")
 
