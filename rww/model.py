@@ -10,7 +10,8 @@ from .noise import check_seed, observation_noise
 from .ops.reference import ScanResult
 from .ops.scan import BACKENDS, auto_backend_name, rww_scan
 from .ops.spec import STATE_NAMES, ScanSpec, steps_per_tr_from
-from .params import PARAM_NAMES, canonical_name, get_preset, pack_parameters, resolve_haemo
+from .params import (PARAM_INDEX, PARAM_NAMES, canonical_name, get_preset, pack_parameters,
+                     resolve_haemo)
 from .transforms import make_learnable
 
 # Initial state used when none is given: low activity, haemodynamics at rest. Transients from it
@@ -54,13 +55,27 @@ class RWWBold(nn.Module):
             physical value. Other parameters are buffers.
         backend: ``"auto"`` or one of :data:`rww.ops.scan.BACKENDS`.
         dtype, device: of the model's tensors.
-        haemo: overrides of the Balloon constants (``kappa``, ``gamma_h``, ``tau_0``, ``alpha``,
-            ``rho``, ``V_0``).
+        haemo: the haemodynamic model: a name from :data:`rww.params.HAEMO_MODELS`
+            (``"deco2014"``, the deco2014 preset's default; ``"friston2003"``, rww 0.1.0's;
+            ``"heinzle2016_3t"``; ``"stephan2007"``) or a dict of overrides of its constants
+            (``kappa``, ``gamma_h``, ``tau_0``, ``alpha``, ``rho``, ``V_0``, ``k_1``, ``k_2``,
+            ``k_3``; key ``"model"`` names the base), see :func:`rww.params.resolve_haemo`.
         steps_per_tr: override the steps per TR (the paper code used 14 at TR 0.75, dt 0.05).
         checkpoint_every: steps per checkpoint segment for checkpointed backends.
         w_bb: griffiths2022 only: learn the paper's ``N x N`` connection gain (init 0.05).
         sigma_out: BOLD observation noise: deco2014 adds ``sigma_out * xi`` (default 0, none);
             griffiths2022 adds ``(0.001 + relu(sigma_out)) * xi`` (default 0.02, the paper's).
+        fic: feedback inhibition control (deco2014 only): ``False`` (default) uses ``w_IE`` as
+            given; ``True`` or a target rate [Hz] (a number, or a ``(B,)`` tensor, one per
+            simulation; ``True`` means 3 Hz) sets ``w_IE`` per region and simulation by the
+            analytic FIC of :func:`rww.fic.analytic_fic`, recomputed from the current parameters
+            at every forward, so gradients with respect to G, w_EE, J_NMDA, ... see it.
+            :meth:`refine_fic` adds a numerical correction for noise. A region whose FIC fails
+            (negative weight) raises :class:`rww.fic.FICFailed` naming it.
+        g_relative: interpret ``G`` as a fraction of the critical coupling ``G_c`` where the FIC
+            fixed point loses stability (:func:`rww.stability.critical_coupling`, recomputed
+            from the current parameters at every forward and differentiable in them); needs
+            ``fic``. ``G = 0.95`` then means 95% of the way to the bifurcation.
         **params: any neural parameter by name (:data:`rww.params.PARAM_NAMES`, or the paper's
             names for griffiths2022), as a number or a tensor ``()``, ``(N,)``, ``(B,)``,
             ``(B, N)``.
@@ -73,9 +88,10 @@ class RWWBold(nn.Module):
 
     def __init__(self, sc, preset: str = "deco2014", dt: float | None = None, tr: float | None = None,
                  batch: int = 1, learn=(), backend: str = "auto", dtype=torch.float32,
-                 device=None, haemo: dict | None = None, steps_per_tr: int | None = None,
+                 device=None, haemo: str | dict | None = None, steps_per_tr: int | None = None,
                  checkpoint_every: int | None = None, w_bb: bool = False,
-                 sigma_out: float | None = None, **params):
+                 sigma_out: float | None = None, fic=False, g_relative: bool = False,
+                 **params):
         super().__init__()
         self.preset = get_preset(preset)
         if dtype not in (torch.float32, torch.float64):
@@ -136,6 +152,35 @@ class RWWBold(nn.Module):
             init = torch.full((self.n_nodes, self.n_nodes), 0.05, dtype=dtype, device=sc.device)
             self.learned["w_bb"] = make_learnable("w_bb", init, learn_canon.get("w_bb", "identity"))
         self.has_w_bb = "w_bb" in self.learned
+        self._init_fic(fic, g_relative, learn_canon, dtype, sc.device)
+
+    def _init_fic(self, fic, g_relative: bool, learn_canon: dict, dtype, device):
+        """Validate and store the FIC and relative-coupling settings (see the class docstring)."""
+        if fic is False or fic is None:
+            self.fic_target = None
+        else:
+            if self.preset.code != 0:
+                raise ValueError("fic: feedback inhibition control exists only for the deco2014 "
+                                 "preset")
+            if "w_IE" in learn_canon:
+                raise ValueError("learn: w_IE is set by FIC when fic is on; drop it from learn= "
+                                 "or build the model with fic=False")
+            target = 3.0 if fic is True else fic
+            target = torch.as_tensor(target, dtype=torch.float64, device=device).detach().clone()
+            if target.dim() > 1 or (target.dim() == 1 and target.shape[0] not in (1, self.batch)):
+                raise ValueError(f"fic: the target rate must be a number or a ({self.batch},) "
+                                 f"tensor, one per simulation; got shape {tuple(target.shape)}")
+            if not (torch.isfinite(target).all() and (target > 0).all()):
+                raise ValueError(f"fic: the target rate must be positive and finite [Hz], got "
+                                 f"{target.tolist()}")
+            self.fic_target = target.view(-1, 1) if target.dim() == 1 else target
+        if g_relative and self.fic_target is None:
+            raise ValueError("g_relative: G as a fraction of the critical coupling G_c needs "
+                             "fic=True (G_c is defined at the FIC fixed point)")
+        self.g_relative = bool(g_relative)
+        # Numerical FIC correction (refine_fic), added to the analytic weights; None until set.
+        self.register_buffer("fic_correction", None)
+        self.last_fic = None
 
     @property
     def learnable(self) -> list:
@@ -152,10 +197,85 @@ class RWWBold(nn.Module):
 
     # --- pieces of forward, public so that fits and tests can reuse them -----------------------
     def parameter_table(self) -> torch.Tensor:
-        """Current ``(P, Bp, Np)`` parameter table (differentiable in learnable parameters)."""
+        """Current ``(P, Bp, Np)`` parameter table (differentiable in learnable parameters), with
+        G scaled by G_c (``g_relative``) and w_IE set by FIC (``fic``) when those are on."""
         values = {name: getattr(self, name) for name in PARAM_NAMES}
-        return pack_parameters(values, self.preset, self.batch, self.n_nodes, self.sc.dtype,
-                               self.sc.device)
+        table = pack_parameters(values, self.preset, self.batch, self.n_nodes, self.sc.dtype,
+                                self.sc.device)
+        if self.fic_target is not None and self.fic_target.dim() and self.fic_target.shape[0] > 1:
+            table = table.expand(-1, self.batch, -1)      # one FIC target per simulation
+        if self.g_relative:
+            g_c = self.critical_coupling(table)
+            table = _replace_row(table, "G", table[PARAM_INDEX["G"]] * g_c.to(table.dtype).view(-1, 1))
+        if self.fic_target is not None:
+            from .fic import FICFailed, analytic_fic, with_w_IE
+            fic = analytic_fic(table, self.coupling(), self._fic_target_tensor())
+            self.last_fic = fic.to(fic.w_IE.dtype)
+            if fic.any_failed:
+                raise FICFailed(fic.describe() + "; change the parameters of those simulations "
+                                "(higher I_0, w_EE or G; lower FIC target) or use fic=False")
+            w_ie = fic.w_IE
+            if self.fic_correction is not None:
+                w_ie = w_ie + self.fic_correction
+            table = with_w_IE(table, w_ie)
+        return table
+
+    def _fic_target_tensor(self):
+        target = self.fic_target
+        return target if target.dim() else float(target)
+
+    def critical_coupling(self, table: torch.Tensor | None = None) -> torch.Tensor:
+        """``(B,)`` float64 critical coupling G_c of the current parameters (FIC at the model's
+        target; :func:`rww.stability.critical_coupling`), differentiable in them. NaN where no
+        crossing exists below G = 10."""
+        from .stability import critical_coupling
+        if self.fic_target is None:
+            raise ValueError("critical_coupling: defined at the FIC fixed point; build the model "
+                             "with fic=True")
+        if table is None:
+            values = {name: getattr(self, name) for name in PARAM_NAMES}
+            table = pack_parameters(values, self.preset, self.batch, self.n_nodes, self.sc.dtype,
+                                    self.sc.device)
+        g_c = critical_coupling(table, self.coupling(), self._fic_target_tensor())
+        if torch.isnan(g_c).any():
+            bad = torch.nonzero(torch.isnan(g_c)).flatten().tolist()
+            raise ValueError(f"critical_coupling: simulations {bad[:10]} have no critical coupling "
+                             "below G = 10 (FIC fixed point stable throughout, or unstable at "
+                             "G = 0); g_relative cannot be used there")
+        return g_c.expand(self.batch)
+
+    def coupling_ratio(self) -> torch.Tensor:
+        """``(B,)`` G / G_c of the current parameters (detached, float64): below 1 the FIC fixed
+        point is stable, above it the network leaves it."""
+        with torch.no_grad():
+            g = self.parameter_table()[PARAM_INDEX["G"]].to(torch.float64)
+            g = g.expand(self.batch, -1).mean(-1)
+            return g / self.critical_coupling()
+
+    def refine_fic(self, **kwargs):
+        """Numerical FIC: correct the analytic weights for the shift of the mean rate under
+        noise, by simulation (:func:`rww.fic.refine_fic`; keyword arguments go there, e.g.
+        ``duration_s``, ``seed``, ``max_iter``, ``tol_hz``). The correction (refined minus
+        analytic ``w_IE``, ``(B, N)``) is stored in the buffer ``fic_correction`` and added to
+        the analytic weights at every later forward; it carries no gradient. Returns the
+        :class:`rww.fic.RefineResult` (check ``.failed``)."""
+        from .fic import refine_fic
+        if self.fic_target is None:
+            raise ValueError("refine_fic: build the model with fic=True")
+        if self.fic_target.dim():
+            raise ValueError("refine_fic: needs one FIC target for the batch")
+        self.fic_correction = None
+        with torch.no_grad():
+            table = self.parameter_table()
+            analytic = self.last_fic.w_IE
+            kwargs.setdefault("dt", self.dt)
+            kwargs.setdefault("tr", self.tr)
+            kwargs.setdefault("haemo", self.haemo)
+            kwargs.setdefault("backend", self.backend)
+            result = refine_fic(table, self.coupling(), analytic, target_rate=float(self.fic_target),
+                                **kwargs)
+        self.fic_correction = (result.w_IE - analytic).detach()
+        return result
 
     def coupling(self) -> torch.Tensor:
         """Effective coupling matrix: SC (deco2014) or the paper's Laplacian (griffiths2022)."""
@@ -221,7 +341,18 @@ class RWWBold(nn.Module):
         if backend == "auto":
             backend = f"auto -> {auto_backend_name(self.sc.device)}"
         shared = "shared" if self.sc.dim() == 2 else "per-simulation"
+        fic = "off" if self.fic_target is None else f"{self.fic_target.flatten().tolist()} Hz"
         return (f"preset={self.preset.name}, n_nodes={self.n_nodes}, batch={self.batch}, "
+                f"fic={fic}, g_relative={self.g_relative}, haemo={self.haemo['model']}, "
                 f"dt={self.dt}, tr={self.tr} s ({self.steps_per_tr} steps), sc={shared}, "
                 f"learn={self.learnable}, backend={backend}, dtype={self.sc.dtype}, "
                 f"device={self.sc.device}")
+
+
+def _replace_row(table: torch.Tensor, name: str, value: torch.Tensor) -> torch.Tensor:
+    """``table`` ``(P, Bp, Np)`` with row ``name`` replaced by ``value`` (broadcast; the result
+    takes the broadcast batch and region sizes). Differentiable in both."""
+    b, n = torch.broadcast_shapes(tuple(table.shape[1:]), tuple(value.shape))
+    rows = list(table.expand(-1, b, n).unbind(0))
+    rows[PARAM_INDEX[name]] = value.to(table.dtype).expand(b, n)
+    return torch.stack(rows)
