@@ -153,7 +153,10 @@ def add_simulate_parser(subparsers) -> argparse.ArgumentParser:
                        help="parameter value, repeatable; VALUE a number or a comma-separated "
                             "list (per region, or per simulation); e.g. --param G=0.8")
     model.add_argument("--params", metavar="FILE.json",
-                       help="JSON object of parameter values (numbers or lists); --param wins")
+                       help="JSON object of parameter values (numbers or lists), e.g. the "
+                            "params.json that `rww fit` writes (its fic, g_relative and haemo "
+                            "entries are applied too); --param and the flags below win")
+    add_model_options(model)
 
     run = p.add_argument_group("simulation")
     length = run.add_mutually_exclusive_group()
@@ -189,6 +192,46 @@ def add_simulate_parser(subparsers) -> argparse.ArgumentParser:
     return p
 
 
+def add_model_options(group):
+    """The model options shared by ``rww simulate`` and ``rww fit``: FIC, G relative to G_c and
+    the haemodynamic model."""
+    from .params import HAEMO_MODELS
+    group.add_argument("--fic", nargs="?", type=float, const=3.0, default=None, metavar="HZ",
+                       help="feedback inhibition control (deco2014): set w_IE per region so every "
+                            "excitatory rate is HZ (default 3) at the fixed point (Deco et al. "
+                            "2014, analytic form of Demirtas et al. 2019)")
+    group.add_argument("--no-fic", action="store_true",
+                       help="switch off FIC where a parameter file or --demo turns it on")
+    group.add_argument("--g-relative", action="store_true",
+                       help="read G as a fraction of the critical coupling G_c where the FIC "
+                            "fixed point loses stability (needs --fic)")
+    group.add_argument("--haemo", choices=sorted(HAEMO_MODELS), default=None,
+                       help="haemodynamic (Balloon-Windkessel) model (default: the preset's; "
+                            "deco2014: Deco et al. 2014's time constants; friston2003 is rww "
+                            "0.1.0's)")
+
+
+# Keys of a parameter file that are model options rather than parameter values.
+PARAMS_FILE_OPTIONS = ("fic", "g_relative", "haemo", "preset", "dt", "tr", "note", "record")
+
+
+def model_options(args, file_options: dict) -> dict:
+    """``fic``, ``g_relative`` and ``haemo`` keyword arguments of :class:`rww.RWWBold` from the
+    command line, falling back to a parameter file's entries."""
+    fic = file_options.get("fic")
+    if args.fic is not None:
+        fic = args.fic
+    if getattr(args, "no_fic", False):
+        fic = None
+    g_relative = bool(args.g_relative or file_options.get("g_relative", False))
+    if g_relative and fic is None:
+        raise ValueError("--g-relative: G relative to the critical coupling needs --fic (G_c is "
+                         "defined at the FIC fixed point)")
+    haemo = args.haemo or file_options.get("haemo")
+    return {"fic": False if fic is None else float(fic), "g_relative": g_relative,
+            "haemo": haemo}
+
+
 def _parse_value(name: str, text: str):
     parts = [t.strip() for t in str(text).split(",") if t.strip()]
     if not parts:
@@ -201,8 +244,9 @@ def _parse_value(name: str, text: str):
     return values[0] if len(values) == 1 else values
 
 
-def _collect_parameters(args, preset) -> dict:
-    """Parameter values from --params FILE and --param NAME=VALUE, names validated."""
+def _collect_parameters(args, preset, file_options: dict | None = None) -> dict:
+    """Parameter values from --params FILE and --param NAME=VALUE, names validated; the file's
+    model options (:data:`PARAMS_FILE_OPTIONS`) go into ``file_options`` when given."""
     import torch
     from .params import canonical_name
     values: dict = {}
@@ -218,6 +262,10 @@ def _collect_parameters(args, preset) -> dict:
             raise ValueError(f"{args.params}: expected a JSON object of name -> value, got "
                              f"{type(loaded).__name__}")
         for name, value in loaded.items():
+            if name in PARAMS_FILE_OPTIONS:
+                if file_options is not None:
+                    file_options[name] = value
+                continue
             ok = isinstance(value, (int, float)) and not isinstance(value, bool) or (
                 isinstance(value, list) and value and all(
                     isinstance(v, (int, float)) and not isinstance(v, bool) for v in value))
@@ -287,7 +335,7 @@ def run_simulate(args) -> int:
     from . import objectives as obj
     from .errors import SimulationDiverged
     from .model import RWWBold
-    from .params import PARAM_NAMES, get_preset
+    from .params import PARAM_INDEX, PARAM_NAMES, get_preset
 
     tick = time.perf_counter()
     if args.threads is not None:
@@ -305,11 +353,17 @@ def run_simulate(args) -> int:
     dtype = torch.float64 if args.dtype == "float64" else torch.float32
 
     sc, labels, connectome, demo = load_connectome_from_args(args, preset)
-    params = _collect_parameters(args, preset)
+    file_options: dict = {}
+    if demo is not None and not args.params and not args.param:
+        # A newcomer's first simulation: the demo's fitted working point (rww fit --demo).
+        args.params = str(rdata.DEMO_FITTED_PARAMS)
+    params = _collect_parameters(args, preset, file_options)
+    options = model_options(args, file_options)
     sigma_out = params.pop("sigma_out", None)
     backend = _resolve_backend(args.backend, device)
     model = RWWBold(sc, preset=args.preset, dt=args.dt, tr=args.tr, batch=args.batch,
-                    backend=backend, dtype=dtype, device=device, sigma_out=sigma_out, **params)
+                    backend=backend, dtype=dtype, device=device, sigma_out=sigma_out,
+                    **options, **params)
     n_regions, spt = model.n_nodes, model.steps_per_tr
     if args.trs is not None:
         n_trs = args.trs
@@ -367,6 +421,18 @@ def run_simulate(args) -> int:
 
     parameters = {name: param_value(getattr(model, name)) for name in PARAM_NAMES}
     parameters["sigma_out"] = param_value(model.sigma_out)
+    bifurcation = None
+    if model.fic_target is not None:
+        with torch.no_grad():
+            table = model.parameter_table()
+            parameters["w_IE"] = param_value(table[PARAM_INDEX["w_IE"]])
+            parameters["G"] = param_value(table[PARAM_INDEX["G"]].mean(-1))
+            g_c = model.critical_coupling()
+            ratio = model.coupling_ratio()
+        bifurcation = {"G_c": [_finite(v) for v in g_c], "G_over_Gc": [_finite(v) for v in ratio],
+                       "meaning": "G_c: the global coupling where the FIC fixed point loses "
+                                  "stability (leading eigenvalue of the noise-free Jacobian "
+                                  "crosses 0); G/G_c < 1 is below it"}
     metadata = {
         "rww_version": __version__, "preset": preset.name, "n_regions": n_regions,
         "batch": model.batch, "tr_s": model.tr, "dt": model.dt,
@@ -375,6 +441,10 @@ def run_simulate(args) -> int:
         "backend": {"requested": args.backend, "used": backend}, "device": str(device),
         "dtype": args.dtype, "chunk_trs": chunk, "connectome": connectome,
         "parameters": parameters, "haemodynamics": model.haemo,
+        "fic": None if model.fic_target is None else {
+            "target_hz": _tolist(model.fic_target), "g_relative": model.g_relative,
+            "method": "analytic (Deco et al. 2014; Demirtas et al. 2019)"},
+        "bifurcation": bifurcation,
     }
     os.makedirs(args.out, exist_ok=True)
     arrays = {"bold": bold.numpy(), "tr": np.float64(model.tr),
@@ -437,6 +507,8 @@ def run_simulate(args) -> int:
     line = (f"simulated {model.batch} x {n_trs} TRs x {n_regions} regions "
             f"({simulated_s:g} s incl. {burn} burn-in TRs) in {simulate_s:.2f} s on {backend}; "
             f"mean r_E {summary['firing_rate_E_hz']['mean']:.3g} Hz")
+    if bifurcation is not None:
+        line += f"; G/G_c {float(ratio.mean()):.3f} (G_c {float(g_c.mean()):.4g})"
     if demo_r is not None:
         line += f"; FC r with the demo FC {float(demo_r.mean()):.3f}"
     print(line)

@@ -33,7 +33,8 @@ FILE_DEFAULTS = dict(preset="deco2014", learn="G", epochs=50, window_trs=20, n_t
 
 def add_parser(subparsers):
     """Add the ``fit`` subcommand to an argparse ``subparsers`` object."""
-    from .cli import add_connectome_arguments
+    from .cli import add_connectome_arguments, add_model_options
+    from .cli_recipe import add_recipe_arguments
     from .params import PRESETS
 
     p = subparsers.add_parser(
@@ -77,6 +78,8 @@ def add_parser(subparsers):
     model.add_argument("--params", metavar="FILE.json", help="JSON object of parameter values")
     model.add_argument("--tr", type=float, help="repetition time [s] (default: the preset's)")
     model.add_argument("--dt", type=float, help="integration step (default: the preset's)")
+    add_model_options(model)
+    add_recipe_arguments(p)
 
     opt = p.add_argument_group("fit")
     opt.add_argument("--epochs", type=int, help="epochs (default 50; demo: 60)")
@@ -153,18 +156,28 @@ def run(args) -> int:
 
     from . import data as rdata
     from . import objectives as obj
-    from .cli import _check_device, _collect_parameters, _resolve_backend, load_connectome_from_args
+    from .cli import (_check_device, _collect_parameters, _resolve_backend,
+                      load_connectome_from_args, model_options)
     from .fit import FitConfig, FitTarget, evaluate, fit
     from .model import RWWBold
     from .params import get_preset
 
     tick_all = time.perf_counter()
-    settings = dict(DEMO_DEFAULTS if args.demo else FILE_DEFAULTS)
+    recipe = args.recipe or (args.demo and not args.paper)
+    if args.paper and not args.demo:
+        raise ValueError("--paper: the seed paper's setting is a --demo variant; give --demo")
+    if args.paper and args.recipe:
+        raise ValueError("--paper and --recipe are two different fits; choose one")
+    settings = dict(DEMO_DEFAULTS if args.demo and not recipe else FILE_DEFAULTS)
+    if recipe:                    # the recipe's own defaults apply where these are not given
+        for key in ("learn", "epochs", "lr"):
+            settings[key] = getattr(args, key)
     for key in ("preset", "learn", "epochs", "window_trs", "n_trs", "lr", "weights"):
         value = getattr(args, key)
         if value is not None:
             settings[key] = value
-    for flag, value, low in (("--epochs", settings["epochs"], 1), ("--burn-in", args.burn_in, 0),
+    for flag, value, low in (("--epochs", settings["epochs"], 0 if recipe else 1),
+                             ("--burn-in", args.burn_in, 0),
                              ("--realisations", args.realisations, 1),
                              ("--window-trs", settings["window_trs"], 0),
                              ("--n-trs", settings["n_trs"], 3), ("--threads", args.threads, 1),
@@ -172,7 +185,7 @@ def run(args) -> int:
         _positive(flag, value, low)
     if args.threads:
         torch.set_num_threads(args.threads)
-    if not (settings["lr"] > 0):
+    if settings["lr"] is not None and not (settings["lr"] > 0):
         raise ValueError(f"--lr: must be positive, got {settings['lr']}")
     preset = get_preset(settings["preset"])
     args.preset = preset.name                     # _collect_parameters / connectome read it
@@ -212,19 +225,28 @@ def run(args) -> int:
             held_out["held-out"] = rdata.load_bold(args.held_out_bold, n_regions=n, layout=args.layout)
     fcd_window = args.fcd_window or fcd_window
     fcd_step = args.fcd_step or fcd_step
+    if recipe:
+        from .cli_recipe import run_recipe
+        target = FitTarget(fc=target_fc, bold=bold, fcd_values=fcd_values, fcd_window=fcd_window,
+                           fcd_step=fcd_step, fcd_exclude_overlapping=demo is None)
+        os.makedirs(args.out, exist_ok=True)
+        return run_recipe(args, sc, labels, connectome, demo, target, held_out)
     weights = _parse_pairs(settings["weights"], "--weights")
     if weights.get("fcd") and fcd_values is None and bold is None:
         raise ValueError("--weights fcd: needs --fcd FILE or --bold FILE")      # (FCD of --bold:
                                                                                # rww.fit computes it)
 
-    params = _collect_parameters(args, preset)
+    file_options: dict = {}
+    params = _collect_parameters(args, preset, file_options)
+    options = model_options(args, file_options)
     sigma_out = params.pop("sigma_out", None)
     learn = [s.strip() for s in settings["learn"].split(",") if s.strip()]
     if preset.code == 0 and "G" in learn and "G" not in params:
         params["G"] = 0.5          # deco2014's default G = 0 is the softplus transform's boundary
     backend = _resolve_backend(args.backend, device)
     model = RWWBold(sc, preset=preset.name, batch=args.realisations, learn=learn, backend=backend,
-                    device=device, tr=args.tr, dt=args.dt, sigma_out=sigma_out, **params)
+                    device=device, tr=args.tr, dt=args.dt, sigma_out=sigma_out, **options,
+                    **params)
     config = FitConfig(epochs=int(settings["epochs"]), lr=float(settings["lr"]),
                        window_trs=int(settings["window_trs"]) or None, n_trs=settings["n_trs"],
                        burn_in_trs=args.burn_in, seed=args.seed, weights=weights,

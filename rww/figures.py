@@ -328,3 +328,41 @@ def history(history: dict, path, title: str | None = None, dpi: int = 110) -> st
 
 
 __all__ = ["fc_comparison", "fc_matrix", "fcd_comparison", "bold_traces", "history"]
+
+
+def search_landscape(result, path, dpi: int = 110) -> str:
+    """A global search's candidates (:class:`rww.search.SearchResult`): FC r, FCD KS and mean
+    firing rate against G/G_c (or G), coloured by the second searched parameter, the best
+    candidate marked.
+
+    Returns:
+        ``path``.
+    """
+    rows = [r for r in result.rows if r.get("status") == "ok"]
+    if not rows:
+        raise ValueError("search_landscape: no scored candidate to draw")
+    x_name = "G_over_Gc" if all("G_over_Gc" in r for r in rows) else "G"
+    x = np.array([r[x_name] for r in rows])
+    other = [n for n in result.names if n not in ("G", "G_rel")]
+    colour_name = other[0] if other else None
+    colour = np.array([r[colour_name] for r in rows]) if colour_name else None
+    best = result.best(1)[0]
+    panels = [("fc_r", "FC r (one simulation)"), ("fcd_ks", "FCD KS (lower is better)"),
+              ("rate_mean", "mean r_E [Hz]")]
+    panels = [(k, t) for k, t in panels if all(k in r for r in rows)]
+    fig = _figure(4.2 * len(panels) + 0.8, 3.6)
+    axes = np.atleast_1d(fig.subplots(1, len(panels)))
+    for ax, (key, title) in zip(axes, panels):
+        y = np.array([r[key] for r in rows])
+        points = ax.scatter(x, y, c=colour, cmap="viridis", s=22, edgecolors="none")
+        ax.scatter([best[x_name]], [best[key]], s=120, facecolors="none", edgecolors="red",
+                   linewidths=1.5, label="best (lowest loss)")
+        ax.set_xlabel("G / G_c" if x_name == "G_over_Gc" else "G")
+        ax.set_title(title)
+        ax.grid(alpha=0.3)
+    axes[0].legend(loc="best", frameon=False, fontsize="small")
+    if colour_name:
+        fig.colorbar(points, ax=list(axes), shrink=0.85, label=colour_name)
+    fig.suptitle(f"search: {len(rows)} scored candidates "
+                 f"({len(result.rows) - len(rows)} failed)")
+    return _save(fig, path, dpi)

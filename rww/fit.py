@@ -21,6 +21,7 @@ exactly. Files are plain tensors and lists, loaded with ``torch.load(weights_onl
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 from dataclasses import asdict, dataclass, field
@@ -31,8 +32,20 @@ import torch
 from . import objectives as obj
 from .model import RWWBold
 
-LOSS_TERMS = ("fc_corr", "fc_log", "fc_l1", "fc_mse", "fcd", "bold_std", "bold_mean", "firing_rate",
-              "bifurcation", "entropy", "smoothness")
+LOSS_TERMS = ("fc_corr", "fc_log", "fc_l1", "fc_mse", "fc_level", "fcd", "fcd_ks", "bold_std",
+              "bold_mean", "firing_rate", "rate_band", "bifurcation", "entropy", "smoothness")
+"""Loss terms by name (weights in :attr:`FitConfig.weights`):
+
+- ``fc_corr`` ``1 - r``; ``fc_log`` ``-log(0.5 + 0.5 r)``; ``fc_l1``, ``fc_mse``: FC vs target;
+- ``fc_level``: squared difference of the mean off-diagonal FC (the level r ignores);
+- ``fcd``: 1-Wasserstein distance (200 quantiles) of FCD values in the target's convention;
+  ``fcd_ks``: smooth KS surrogate of the same (:func:`rww.objectives.smooth_ks_statistic`);
+- ``bold_std``, ``bold_mean``: BOLD amplitude and baseline vs the target BOLD;
+- ``firing_rate``: mean r_E of every region pulled to ``firing_rate_hz``; ``rate_band``: zero
+  while every region's mean r_E is in ``rate_band_hz``, quadratic outside;
+- ``bifurcation``, ``entropy``: the paper's constraints; ``smoothness``: graph smoothness of
+  per-region parameters.
+"""
 
 
 @dataclass
@@ -123,6 +136,8 @@ class FitConfig:
         priors: parameter name -> ``(mean, std)`` of a Gaussian prior on its physical value.
         bifurcation_init: initial ``(c_a, c_b, c_c)`` of the paper's bifurcation constraint.
         firing_rate_hz: target of the firing-rate term.
+        rate_band_hz: ``(low, high)`` band of the rate-band term [Hz] (default 1-10 Hz, see
+            :data:`rww.objectives.RATE_BAND_HZ`).
         grad_clip: clip the gradient norm (``None``: no clipping).
     """
 
@@ -136,6 +151,7 @@ class FitConfig:
     priors: dict = field(default_factory=dict)
     bifurcation_init: tuple = (0.5, 20.0, 10.0)
     firing_rate_hz: float = 3.0
+    rate_band_hz: tuple = obj.RATE_BAND_HZ
     grad_clip: float | None = None
 
     def validate(self):
@@ -152,6 +168,13 @@ class FitConfig:
         for name, prior in self.priors.items():
             if len(prior) != 2 or not prior[1] > 0:
                 raise ValueError(f"priors: {name} needs (mean, std) with std > 0, got {prior!r}")
+        band = self.rate_band_hz
+        try:
+            low, high = (float(v) for v in band)
+        except (TypeError, ValueError):
+            raise ValueError(f"rate_band_hz: expected (low, high) in Hz, got {band!r}") from None
+        if not (math.isfinite(low) and math.isfinite(high) and 0 <= low < high):
+            raise ValueError(f"rate_band_hz: need finite 0 <= low < high, got {band!r}")
 
 
 class FitState(torch.nn.Module):
@@ -236,18 +259,23 @@ def loss_terms(model: RWWBold, result, target: FitTarget, emp_fc: torch.Tensor, 
     """
     w = config.weights
     terms = {}
-    need_fc = any(w.get(k) for k in ("fc_corr", "fc_log", "fc_l1", "fc_mse"))
+    need_fc = any(w.get(k) for k in ("fc_corr", "fc_log", "fc_l1", "fc_mse", "fc_level"))
     if need_fc:
         sim_fc = obj.pearson_matrix(result.bold, eps=1e-20)            # (B, N, N)
         for name, fn in (("fc_corr", obj.fc_corr_loss), ("fc_log", obj.fc_log_loss),
-                         ("fc_l1", obj.fc_l1), ("fc_mse", obj.fc_mse)):
+                         ("fc_l1", obj.fc_l1), ("fc_mse", obj.fc_mse),
+                         ("fc_level", obj.fc_level_loss)):
             if w.get(name):
                 terms[name] = fn(sim_fc, emp_fc).mean()
-    if w.get("fcd"):
+    if w.get("fcd") or w.get("fcd_ks"):
         if target.fcd_values is None:
-            raise ValueError("weights: the fcd term needs target fcd_values")
-        sim = target.simulated_fcd_values(result.bold)
-        terms["fcd"] = obj.wasserstein1(sim, target.fcd_values).mean()
+            term = "fcd" if w.get("fcd") else "fcd_ks"
+            raise ValueError(f"weights: the {term} term needs target fcd_values")
+        sim = target.simulated_fcd_values(result.bold)                # (B, M)
+        if w.get("fcd"):
+            terms["fcd"] = obj.wasserstein1(sim, target.fcd_values).mean()
+        if w.get("fcd_ks"):
+            terms["fcd_ks"] = obj.smooth_ks_statistic(sim, target.fcd_values).mean()
     if w.get("bold_std"):
         if target.bold is None:
             raise ValueError("weights: the bold_std term needs target bold")
@@ -258,6 +286,9 @@ def loss_terms(model: RWWBold, result, target: FitTarget, emp_fc: torch.Tensor, 
         terms["bold_mean"] = obj.bold_mean_loss(result.bold, target.bold.mean(0), target.bold.std(0)).mean()
     if w.get("firing_rate"):
         terms["firing_rate"] = obj.firing_rate_loss(result.records["r_E"], config.firing_rate_hz).mean()
+    if w.get("rate_band"):
+        low, high = config.rate_band_hz
+        terms["rate_band"] = obj.rate_band_loss(result.records["r_E"], float(low), float(high)).mean()
     if w.get("bifurcation"):
         c = extra.curve
         terms["bifurcation"] = obj.bifurcation_penalty(model.w_IE, model.w_EI, c[0], c[1], c[2])
@@ -285,7 +316,7 @@ def _check_fcd_piece(target: FitTarget, piece_trs: int):
     """The FCD term compares distributions of FCD values of each simulated piece: a piece too
     short for two non-overlapping window pairs would fail deep inside ``torch.quantile``."""
     if target.fcd_values is None:
-        raise ValueError("weights: the fcd term needs target fcd_values")
+        raise ValueError("weights: the fcd term needs target fcd_values (fcd and fcd_ks)")
     w, s = target.fcd_window, target.fcd_step
     n_win = (piece_trs - w) // s + 1 if piece_trs >= w else 0
     # rww's convention skips pairs of overlapping windows; the pooled (cuBNM) one keeps them.
@@ -300,7 +331,7 @@ def _check_fcd_piece(target: FitTarget, piece_trs: int):
 
 def _records_needed(config: FitConfig) -> tuple:
     rec = []
-    if config.weights.get("firing_rate"):
+    if config.weights.get("firing_rate") or config.weights.get("rate_band"):
         rec.append("r_E")
     if config.weights.get("entropy"):
         rec += ["S_E", "S_I"]
@@ -351,7 +382,7 @@ def fit(model: RWWBold, target: FitTarget, config: FitConfig | None = None, opti
         # each window is compared with the same window of the data: the data must cover them all
         raise ValueError(f"n_trs={n_trs} in windows of {window} TRs runs past the target bold "
                          f"({target.bold.shape[0]} TRs); use n_trs <= {target.bold.shape[0]}")
-    if config.weights.get("fcd"):
+    if config.weights.get("fcd") or config.weights.get("fcd_ks"):
         _check_fcd_piece(target, window if config.window_trs else n_trs)
     extra = FitState(config, dtype, device)
     params = list(model.parameters()) + (list(extra.parameters()) if config.weights.get("bifurcation") else [])
@@ -366,8 +397,7 @@ def fit(model: RWWBold, target: FitTarget, config: FitConfig | None = None, opti
     if resume and checkpoint and os.path.exists(checkpoint):
         saved = torch.load(checkpoint, weights_only=True)
         # Everything but the epoch count must match: a finished fit may be extended.
-        changed = sorted(k for k in set(saved["config"]) | set(_config_dict(config))
-                         if k != "epochs" and saved["config"].get(k) != _config_dict(config).get(k))
+        changed = _config_changes(saved["config"], _config_dict(config))
         if changed:
             raise ValueError(f"resume: {checkpoint} was written by a fit with other settings "
                              f"({', '.join(changed)} differ); use the same settings, or another "
@@ -450,28 +480,44 @@ def fit(model: RWWBold, target: FitTarget, config: FitConfig | None = None, opti
 def _config_dict(config: FitConfig) -> dict:
     d = asdict(config)
     d["bifurcation_init"] = list(d["bifurcation_init"])
+    d["rate_band_hz"] = [float(v) for v in d["rate_band_hz"]]
     d["priors"] = {k: list(v) for k, v in d["priors"].items()}
     return d
 
 
+def _config_changes(saved: dict, current: dict) -> list:
+    """Settings (other than ``epochs``) in which a checkpoint's config differs from ``current``.
+    A setting the checkpoint lacks (written before the setting existed) counts as its default,
+    so checkpoints of earlier versions resume."""
+    defaults = _config_dict(FitConfig())
+    return sorted(k for k in set(saved) | set(current)
+                  if k != "epochs" and saved.get(k, defaults.get(k)) != current.get(k))
+
+
 def evaluate(model: RWWBold, target_fc: torch.Tensor, n_trs: int, burn_in_trs: int = 10,
              seed: int = 10_000, target_fcd_values: torch.Tensor | None = None,
-             fcd_window: int = 30, fcd_step: int = 5) -> dict:
-    """Simulate ``n_trs`` with the model's current parameters (no gradient) and compare with
-    held-out data: FC correlation (of the realisation-averaged FC), FC MSE and, if given, the FCD
-    KS statistic and 1-Wasserstein distance. Returns a dict of floats."""
-    with torch.no_grad():
-        state = model.initial_state()
-        if burn_in_trs:
-            _, state = model(burn_in_trs, state=state, seed=seed)
-        bold, _ = model(n_trs, state=state, seed=seed, t0=burn_in_trs * model.steps_per_tr)
-        target_fc = torch.as_tensor(target_fc, dtype=bold.dtype, device=bold.device)
-        sim_fc = obj.pearson_matrix(bold, eps=1e-20).mean(0)
-        out = {"fc_r": float(obj.fc_correlation(sim_fc, target_fc)),
-               "fc_mse": float(obj.fc_mse(sim_fc, target_fc))}
-        if target_fcd_values is not None:
-            sim = obj.fcd_values(obj.fcd(bold, fcd_window, fcd_step), fcd_window, fcd_step).flatten()
-            emp = torch.as_tensor(target_fcd_values, dtype=bold.dtype).flatten()
-            out["fcd_ks"] = obj.ks_statistic(sim, emp)
-            out["fcd_w1"] = float(obj.wasserstein1(sim, emp))
+             fcd_window: int = 30, fcd_step: int = 5, dt: float | None = None) -> dict:
+    """Score the model on held-out data: a thin wrapper over :func:`rww.evaluate.evaluate` (the
+    one evaluation protocol; use it directly for every score and its conventions).
+
+    Simulates ``model.batch`` noise realisations of ``n_trs`` TRs (after ``burn_in_trs``) at step
+    ``dt`` (default :func:`rww.evaluate.evaluation_dt`: 0.1 ms for deco2014, whatever step the
+    model was fitted at) and returns floats: ``fc_r`` (Pearson r of the realisation-averaged FC's
+    lower triangle with ``target_fc``'s), ``fc_mse`` and, with ``target_fcd_values`` (FCD values
+    over pairs of non-overlapping windows of ``fcd_window`` TRs every ``fcd_step``, rww's
+    convention), ``fcd_ks`` (KS statistic) and ``fcd_w1`` (exact 1-Wasserstein distance) of the
+    simulated values pooled over realisations."""
+    from .evaluate import evaluate as evaluate_protocol
+    target = FitTarget(fc=target_fc, fcd_values=target_fcd_values, fcd_window=fcd_window,
+                       fcd_step=fcd_step, fcd_exclude_overlapping=True)
+    ev = evaluate_protocol(model, target, n_trs=n_trs, burn_in_trs=burn_in_trs,
+                           n_realisations=model.batch, seed=seed, dt=dt,
+                           fcd=target_fcd_values is not None)
+    out = {"fc_r": ev["fc_r"], "fc_mse": ev["fc_mse"]}
+    if target_fcd_values is not None:
+        if ev["fcd_ks_nonoverlap"] is None:
+            raise ValueError(f"evaluate: {n_trs} TRs hold no pair of non-overlapping FCD windows "
+                             f"({fcd_window} TRs every {fcd_step}); simulate longer")
+        out["fcd_ks"] = ev["fcd_ks_nonoverlap"]
+        out["fcd_w1"] = ev["fcd_w1_nonoverlap"]
     return out

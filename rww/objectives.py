@@ -230,3 +230,128 @@ def smoothness_penalty(values: torch.Tensor, sc: torch.Tensor) -> torch.Tensor:
     w = 0.5 * (sc + sc.transpose(-1, -2))
     diff = values.unsqueeze(-1) - values.unsqueeze(-2)
     return (w * diff.square()).sum() / w.sum()
+
+
+# --------------------------------------------------------------------------------------------
+# FC level, firing-rate band, and distribution distances (exact ones for reporting, batched;
+# a smooth KS surrogate for fitting).
+# --------------------------------------------------------------------------------------------
+
+def offdiagonal_mean(matrix: torch.Tensor) -> torch.Tensor:
+    """Mean of the off-diagonal entries of ``(..., N, N)`` -> ``(...)`` (N >= 2): the FC *level*
+    of an FC matrix, which a correlation between FCs ignores."""
+    n = matrix.shape[-1]
+    if matrix.dim() < 2 or matrix.shape[-2] != n or n < 2:
+        raise ValueError(f"offdiagonal_mean: expected (..., N, N) with N >= 2, got {tuple(matrix.shape)}")
+    total = matrix.sum(dim=(-2, -1)) - torch.diagonal(matrix, dim1=-2, dim2=-1).sum(-1)
+    return total / (n * (n - 1))
+
+
+def fc_level_loss(sim_fc: torch.Tensor, emp_fc: torch.Tensor) -> torch.Tensor:
+    """Squared difference of the FC levels (mean off-diagonal FC), ``(..., N, N)`` -> ``(...)``.
+
+    ``1 - r`` and ``-log(0.5 + 0.5 r)`` are blind to the FC level (r is invariant to adding a
+    constant to every edge); this term sees only the level. cuBNM's ``fc_diff`` is its absolute
+    value (unsquared)."""
+    if sim_fc.shape[-2:] != emp_fc.shape[-2:]:
+        raise ValueError(f"fc_level_loss: shapes {tuple(sim_fc.shape)} and {tuple(emp_fc.shape)} "
+                         "differ in their last two dimensions")
+    return (offdiagonal_mean(sim_fc) - offdiagonal_mean(emp_fc.to(sim_fc.dtype))).square()
+
+
+# Default band of the per-region mean excitatory rate [Hz]. Feedback-inhibition control (Deco et
+# al. 2014) sets 3 Hz at the noise-free fixed point, but noise raises the time-mean rate, most near
+# the bifurcation where the data's FCD is matched (measured on the demo: mean 4-7 Hz with single
+# regions up to ~16 Hz at G/G_c = 0.85); spontaneous rates of cortical excitatory neurons span
+# roughly 1-10 Hz. So the term is zero there and penalises the high-activity branch (tens of Hz)
+# and near-silent regions.
+RATE_BAND_HZ = (1.0, 10.0)
+
+
+def rate_band_loss(rate_e: torch.Tensor, low: float = RATE_BAND_HZ[0],
+                   high: float = RATE_BAND_HZ[1]) -> torch.Tensor:
+    """Keep each region's mean excitatory rate inside ``[low, high]`` Hz.
+
+    ``mean_i (relu(low - m_i)**2 + relu(m_i - high)**2)`` [Hz^2] with ``m_i`` the time-mean of
+    region i's ``r_E``: zero (and zero gradient) inside the band, quadratic outside. Unlike
+    :func:`firing_rate_loss` it does not pull every region onto one rate.
+
+    Args:
+        rate_e: ``(..., T, N)`` rates in Hz (e.g. the ``r_E`` record of a scan).
+        low, high: band limits in Hz, ``0 <= low < high``.
+
+    Returns:
+        ``(...)``.
+    """
+    if not (math.isfinite(low) and math.isfinite(high) and 0 <= low < high):
+        raise ValueError(f"rate_band_loss: need finite 0 <= low < high, got low={low}, high={high}")
+    if rate_e.dim() < 2:
+        raise ValueError(f"rate_band_loss: expected rates (..., T, N), got {tuple(rate_e.shape)}")
+    mean = rate_e.mean(dim=-2)
+    return (torch.relu(low - mean).square() + torch.relu(mean - high).square()).mean(-1)
+
+
+def _two_samples(sample_a: torch.Tensor, sample_b: torch.Tensor, name: str):
+    """Sorted ``(..., Ma)`` and ``(..., Mb)`` with common leading dimensions, in a's dtype."""
+    if not torch.is_tensor(sample_a):
+        sample_a = torch.as_tensor(sample_a, dtype=torch.float64)
+    sample_b = torch.as_tensor(sample_b, device=sample_a.device).to(sample_a.dtype)
+    if sample_a.dim() < 1 or sample_b.dim() < 1 or sample_a.shape[-1] < 1 or sample_b.shape[-1] < 1:
+        raise ValueError(f"{name}: needs non-empty samples (..., M), got {tuple(sample_a.shape)} "
+                         f"and {tuple(sample_b.shape)}")
+    lead = torch.broadcast_shapes(sample_a.shape[:-1], sample_b.shape[:-1])
+    a = sample_a.expand(*lead, sample_a.shape[-1]).sort(dim=-1).values.contiguous()
+    b = sample_b.expand(*lead, sample_b.shape[-1]).sort(dim=-1).values.contiguous()
+    return a, b
+
+
+def ks_2samp_statistic(sample_a: torch.Tensor, sample_b: torch.Tensor) -> torch.Tensor:
+    """Two-sample Kolmogorov-Smirnov statistic ``sup_x |F_a(x) - F_b(x)|``, batched:
+    ``(..., Ma)`` and ``(Mb,)`` or ``(..., Mb)`` -> ``(...)``. The same number as
+    ``scipy.stats.ks_2samp(a, b).statistic`` (ECDFs compared at every sample value), for a batch of
+    simulations at once and on any device; not differentiable (see :func:`smooth_ks_statistic`)."""
+    a, b = _two_samples(sample_a, sample_b, "ks_2samp_statistic")
+    points = torch.cat([a, b], dim=-1)
+    cdf_a = torch.searchsorted(a, points, right=True).to(a.dtype) / a.shape[-1]
+    cdf_b = torch.searchsorted(b, points, right=True).to(a.dtype) / b.shape[-1]
+    return (cdf_a - cdf_b).abs().amax(dim=-1)
+
+
+def wasserstein1_exact(sample_a: torch.Tensor, sample_b: torch.Tensor) -> torch.Tensor:
+    """Exact 1-Wasserstein distance ``int |F_a(x) - F_b(x)| dx`` between two empirical
+    distributions, batched: ``(..., Ma)`` and ``(Mb,)`` or ``(..., Mb)`` -> ``(...)``; the same
+    number as ``scipy.stats.wasserstein_distance(a, b)``. (:func:`wasserstein1` is its
+    200-quantile approximation, used as a loss.)"""
+    a, b = _two_samples(sample_a, sample_b, "wasserstein1_exact")
+    points = torch.cat([a, b], dim=-1).sort(dim=-1).values
+    widths = points[..., 1:] - points[..., :-1]
+    left = points[..., :-1].contiguous()
+    cdf_a = torch.searchsorted(a, left, right=True).to(a.dtype) / a.shape[-1]
+    cdf_b = torch.searchsorted(b, left, right=True).to(a.dtype) / b.shape[-1]
+    return ((cdf_a - cdf_b).abs() * widths).sum(-1)
+
+
+def smooth_ks_statistic(sample_a: torch.Tensor, sample_b: torch.Tensor, bandwidth: float = 0.02,
+                        n_points: int = 256) -> torch.Tensor:
+    """Differentiable surrogate of the two-sample KS statistic, ``(..., Ma)`` and ``(Mb,)`` ->
+    ``(...)``: ``max_k |F~_a(x_k) - F~_b(x_k)|`` with ECDFs smoothed by a logistic kernel,
+    ``F~(x) = mean_i sigmoid((x - s_i) / bandwidth)``, on ``n_points`` points spanning the range
+    of ``sample_b`` (the target; fixed, so the grid does not move with the simulation) plus
+    ``4 * bandwidth`` each side, which is where the KS supremum lies. Tends to the KS statistic
+    as the bandwidth shrinks (bandwidth in the samples' units: FCD values are correlations).
+    Costs ``n_points * Ma`` sigmoids per leading index (256 x 13,695 for a 1200-TR FCD): cheap.
+    Its gradient reaches only the samples near the grid point of largest difference."""
+    if not (bandwidth > 0) or n_points < 2:
+        raise ValueError(f"smooth_ks_statistic: need bandwidth > 0 and n_points >= 2, got "
+                         f"{bandwidth}, {n_points}")
+    sample_b = torch.as_tensor(sample_b, device=sample_a.device).to(sample_a.dtype)
+    if sample_a.shape[-1] < 1 or sample_b.shape[-1] < 1:
+        raise ValueError("smooth_ks_statistic: needs non-empty samples")
+    lo = float(sample_b.detach().min()) - 4 * bandwidth
+    hi = float(sample_b.detach().max()) + 4 * bandwidth
+    grid = torch.linspace(lo, hi, n_points, dtype=sample_a.dtype, device=sample_a.device)
+
+    def cdf(s):
+        return torch.sigmoid((grid.unsqueeze(-1) - s.unsqueeze(-2)) / bandwidth).mean(-1)
+
+    return (cdf(sample_a) - cdf(sample_b)).abs().amax(dim=-1)

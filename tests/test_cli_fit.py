@@ -169,10 +169,10 @@ def test_fit_errors_are_one_line(tmp_path, capsys, problem, setup, extra, messag
     assert re.search(message, lines[0]), lines[0]
 
 
-def test_demo_fits_the_embedded_data_and_scores_the_held_out_scans(tmp_path, capsys):
+def test_demo_paper_setting_fits_the_embedded_data_and_scores_the_held_out_scans(tmp_path, capsys):
     out = tmp_path / "demo"
-    code, stdout, err = run(capsys, "fit", "--demo", "--epochs", 1, "--n-trs", 60, "--no-progress",
-                            "--out", out)
+    code, stdout, err = run(capsys, "fit", "--demo", "--paper", "--epochs", 1, "--n-trs", 60,
+                            "--no-progress", "--out", out)
     assert code == 0, err
     summary = json.loads((out / "summary.json").read_text())
     assert summary["preset"] == "griffiths2022" and summary["n_regions"] == 100
@@ -212,3 +212,27 @@ def test_fc_and_fcd_files_as_targets(tmp_path, capsys, problem):
     sim = fcd_values(fcd(result.bold.double(), 6, 2), 6, 2).flatten()
     assert summary["fcd_train"]["ks"] == pytest.approx(ks_statistic(sim, values), abs=1e-6)
     assert "terms/fcd" in result.history
+
+
+def test_demo_recipe_searches_refines_and_evaluates(tmp_path, capsys):
+    """``rww fit --demo`` (the recipe), shrunk: 4 candidates, 60 TRs, 1 refinement epoch, the
+    evaluation at 1 ms to keep the test short (the default is 0.1 ms)."""
+    out = tmp_path / "demo"
+    code, stdout, err = run(capsys, "fit", "--demo", "--candidates", 4, "--epochs", 1, "--n-trs", 60,
+                            "--eval-dt", 1, "--eval-realisations", 1, "--no-progress", "--out", out)
+    assert code == 0, err
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["preset"] == "deco2014" and summary["chosen"] in ("search", "refined")
+    rows = json.loads((out / "search.json").read_text())["rows"]
+    assert len(rows) == 4 and all(0.6 <= r["G_over_Gc"] <= 1.0 for r in rows)
+    best = min((r for r in rows if r["loss"] is not None), key=lambda r: r["loss"])
+    assert summary["search_best"]["loss"] == pytest.approx(best["loss"], rel=1e-12)
+    train = summary["train"]["final"]
+    assert train["settings"]["dt"] == 1.0 and train["settings"]["n_trs"] == 60
+    assert 0 <= train["fcd_ks"] <= 1 and -1 <= train["fc_r_single"] <= 1
+    assert set(summary["held_out"]) == {"100206_REST1_LR second half", "100206_REST2_LR"}
+    params = json.loads((out / "params.json").read_text())
+    assert params["fic"] == 3.0 and "G" in params and "w_EE" in params
+    assert "G/G_c" in stdout and "held-out 100206_REST2_LR" in stdout
+    for name in ("fc.png", "fcd.png", "search.png"):
+        assert (out / name).stat().st_size > 5000

@@ -1,0 +1,226 @@
+"""``rww fit --recipe`` (the default of ``rww fit --demo``): global search, gradient refinement and
+evaluation (:mod:`rww.recipe`), with its options, outputs and figures.
+
+Writes, into ``--out``: ``search.csv`` / ``search.json`` (every candidate with its scores),
+``fit.json`` / ``fit.npz`` and ``refine.ckpt`` (the refinement), ``params.json`` (the chosen
+parameters, accepted unchanged by ``rww simulate --params``), ``summary.json`` (evaluations of the
+search point and the refined point at 0.1 ms on the training target and on held-out data, with
+their conventions; timings) and figures (``fc.png``, ``fcd.png``, ``search.png``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import sys
+import time
+
+# The demo's recipe, sized for about five minutes on two cores (see README): 48 candidates over
+# G/G_c and w_EE, 1200-TR simulations at dt = 1 ms, 8 refinement epochs of 2 realisations, and an
+# evaluation of 2 realisations at dt = 0.1 ms.
+DEMO_RECIPE = dict(bounds="G_rel=0.6:1.0,w_EE=0.5:1.5", candidates=48, search_dt=1.0,
+                   epochs=8, learn="G,w_EE", realisations=2, eval_realisations=2, lr=0.03)
+
+
+def add_recipe_arguments(p):
+    """The recipe's options, added to the ``rww fit`` parser."""
+    grp = p.add_argument_group("recipe (global search, then gradient refinement; the default "
+                               "with --demo)")
+    grp.add_argument("--recipe", action="store_true",
+                     help="fit by the recipe (deco2014 with FIC): search, refine, evaluate at "
+                          "dt 0.1 ms")
+    grp.add_argument("--paper", action="store_true",
+                     help="with --demo: the seed paper's setting instead (griffiths2022, 20-TR "
+                          "windows, learnable connection gains w_bb)")
+    grp.add_argument("--search", default="lhs", choices=("lhs", "grid", "cma"),
+                     help="search design: Latin hypercube, grid or CMA-ES (default lhs)")
+    grp.add_argument("--candidates", type=int, metavar="N",
+                     help="candidates (lhs), points per dimension (grid) or population (cma); "
+                          "default 48")
+    grp.add_argument("--generations", type=int, default=6, metavar="N",
+                     help="CMA-ES generations (default 6)")
+    grp.add_argument("--bounds", metavar="NAME=LO:HI,...",
+                     help="search bounds (default G_rel=0.6:1.0,w_EE=0.5:1.5; G_rel is G/G_c; "
+                          "also fic_target, J_NMDA, sigma, ..., and PARAM:MAP map coefficients)")
+    grp.add_argument("--search-dt", type=float, metavar="MS",
+                     help="step of the search and refinement [ms] (default 1.0; the evaluation "
+                          "uses 0.1)")
+    grp.add_argument("--maps", metavar="NAME,...",
+                     help="regional maps for heterogeneity (demo: myelin, fc_gradient)")
+    grp.add_argument("--map-params", metavar="NAME,...",
+                     help="learned parameters given the --maps as regional maps (e.g. w_EE)")
+    grp.add_argument("--eval-realisations", type=int, metavar="N",
+                     help="noise realisations of the final evaluation (default 2)")
+    grp.add_argument("--eval-dt", type=float, default=0.1, metavar="MS",
+                     help="step of the final evaluation [ms] (default 0.1, the contract's step; "
+                          "coarser only for quick checks)")
+
+
+def _parse_bounds(text: str) -> dict:
+    bounds = {}
+    for item in filter(None, (s.strip() for s in text.split(","))):
+        name, sep, rng = item.partition("=")
+        low, colon, high = rng.partition(":")
+        try:
+            if not (sep and colon):
+                raise ValueError
+            bounds[name.strip()] = (float(low), float(high))
+        except ValueError:
+            raise ValueError(f"--bounds: expected NAME=LO:HI, got {item!r}") from None
+    if not bounds:
+        raise ValueError("--bounds: give at least one NAME=LO:HI")
+    return bounds
+
+
+def _names(text) -> list:
+    return [s.strip() for s in (text or "").split(",") if s.strip()]
+
+
+def run_recipe(args, sc, labels, connectome, demo, target, held_out: dict) -> int:
+    """Run the recipe for ``rww fit`` (arguments already parsed and the target loaded)."""
+    import torch
+
+    from .evaluate import evaluate
+    from .fit import FitTarget
+    from .params import get_preset
+    from .recipe import RecipeConfig, fit_recipe
+
+    tick_all = time.perf_counter()
+    if args.preset not in (None, "deco2014"):
+        raise ValueError("--recipe: the recipe fits the deco2014 preset (FIC is defined for it); "
+                         "drop --preset or use --paper / a plain fit")
+    get_preset("deco2014")
+    d = DEMO_RECIPE
+    pick = lambda value, key: d[key] if value is None else value  # noqa: E731
+    maps = {}
+    for name in _names(args.maps):
+        if demo is None or name not in demo.maps:
+            known = sorted(demo.maps) if demo is not None else []
+            raise ValueError(f"--maps: unknown map {name!r}; the embedded maps are {known} (only "
+                             "with --demo)")
+        maps[name] = demo.maps[name]
+    map_params = _names(args.map_params)
+    if map_params and not maps:
+        raise ValueError("--map-params: needs --maps")
+    learn = _names(pick(args.learn, "learn"))
+    bad = [p for p in map_params if p not in learn]
+    if bad:
+        raise ValueError(f"--map-params: {bad} are not learned (--learn {','.join(learn)})")
+    fic = args.fic if args.fic is not None else 3.0
+    if args.no_fic:
+        raise ValueError("--no-fic: the recipe needs FIC (G is searched relative to G_c)")
+    weights = RecipeConfig().weights
+    if args.weights:
+        from .cli_fit import _parse_pairs
+        weights = _parse_pairs(args.weights, "--weights")
+    config = RecipeConfig(
+        bounds=_parse_bounds(pick(args.bounds, "bounds")), method=args.search,
+        n_candidates=pick(args.candidates, "candidates"), generations=args.generations,
+        search_dt=pick(args.search_dt, "search_dt"), fic=fic, learn=tuple(learn), maps=maps,
+        map_params=tuple(map_params), epochs=pick(args.epochs, "epochs"),
+        lr=pick(args.lr, "lr"), realisations=args.realisations if args.realisations > 1
+        else d["realisations"], eval_realisations=pick(args.eval_realisations,
+                                                         "eval_realisations"),
+        eval_dt=args.eval_dt, seed=args.seed, weights=weights)
+    hemispheres = demo.hemispheres if demo is not None else None
+    n_trs = args.n_trs or (target.bold.shape[0] if target.bold is not None else 1200)
+    print(f"rww fit (recipe): {config.method} search of {config.n_candidates} candidates over "
+          f"{', '.join(config.bounds)} ({n_trs} TRs at dt {config.search_dt} ms), then "
+          f"{config.epochs} refinement epochs of {', '.join(learn)}", file=sys.stderr)
+    try:
+        result = fit_recipe(sc, target, config, tr=args.tr or 0.72, n_trs=n_trs,
+                            hemispheres=hemispheres, backend=args.backend, out=args.out,
+                            progress=not args.no_progress,
+                            log=lambda line: print(line, file=sys.stderr))
+    except KeyboardInterrupt:
+        print(f"rww fit: interrupted; the finished search and refinement epochs are in "
+              f"{args.out}: rerun the same command to continue", file=sys.stderr)
+        raise
+
+    tick = time.perf_counter()
+    held_scores = {}
+    for i, (name, data) in enumerate(held_out.items()):
+        data = torch.as_tensor(data, dtype=torch.float64)
+        ht = FitTarget(bold=data, fcd_window=target.fcd_window, fcd_step=target.fcd_step,
+                       fcd_exclude_overlapping=target.fcd_exclude_overlapping)
+        ev = evaluate(result.model, ht, n_trs=data.shape[0], burn_in_trs=config.burn_in_trs,
+                      n_realisations=config.eval_realisations, seed=20_000 + args.seed + i,
+                      dt=config.eval_dt, hemispheres=hemispheres)
+        held_scores[name] = ev.to_dict()
+    held_s = time.perf_counter() - tick
+    chosen = result.evaluations["final"]
+    summary = {
+        "command": "rww " + shlex.join(getattr(args, "argv", [])),
+        "method": "recipe: global search, gradient refinement, evaluation at dt 0.1 ms "
+                  "(rww.recipe)",
+        "preset": "deco2014", "connectome": connectome, "n_regions": int(sc.shape[0]),
+        "params": result.params, "chosen": result.chosen,
+        "train": result.evaluations, "held_out": held_scores,
+        "search_best": result.search.best(1)[0],
+        "config": {k: (list(v) if isinstance(v, tuple) else v)
+                   for k, v in config.__dict__.items() if k != "maps"},
+        "maps": list(maps),
+        "timings": dict(result.timings, held_out_s=held_s,
+                        total_s=time.perf_counter() - tick_all),
+        "timings_note": "seconds of wall time of each stage on this machine; total_s covers the "
+                        "whole command after start-up (imports and data loading excluded)",
+    }
+    outputs = [os.path.join(args.out, f) for f in ("params.json", "search.csv", "search.json")]
+    if not args.no_figures:
+        outputs += _figures(result, target, args.out, config.eval_dt)
+    summary["outputs"] = outputs + [os.path.join(args.out, "summary.json")]
+    with open(os.path.join(args.out, "summary.json"), "w") as fh:
+        json.dump(summary, fh, indent=1, default=_jsonable)
+    line = (f"{result.chosen} point: G/G_c {_ratio(result)}, FC r {chosen['fc_r_single']:.3f} "
+            f"(single simulation; {chosen['fc_r']:.3f} realisation-averaged), FCD KS "
+            f"{_fmt(chosen['fcd_ks'])}, mean r_E {_fmt(chosen['rate_mean'], 2)} Hz "
+            f"(evaluated at dt {chosen['settings']['dt']} ms)")
+    for name, scores in held_scores.items():
+        line += f"; held-out {name}: FC r {scores['fc_r_single']:.3f}, FCD KS {_fmt(scores['fcd_ks'])}"
+    print(line)
+    print("wrote " + ", ".join(summary["outputs"]))
+    return 0
+
+
+def _fmt(value, digits: int = 3) -> str:
+    return "n/a" if value is None else f"{value:.{digits}f}"
+
+
+def _ratio(result) -> str:
+    return f"{float(result.model.coupling_ratio()[0]):.3f}"
+
+
+def _jsonable(value):
+    import math
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return str(value)
+
+
+def _figures(result, target, out: str, eval_dt: float) -> list:
+    """FC (target vs chosen), FCD distributions and the search landscape."""
+    import torch
+
+    from . import figures
+    from . import objectives as obj
+    from .evaluate import evaluate
+    paths = []
+    ev = evaluate(result.model, target, n_trs=result.search.settings["n_trs"],
+                  burn_in_trs=result.search.settings["burn_in_trs"], n_realisations=1,
+                  seed=result.search.settings["noise_seed"] + 1000, dt=eval_dt)
+    fc_target = torch.as_tensor(target.fc, dtype=torch.float64) if target.fc is not None \
+        else obj.fc(torch.as_tensor(target.bold, dtype=torch.float64))
+    paths.append(figures.fc_comparison(fc_target, ev.fc, os.path.join(out, "fc.png"),
+                                       title=f"target vs fitted FC ({result.chosen} point, "
+                                             f"one realisation at dt {eval_dt} ms)"))
+    if target.fcd_values is not None:
+        sim_fcd = obj.fcd(ev.bold[0].to(torch.float64), target.fcd_window, target.fcd_step)
+        paths.append(figures.fcd_comparison(
+            torch.as_tensor(target.fcd_values), sim_fcd, os.path.join(out, "fcd.png"),
+            window=target.fcd_window, step=target.fcd_step, tr=result.model.tr,
+            names=("target", f"fitted ({result.chosen})"),
+            exclude_overlapping=target.fcd_exclude_overlapping))
+    paths.append(figures.search_landscape(result.search, os.path.join(out, "search.png")))
+    return paths
+

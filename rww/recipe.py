@@ -1,0 +1,280 @@
+"""The fitting recipe: global search, then gradient refinement, then one evaluation protocol.
+
+1. **Search** (:mod:`rww.search`): candidates over a few global parameters (default G as a
+   fraction of the critical coupling G_c, and w_EE), with feedback inhibition control (FIC),
+   each simulated as long as the target scans at a coarse step and scored on FC correlation, FC
+   level and FCD KS together.
+2. **Refinement** (:func:`rww.fit.fit`): the best candidate's parameters, optionally with
+   regional heterogeneity (a parameter as a function of cortical maps), fitted by Adam on
+   full-length simulations (back-propagated through the whole scan by the checkpointed scan) with
+   FC correlation, FC level, the FCD 1-Wasserstein distance and a firing-rate band.
+3. **Evaluation** (:func:`rww.evaluate.evaluate`): the search's best point and the refined one
+   are screened on fresh noise at the search step; the better of the two (lower
+   :func:`rww.search.candidate_loss`) is the result, evaluated again at the contract's step
+   (0.1 ms) with fresh realisations. Both screenings are reported: a refinement that did not help
+   is said so, not hidden.
+
+:func:`fit_recipe` runs all three and writes ``params.json`` (accepted unchanged by
+``rww simulate --params``), ``search.csv``/``search.json``, ``summary.json`` and figures.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from . import objectives as obj
+from .evaluate import evaluate
+from .fit import FitConfig, FitTarget, fit
+from .model import RWWBold
+from .params import PARAM_INDEX, PARAM_NAMES
+from .search import CandidateEvaluator, SearchResult, SearchSpace, candidate_loss, search
+from .transforms import RegionalMap
+
+__all__ = ["RecipeConfig", "RecipeResult", "fit_recipe", "model_from_row", "params_json"]
+
+
+@dataclass
+class RecipeConfig:
+    """Settings of :func:`fit_recipe`.
+
+    Attributes:
+        bounds: search space (see :class:`rww.search.SearchSpace`), default G/G_c in (0.6, 1.0)
+            and w_EE in (0.5, 1.5).
+        method, n_candidates, generations: search design (``"lhs"``, ``"grid"``, ``"cma"``).
+        search_dt: step of the search and the refinement [ms] (the evaluation uses 0.1 ms).
+        fic: FIC target rate [Hz].
+        learn: parameters refined by gradient (``G`` is the fraction G/G_c during refinement).
+        maps: map name -> ``(N,)`` z-scored map; each learned parameter in ``map_params`` becomes
+            a :class:`rww.transforms.RegionalMap` of them (heterogeneous fit).
+        map_params: learned parameters given regional maps.
+        epochs, lr, realisations: refinement (Adam; noise realisations averaged per epoch).
+        weights: loss weights of the refinement (terms of :data:`rww.fit.LOSS_TERMS`).
+        eval_realisations: realisations of the final evaluation.
+        eval_dt: step of the final evaluation [ms] (default 0.1, the contract's; a coarser one
+            only for quick checks).
+        seed: of the search design, the noise and the evaluation.
+        batch_size: candidates simulated together in the search.
+        burn_in_trs: TRs discarded before scoring (search and refinement).
+    """
+
+    bounds: dict = field(default_factory=lambda: {"G_rel": (0.6, 1.0), "w_EE": (0.5, 1.5)})
+    method: str = "lhs"
+    n_candidates: int = 48
+    generations: int = 6
+    search_dt: float = 1.0
+    fic: float = 3.0
+    learn: tuple = ("G", "w_EE")
+    maps: dict = field(default_factory=dict)
+    map_params: tuple = ()
+    epochs: int = 8
+    lr: float = 0.03
+    realisations: int = 2
+    weights: dict = field(default_factory=lambda: {"fc_corr": 1.0, "fc_level": 1.0, "fcd_ks": 1.0,
+                                                   "rate_band": 0.01})
+    eval_realisations: int = 2
+    eval_dt: float = 0.1
+    seed: int = 0
+    batch_size: int = 24
+    burn_in_trs: int = 42
+
+
+@dataclass
+class RecipeResult:
+    """Outcome of :func:`fit_recipe`.
+
+    Attributes:
+        model: the chosen model (search point or refined), at the search step.
+        params: ``params.json`` content (:func:`params_json`).
+        search: the :class:`rww.search.SearchResult`.
+        fit: the refinement's :class:`rww.fit.FitResult` (``None`` with ``epochs = 0``).
+        evaluations: ``{"screening": {"search": dict, "refined": dict}, "final": dict}`` of
+            :meth:`rww.evaluate.Evaluation.to_dict`: the screening at the search step that chose
+            the point (same noise for both), and the chosen point's evaluation at ``eval_dt``.
+        chosen: ``"search"`` or ``"refined"``.
+        timings: seconds of each stage.
+    """
+
+    model: RWWBold
+    params: dict
+    search: SearchResult
+    fit: object
+    evaluations: dict
+    chosen: str
+    timings: dict
+
+
+def model_from_row(sc, row: dict, config: RecipeConfig, *, batch: int = 1, learn=(),
+                   tr: float = 0.72, backend: str = "auto", dtype=torch.float32,
+                   haemo=None) -> RWWBold:
+    """An :class:`rww.RWWBold` at a search row's parameters (FIC on, G as the fraction G/G_c),
+    at ``config.search_dt``; ``learn`` names parameters to make learnable (those in
+    ``config.map_params`` as regional maps started at the row's map coefficients)."""
+    values = {}
+    for name in PARAM_NAMES:
+        if name in row and name != "G":
+            values[name] = float(row[name])
+    g_rel = float(row["G_over_Gc"])
+    fic = float(row.get("fic_target", config.fic))
+    learn_spec = {}
+    for name in learn:
+        if name in config.map_params and config.maps:
+            maps = torch.stack([torch.as_tensor(m, dtype=dtype) for m in config.maps.values()])
+            learn_spec[name] = RegionalMap(maps, "positive")
+        else:
+            learn_spec[name] = "positive"
+    model = RWWBold(sc, dt=config.search_dt, tr=tr, batch=batch, fic=fic, g_relative=True,
+                    learn=learn_spec, backend=backend, dtype=dtype, haemo=haemo, G=g_rel,
+                    **values)
+    # Map coefficients found by the search start the regional maps where the search left them.
+    for key, value in row.items():
+        if isinstance(key, str) and ":" in key:
+            param, map_name = key.split(":")
+            if param in model.learned and isinstance(model.learned[param], RegionalMap):
+                k = list(config.maps).index(map_name)
+                with torch.no_grad():
+                    model.learned[param].coefficients[k] = float(value)
+    return model
+
+
+def params_json(model: RWWBold, note: str = "") -> dict:
+    """The model's parameters for ``rww simulate --params``: every parameter that differs from
+    the preset default (numbers, or per-region lists), G as its absolute value, ``fic`` (the
+    target rate), ``haemo``, and ``record`` (G/G_c, G_c and a note; ignored on input)."""
+    with torch.no_grad():
+        table = model.parameter_table()
+    out = {}
+    defaults = model.preset.defaults
+    for name in PARAM_NAMES:
+        if name == "w_IE" and model.fic_target is not None:
+            continue                                  # set by FIC when simulated
+        row = table[PARAM_INDEX[name]].to(torch.float64)
+        values = row[0] if row.shape[0] >= 1 else row
+        if bool((values == values[0]).all()):
+            value = float(values[0])
+            if name == "G" or not math.isclose(value, defaults[name], rel_tol=1e-6):
+                out[name] = value
+        else:
+            out[name] = [float(v) for v in values]
+    if model.fic_target is not None:
+        out["fic"] = float(model.fic_target.flatten()[0])
+    out["haemo"] = model.haemo["model"].split("+")[0]
+    record = {"note": note} if note else {}
+    if model.fic_target is not None:
+        record.update(G_over_Gc=float(model.coupling_ratio()[0]),
+                      G_c=float(model.critical_coupling()[0].detach()))
+    out["record"] = record
+    return out
+
+
+def _fmt(value, digits: int = 3) -> str:
+    return "n/a" if value is None else f"{value:.{digits}f}"
+
+
+def _as_loss(ev: dict) -> float:
+    scores = {"fc_r": [ev.get("fc_r_single", ev.get("fc_r"))],
+              "fc_level_diff": [ev.get("fc_level_diff") if ev.get("fc_level_diff") is not None
+                                else np.nan],
+              "fcd_ks": [ev.get("fcd_ks") if ev.get("fcd_ks") is not None else 1.0]}
+    return float(candidate_loss(scores)[0])
+
+
+def fit_recipe(sc, target: FitTarget, config: RecipeConfig | None = None, *, tr: float = 0.72,
+               n_trs: int | None = None, hemispheres=None, backend: str = "auto",
+               out: str | None = None, progress: bool = True, log=print) -> RecipeResult:
+    """Search, refine and evaluate (see the module docstring).
+
+    Args:
+        sc: ``(N, N)`` connectome, normalised (e.g. by its mean row sum).
+        target: :class:`rww.fit.FitTarget` with FC and FCD values (and their window convention).
+        config: :class:`RecipeConfig`.
+        tr: [s]. n_trs: TRs per simulation (default the target BOLD's length, else 1200).
+        hemispheres: ``(N,)`` labels for intra-hemispheric FC r.
+        out: folder for ``params.json``, ``search.csv``, ``search.json``, ``fit.json``,
+            ``summary.json`` (created; ``None`` writes nothing).
+        log: function taking one line of progress text (``None`` for silence).
+
+    Returns:
+        :class:`RecipeResult`.
+    """
+    config = config or RecipeConfig()
+    log = log or (lambda *_: None)
+    timings = {}
+    sc = torch.as_tensor(sc, dtype=torch.float32)
+    if out:
+        os.makedirs(out, exist_ok=True)
+
+    tick = time.perf_counter()
+    space = SearchSpace(dict(config.bounds))
+    evaluator = CandidateEvaluator(sc, target, n_trs=n_trs, burn_in_trs=config.burn_in_trs,
+                                   dt=config.search_dt, tr=tr, fic=config.fic, maps=config.maps,
+                                   hemispheres=hemispheres, batch_size=config.batch_size,
+                                   seed=config.seed, backend=backend, progress=progress)
+    n_trs = evaluator.n_trs
+    points = config.generations if config.method == "cma" else None
+    result = search(space, evaluator, config.method, config.n_candidates, config.seed, points)
+    timings["search_s"] = time.perf_counter() - tick
+    if out:
+        result.save(os.path.join(out, "search"))
+    ranked = result.best(1)
+    if not ranked:
+        raise RuntimeError("search: no candidate could be scored (every one failed: see the "
+                           "status column of search.csv); widen or move the bounds")
+    best = ranked[0]
+    log(f"search: {len(result.rows)} candidates in {timings['search_s']:.0f} s; best "
+        f"G/G_c {best['G_over_Gc']:.3f}, FC r {best['fc_r']:.3f}, FCD KS "
+        f"{best.get('fcd_ks', float('nan')):.3f}, mean r_E {best['rate_mean']:.2f} Hz")
+
+    start_model = model_from_row(sc, best, config, tr=tr, backend=backend)
+    fit_result, refined = None, None
+    tick = time.perf_counter()
+    if config.epochs > 0 and config.learn:
+        refined = model_from_row(sc, best, config, batch=config.realisations,
+                                 learn=config.learn, tr=tr, backend=backend)
+        fit_config = FitConfig(epochs=config.epochs, lr=config.lr, window_trs=None, n_trs=n_trs,
+                               burn_in_trs=config.burn_in_trs, seed=config.seed + 1,
+                               weights=dict(config.weights))
+        fit_result = fit(refined, target, fit_config, progress=progress,
+                         checkpoint=os.path.join(out, "refine.ckpt") if out else None,
+                         resume=bool(out))
+        if out:
+            fit_result.save(os.path.join(out, "fit"))
+    timings["refine_s"] = time.perf_counter() - tick
+
+    tick = time.perf_counter()
+    # Choose between the search point and the refined one on fresh noise at the search step
+    # (cheap), then evaluate the chosen one at the contract's step with several realisations.
+    screening = {}
+    candidates = {"search": start_model}
+    if refined is not None:
+        candidates["refined"] = refined
+    for name, model in candidates.items():
+        ev = evaluate(model, target, n_trs=n_trs, burn_in_trs=config.burn_in_trs,
+                      n_realisations=config.eval_realisations, seed=config.seed + 1000,
+                      dt=config.search_dt, hemispheres=hemispheres)
+        screening[name] = ev.to_dict()
+        log(f"screen {name} (dt {config.search_dt} ms): FC r {ev['fc_r_single']:.3f}, FCD KS "
+            f"{_fmt(ev['fcd_ks'])}, mean r_E {_fmt(ev['rate_mean'], 2)} Hz, loss "
+            f"{_as_loss(screening[name]):.3f}")
+    losses = {k: _as_loss(v) for k, v in screening.items()}
+    chosen = min(losses, key=losses.get)
+    model = candidates[chosen]
+    ev = evaluate(model, target, n_trs=n_trs, burn_in_trs=config.burn_in_trs,
+                  n_realisations=config.eval_realisations, seed=config.seed + 2000,
+                  dt=config.eval_dt, hemispheres=hemispheres, progress=progress)
+    evaluations = {"screening": screening, "final": ev.to_dict()}
+    log(f"evaluate {chosen} (dt {ev.settings['dt']} ms, {config.eval_realisations} "
+        f"realisations): FC r {ev['fc_r_single']:.3f} single / {ev['fc_r']:.3f} averaged, "
+        f"FCD KS {_fmt(ev['fcd_ks'])}, mean r_E {_fmt(ev['rate_mean'], 2)} Hz")
+    timings["evaluate_s"] = time.perf_counter() - tick
+    params = params_json(model, note=f"rww fit recipe ({chosen} point)")
+    if out:
+        with open(os.path.join(out, "params.json"), "w") as fh:
+            json.dump(params, fh, indent=1)
+    return RecipeResult(model, params, result, fit_result, evaluations, chosen, timings)
