@@ -286,6 +286,32 @@ def _collect_parameters(args, preset, file_options: dict | None = None) -> dict:
     return out
 
 
+def _demo_scores(bold, demo, tr: float, warnings: list):
+    """Scores of simulated BOLD ``(B, T, N)`` against the embedded demo data (FC r over all and
+    intra-hemispheric edges, FC level, FCD KS in the demo's convention), per simulation, or None
+    (with a warning) when the run cannot be compared."""
+    from .evaluate import score_batch
+    from .fit import FitTarget
+    if abs(tr - demo.tr) > 1e-9:
+        warnings.append(f"FCD not compared with the demo: TR {tr} s differs from the data's "
+                        f"{demo.tr} s")
+        return None
+    target = FitTarget(fc=demo.fc, fcd_values=demo.fcd_values, fcd_window=demo.fcd_window_trs,
+                       fcd_step=demo.fcd_step_trs, fcd_exclude_overlapping=False)
+    fcd_ok = bold.shape[1] >= demo.fcd_window_trs + demo.fcd_step_trs
+    if not fcd_ok:
+        warnings.append(f"FCD not compared with the demo: {bold.shape[1]} TRs are fewer than two "
+                        f"FCD windows ({demo.fcd_window_trs} TRs every {demo.fcd_step_trs}); "
+                        "simulate longer (the data's scans are 1200 TRs)")
+    scores = score_batch(bold.double(), target, demo.hemispheres, fcd=fcd_ok)
+    out = {k: [_finite(x) for x in v] for k, v in scores.items()}
+    out["fcd_ks"] = _finite(scores["fcd_ks"].mean()) if "fcd_ks" in scores else None
+    out["conventions"] = (f"FC r: lower triangles (fc_r_intra: within hemispheres); FCD: windows "
+                          f"of {demo.fcd_window_trs} TRs every {demo.fcd_step_trs}, all pairs of "
+                          "distinct windows, against the group's pooled values; per simulation")
+    return out
+
+
 def _check_device(name: str):
     import torch
     try:
@@ -409,9 +435,10 @@ def run_simulate(args) -> int:
             warnings.append(f"FC not computed: {_one_line(err)}")
     else:
         warnings.append("FC not computed: fewer than 2 TRs")
-    demo_r = None
+    demo_r = demo_scores = None
     if demo is not None and sim_fc is not None:
         demo_r = obj.fc_correlation(sim_fc, demo.fc)              # (B,)
+        demo_scores = _demo_scores(bold, demo, model.tr, warnings)
     def param_value(value):
         # float32 values as the shortest decimal that maps to the same float32 (0.382, not
         # 0.38199999928474426): exact, and what the user typed.
@@ -491,6 +518,7 @@ def run_simulate(args) -> int:
         "fc_correlation_with_demo": None if demo_r is None else {
             "per_simulation": [_finite(v) for v in demo_r], "mean": _finite(demo_r.mean()),
             "empirical": "HCP Schaefer-100 group FC, group-train706 (embedded)"},
+        "scores_with_demo": demo_scores,
         "timings": {"load_s": load_s, "simulate_s": simulate_s, "analysis_s": analysis_s,
                     "figures_s": figures_s,
                     "total_s": load_s + simulate_s + analysis_s + figures_s,
@@ -511,6 +539,8 @@ def run_simulate(args) -> int:
         line += f"; G/G_c {float(ratio.mean()):.3f} (G_c {float(g_c.mean()):.4g})"
     if demo_r is not None:
         line += f"; FC r with the demo FC {float(demo_r.mean()):.3f}"
+    if demo_scores and demo_scores.get("fcd_ks") is not None:
+        line += f", FCD KS {demo_scores['fcd_ks']:.3f}"
     print(line)
     print(f"wrote {bold_path}, {summary_path}" + "".join(f", {f}" for f in figures))
     for w in warnings:

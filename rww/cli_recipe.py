@@ -16,11 +16,13 @@ import shlex
 import sys
 import time
 
-# The demo's recipe, sized for about five minutes on two cores (see README): 48 candidates over
-# G/G_c and w_EE, 1200-TR simulations at dt = 1 ms, 8 refinement epochs of 2 realisations, and an
+# The recipe's settings on the command line (with --demo and without), sized for about five
+# minutes on two cores for the demo (see README): 48 candidates over G/G_c, w_EE and the noise
+# amplitude, 1200-TR simulations at dt = 1 ms, 6 refinement epochs of 4 realisations, and an
 # evaluation of 2 realisations at dt = 0.1 ms.
-DEMO_RECIPE = dict(bounds="G_rel=0.6:1.0,w_EE=0.5:1.5", candidates=48, search_dt=1.0,
-                   epochs=8, learn="G,w_EE", realisations=2, eval_realisations=2, lr=0.03)
+DEMO_RECIPE = dict(bounds="G_rel=0.7:1.0,w_EE=0.4:1.4,sigma=0.004:0.012", candidates=48,
+                   search_dt=1.0, epochs=6, learn="G,w_EE", realisations=4, eval_realisations=2,
+                   lr=0.03)
 
 
 def add_recipe_arguments(p):
@@ -41,7 +43,8 @@ def add_recipe_arguments(p):
     grp.add_argument("--generations", type=int, default=6, metavar="N",
                      help="CMA-ES generations (default 6)")
     grp.add_argument("--bounds", metavar="NAME=LO:HI,...",
-                     help="search bounds (default G_rel=0.6:1.0,w_EE=0.5:1.5; G_rel is G/G_c; "
+                     help="search bounds (default G_rel=0.7:1.0,w_EE=0.4:1.4,sigma=0.004:0.012; "
+                          "G_rel is G/G_c; "
                           "also fic_target, J_NMDA, sigma, ..., and PARAM:MAP map coefficients)")
     grp.add_argument("--search-dt", type=float, metavar="MS",
                      help="step of the search and refinement [ms] (default 1.0; the evaluation "
@@ -204,16 +207,14 @@ def _figures(result, target, out: str, eval_dt: float) -> list:
 
     from . import figures
     from . import objectives as obj
-    from .evaluate import evaluate
     paths = []
-    ev = evaluate(result.model, target, n_trs=result.search.settings["n_trs"],
-                  burn_in_trs=result.search.settings["burn_in_trs"], n_realisations=1,
-                  seed=result.search.settings["noise_seed"] + 1000, dt=eval_dt)
+    ev = result.final                    # the chosen point's evaluation: reuse its simulation
     fc_target = torch.as_tensor(target.fc, dtype=torch.float64) if target.fc is not None \
         else obj.fc(torch.as_tensor(target.bold, dtype=torch.float64))
     paths.append(figures.fc_comparison(fc_target, ev.fc, os.path.join(out, "fc.png"),
                                        title=f"target vs fitted FC ({result.chosen} point, "
-                                             f"one realisation at dt {eval_dt} ms)"))
+                                             f"{ev.bold.shape[0]} realisations at dt "
+                                             f"{eval_dt} ms)"))
     if target.fcd_values is not None:
         sim_fcd = obj.fcd(ev.bold[0].to(torch.float64), target.fcd_window, target.fcd_step)
         paths.append(figures.fcd_comparison(

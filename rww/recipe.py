@@ -54,7 +54,9 @@ class RecipeConfig:
         maps: map name -> ``(N,)`` z-scored map; each learned parameter in ``map_params`` becomes
             a :class:`rww.transforms.RegionalMap` of them (heterogeneous fit).
         map_params: learned parameters given regional maps.
-        epochs, lr, realisations: refinement (Adam; noise realisations averaged per epoch).
+        epochs, lr, realisations: refinement (Adam on full-length simulations, as long as the
+            target scans; ``realisations`` noise realisations averaged per step, default 4 from
+            the gradient's measured signal-to-noise ratio, ``examples/gradient_snr.py``).
         weights: loss weights of the refinement (terms of :data:`rww.fit.LOSS_TERMS`).
         eval_realisations: realisations of the final evaluation.
         eval_dt: step of the final evaluation [ms] (default 0.1, the contract's; a coarser one
@@ -75,7 +77,10 @@ class RecipeConfig:
     map_params: tuple = ()
     epochs: int = 8
     lr: float = 0.03
-    realisations: int = 2
+    # 4 realisations of the whole scan per step: examples/gradient_snr.py measured a
+    # single-realisation SNR of ~2 near the bifurcation at 1200 TRs (and biased gradients at 100-300
+    # TRs), so 4 give ~4.
+    realisations: int = 4
     weights: dict = field(default_factory=lambda: {"fc_corr": 1.0, "fc_level": 1.0, "fcd_ks": 1.0,
                                                    "rate_band": 0.01})
     eval_realisations: int = 2
@@ -99,6 +104,8 @@ class RecipeResult:
             the point (same noise for both), and the chosen point's evaluation at ``eval_dt``.
         chosen: ``"search"`` or ``"refined"``.
         timings: seconds of each stage.
+        final: the chosen point's :class:`rww.evaluate.Evaluation` (with its simulated BOLD and
+            FC, for figures).
     """
 
     model: RWWBold
@@ -108,6 +115,7 @@ class RecipeResult:
     evaluations: dict
     chosen: str
     timings: dict
+    final: object = None
 
 
 def model_from_row(sc, row: dict, config: RecipeConfig, *, batch: int = 1, learn=(),
@@ -277,4 +285,4 @@ def fit_recipe(sc, target: FitTarget, config: RecipeConfig | None = None, *, tr:
     if out:
         with open(os.path.join(out, "params.json"), "w") as fh:
             json.dump(params, fh, indent=1)
-    return RecipeResult(model, params, result, fit_result, evaluations, chosen, timings)
+    return RecipeResult(model, params, result, fit_result, evaluations, chosen, timings, ev)
