@@ -193,6 +193,39 @@ def _as_loss(ev: dict) -> float:
     return float(candidate_loss(scores)[0])
 
 
+def _search_key(config: RecipeConfig, evaluator: CandidateEvaluator, sc: torch.Tensor) -> str:
+    """A fingerprint of everything a search result depends on (settings, connectome, target)."""
+    import hashlib
+    digest = hashlib.sha256()
+    for tensor in (sc, evaluator.target.fc, evaluator.target.fcd_all, evaluator.target.fcd_nonoverlap,
+                   *(evaluator.maps[k] for k in sorted(evaluator.maps))):
+        if tensor is not None:
+            digest.update(tensor.detach().to(torch.float64).cpu().numpy().tobytes())
+    settings = dict(bounds={k: list(v) for k, v in config.bounds.items()}, method=config.method,
+                    n=config.n_candidates, generations=config.generations, seed=config.seed,
+                    dt=evaluator.dt, tr=evaluator.tr, n_trs=evaluator.n_trs,
+                    burn_in=evaluator.burn_in_trs, fic=config.fic, batch=evaluator.batch_size,
+                    data=digest.hexdigest())
+    return json.dumps(settings, sort_keys=True)
+
+
+def _load_search(out: str, key: str) -> SearchResult | None:
+    """The search saved in ``out`` if it was run with the same settings (``key``), else None."""
+    path = os.path.join(out, "search.json")
+    if not os.path.exists(path):
+        return None
+    try:
+        with open(path) as fh:
+            saved = json.load(fh)
+    except (OSError, json.JSONDecodeError):
+        return None
+    if saved.get("settings", {}).get("key") != key:
+        return None
+    rows = [{k: (math.inf if k == "loss" and v is None else v) for k, v in r.items()}
+            for r in saved["rows"]]
+    return SearchResult(rows, saved["names"], saved["settings"])
+
+
 def fit_recipe(sc, target: FitTarget, config: RecipeConfig | None = None, *, tr: float = 0.72,
                n_trs: int | None = None, hemispheres=None, backend: str = "auto",
                out: str | None = None, progress: bool = True, log=print) -> RecipeResult:
@@ -205,7 +238,9 @@ def fit_recipe(sc, target: FitTarget, config: RecipeConfig | None = None, *, tr:
         tr: [s]. n_trs: TRs per simulation (default the target BOLD's length, else 1200).
         hemispheres: ``(N,)`` labels for intra-hemispheric FC r.
         out: folder for ``params.json``, ``search.csv``, ``search.json``, ``fit.json``,
-            ``summary.json`` (created; ``None`` writes nothing).
+            ``refine.ckpt`` (created; ``None`` writes nothing). Rerunning into the same folder
+            continues: a search finished with the same settings and data is reused, and the
+            refinement resumes from its last finished epoch (a different search discards it).
         log: function taking one line of progress text (``None`` for silence).
 
     Returns:
@@ -226,10 +261,19 @@ def fit_recipe(sc, target: FitTarget, config: RecipeConfig | None = None, *, tr:
                                    seed=config.seed, backend=backend, progress=progress)
     n_trs = evaluator.n_trs
     points = config.generations if config.method == "cma" else None
-    result = search(space, evaluator, config.method, config.n_candidates, config.seed, points)
+    key = _search_key(config, evaluator, sc)
+    result = _load_search(out, key) if out else None
+    if result is None:
+        if out and os.path.exists(os.path.join(out, "refine.ckpt")):
+            # A refinement checkpoint from another search would resume from the wrong start.
+            os.remove(os.path.join(out, "refine.ckpt"))
+        result = search(space, evaluator, config.method, config.n_candidates, config.seed, points)
+        result.settings["key"] = key
+        if out:
+            result.save(os.path.join(out, "search"))
+    else:
+        log(f"search: reusing the finished search in {out} (same settings and target)")
     timings["search_s"] = time.perf_counter() - tick
-    if out:
-        result.save(os.path.join(out, "search"))
     ranked = result.best(1)
     if not ranked:
         raise RuntimeError("search: no candidate could be scored (every one failed: see the "

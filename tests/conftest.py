@@ -18,3 +18,13 @@ def _fixed_seeds():
     """Every test starts from the same global RNG state (the scans use their own Philox seed)."""
     torch.manual_seed(0)
     yield
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Small eigen-decompositions and linear solves on one torch thread (restored after): two
+    threads contending for busy cores made a 200 x 200 eig 300 times slower here."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)

@@ -172,3 +172,25 @@ def assert_scan_close(out, grads: dict, ref, ref_grads: dict, dtype):
 
 __all__ = ["TOLERANCES", "assert_close", "assert_scan_close", "make_problem", "run_with_grads", "compare_with_reference",
            "upstream_gradients", "N_PARAMS", "PARAM_INDEX"]
+
+
+def random_connectome(n_nodes: int, seed: int = 0, batch: int | None = None) -> torch.Tensor:
+    """A random symmetric float64 connectome with zero diagonal, scaled to mean row sum 1:
+    ``(N, N)``, or ``(B, N, N)`` one per simulation (numpy's default generator, ``seed``)."""
+    import numpy as np
+    rng = np.random.default_rng(seed)
+    shape = (n_nodes, n_nodes) if batch is None else (batch, n_nodes, n_nodes)
+    sc = rng.random(shape)
+    sc = (sc + np.swapaxes(sc, -1, -2)) / 2
+    sc[..., np.arange(n_nodes), np.arange(n_nodes)] = 0
+    return torch.tensor(sc / sc.sum(-1, keepdims=True).mean(-1, keepdims=True))
+
+
+def seeded_connectome(n_nodes: int, seed: int = 0) -> torch.Tensor:
+    """Like :func:`random_connectome` (``(N, N)`` float64) from torch's generator: the matrices
+    the fit, evaluation and search tests were written against."""
+    g = torch.Generator().manual_seed(seed)
+    sc = torch.rand(n_nodes, n_nodes, generator=g, dtype=torch.float64)
+    sc = (sc + sc.T) / 2
+    sc.fill_diagonal_(0)
+    return sc / sc.sum(1).mean()

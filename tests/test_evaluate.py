@@ -19,17 +19,15 @@ from rww.evaluate import (CONTRACT_DT_MS, SCORE_NAMES, demo_hemispheres, evaluat
 from rww.fit import FitTarget
 from rww.params import PARAM_NAMES
 
+from helpers import seeded_connectome  # noqa: E402
+
 N = 6
 HEMI = torch.tensor([0, 0, 0, 1, 1, 1])
 W, S = 5, 2                     # FCD window and step [TRs]: windows >= 3 apart share no TR
 
 
 def connectome(n=N, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    sc = torch.rand(n, n, generator=g, dtype=torch.float64)
-    sc = (sc + sc.T) / 2
-    sc.fill_diagonal_(0)
-    return sc / sc.sum(1).mean()
+    return seeded_connectome(n, seed)
 
 
 def series(shape, seed):

@@ -10,15 +10,13 @@ from rww import objectives as obj
 from rww.fit import FitConfig, FitResult, FitTarget, fit
 from rww.transforms import RegionalMap
 
+from helpers import seeded_connectome  # noqa: E402
+
 N = 5
 
 
 def connectome(n=N, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    sc = torch.rand(n, n, generator=g, dtype=torch.float64)
-    sc = (sc + sc.T) / 2
-    sc.fill_diagonal_(0)
-    return sc / sc.sum(1).mean()
+    return seeded_connectome(n, seed)
 
 
 def random_fc(n=N, seed=1):

@@ -18,17 +18,15 @@ from rww.search import (CandidateEvaluator, SearchSpace, candidate_loss, cma_sea
                         latin_hypercube, search)
 from rww.stability import critical_coupling
 
+from helpers import seeded_connectome
+
 N = 6
 # 1-ms steps and TR = 0.1 s (100 steps per TR): a 120-TR simulation of 6 regions is quick.
 FAST = dict(dt=1.0, tr=0.1, backend="numba")
 
 
 def _sc(seed=3):
-    g = torch.Generator().manual_seed(seed)
-    w = torch.rand(N, N, generator=g, dtype=torch.float64)
-    w = (w + w.T) / 2
-    w.fill_diagonal_(0)
-    return w / w.sum(1).mean()
+    return seeded_connectome(N, seed)
 
 
 def _target(sc, g_rel=0.85, w_ee=0.8, n_trs=120, seed=11):
@@ -159,3 +157,28 @@ def test_recipe_writes_params_that_simulate_accepts(tmp_path, capsys):
     assert summary["bifurcation"]["G_over_Gc"][0] == pytest.approx(params["record"]["G_over_Gc"],
                                                                    rel=1e-4)
     assert summary["parameters"]["G"][0] == pytest.approx(params["G"], rel=1e-6)
+
+
+def test_recipe_rerun_reuses_the_search_and_resumes(tmp_path):
+    """A rerun into the same folder reuses a finished search with the same settings (no new
+    simulation) and a changed search discards the old refinement checkpoint."""
+    sc = _sc()
+    target = _target(sc)
+    config = RecipeConfig(n_candidates=3, epochs=1, realisations=1, eval_realisations=1,
+                          batch_size=3, burn_in_trs=20, eval_dt=1.0,
+                          bounds={"G_rel": (0.6, 0.9)})
+    out = str(tmp_path / "r")
+    first = fit_recipe(sc, target, config, tr=0.1, n_trs=120, backend="numba", out=out,
+                       progress=False, log=None)
+    lines = []
+    second = fit_recipe(sc, target, config, tr=0.1, n_trs=120, backend="numba", out=out,
+                        progress=False, log=lines.append)
+    assert any("reusing the finished search" in line for line in lines)
+    assert [r["loss"] for r in second.search.rows] == [r["loss"] for r in first.search.rows]
+    assert second.params == first.params
+    config.bounds = {"G_rel": (0.5, 0.8)}
+    lines = []
+    third = fit_recipe(sc, target, config, tr=0.1, n_trs=120, backend="numba", out=out,
+                       progress=False, log=lines.append)
+    assert not any("reusing" in line for line in lines)
+    assert all(0.5 <= r["G_rel"] <= 0.8 for r in third.search.rows)

@@ -14,26 +14,16 @@ from rww.ops.spec import ScanSpec
 from rww.params import PARAM_INDEX, get_preset, pack_parameters, resolve_haemo
 from rww.stability import critical_coupling, fic_jacobian, jacobian, leading_eigenvalue
 
+from helpers import random_connectome  # noqa: E402
+
 DECO = get_preset("deco2014")
 HAEMO = resolve_haemo(DECO, None)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Small eigen-decompositions: one thread avoids oversubscription on shared CPUs."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-def connectome(n_nodes: int, seed: int = 0, batch: int | None = None) -> torch.Tensor:
-    rng = np.random.default_rng(seed)
-    shape = (n_nodes, n_nodes) if batch is None else (batch, n_nodes, n_nodes)
-    sc = rng.random(shape)
-    sc = (sc + np.swapaxes(sc, -1, -2)) / 2
-    sc[..., np.arange(n_nodes), np.arange(n_nodes)] = 0
-    return torch.tensor(sc / sc.sum(-1, keepdims=True).mean(-1, keepdims=True))
+connectome = random_connectome
 
 
 def drift(y: torch.Tensor, table: torch.Tensor, coupling: torch.Tensor, b: int) -> torch.Tensor:
