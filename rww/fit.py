@@ -194,7 +194,8 @@ class FitResult:
         params: name -> physical value (tensor) of every learned parameter.
         bold: ``(B, T, N)`` simulated BOLD of the last epoch.
         fc: ``(N, N)`` simulated FC of the last epoch (mean over realisations).
-        history: per-epoch lists: ``loss``, ``terms/<name>``, ``fc_r``, ``params/<name>``
+        history: per-epoch lists: ``loss``, ``terms/<name>``, ``fc_r``, ``G_over_Gc`` (models
+            with FIC: G over the critical coupling), ``params/<name>``
             (scalars and N-vectors; for matrices such as ``w_bb``, ``params/<name>/mean`` and
             ``params/<name>/std``), ``seconds``.
         config: the :class:`FitConfig` as a dict.
@@ -444,6 +445,13 @@ def fit(model: RWWBold, target: FitTarget, config: FitConfig | None = None, opti
         history["epoch"].append(epoch)
         history["loss"].append(logged_sum.pop("total"))
         history["fc_r"].append(fc_r)
+        if model.fic_target is not None:
+            # Distance to the bifurcation, recorded for every epoch (NaN without a crossing).
+            try:
+                ratio = float(model.coupling_ratio().mean())
+            except ValueError:
+                ratio = float("nan")
+            history.setdefault("G_over_Gc", []).append(ratio)
         history["seconds"].append(time.perf_counter() - tick)
         for k, v in logged_sum.items():
             history.setdefault(f"terms/{k}", []).append(v)

@@ -140,6 +140,9 @@ def test_recipe_writes_params_that_simulate_accepts(tmp_path, capsys):
     result = fit_recipe(sc, target, config, tr=0.1, n_trs=120, backend="numba", out=str(out),
                         progress=False, log=None)
     assert result.chosen in ("search", "refined")
+    # the refinement records the distance to the bifurcation every epoch (G is read as G/G_c)
+    history = result.fit.history
+    assert history["G_over_Gc"] == pytest.approx(history["params/G"], rel=1e-5)
     assert set(result.evaluations["screening"]) == {"search", "refined"}
     for ev in result.evaluations["screening"].values():
         assert ev["settings"]["dt"] == 1.0
