@@ -54,6 +54,8 @@ class RecipeConfig:
         maps: map name -> ``(N,)`` z-scored map; each learned parameter in ``map_params`` becomes
             a :class:`rww.transforms.RegionalMap` of them (heterogeneous fit).
         map_params: learned parameters given regional maps.
+        regional: learned parameters given free per-region values (N of them, started at the
+            search's value; add a ``smoothness`` weight to penalise rough maps).
         epochs, lr, realisations: refinement (Adam on full-length simulations, as long as the
             target scans; ``realisations`` noise realisations averaged per step, default 4 from
             the gradient's measured signal-to-noise ratio, ``examples/gradient_snr.py``).
@@ -75,6 +77,7 @@ class RecipeConfig:
     learn: tuple = ("G", "w_EE")
     maps: dict = field(default_factory=dict)
     map_params: tuple = ()
+    regional: tuple = ()
     epochs: int = 8
     lr: float = 0.03
     # 4 realisations of the whole scan per step: examples/gradient_snr.py measured a
@@ -124,6 +127,8 @@ def model_from_row(sc, row: dict, config: RecipeConfig, *, batch: int = 1, learn
     """An :class:`rww.RWWBold` at a search row's parameters (FIC on, G as the fraction G/G_c),
     at ``config.search_dt``; ``learn`` names parameters to make learnable (those in
     ``config.map_params`` as regional maps started at the row's map coefficients)."""
+    sc = torch.as_tensor(sc)
+    n_nodes = sc.shape[-1]
     values = {}
     for name in PARAM_NAMES:
         if name in row and name != "G":
@@ -137,6 +142,30 @@ def model_from_row(sc, row: dict, config: RecipeConfig, *, batch: int = 1, learn
             learn_spec[name] = RegionalMap(maps, "positive")
         else:
             learn_spec[name] = "positive"
+            if name in config.regional:           # free per-region values, started uniform
+                start = values.get(name, float(row.get(name, 0.0)) or None)
+                if start is None:
+                    from .params import get_preset
+                    start = get_preset("deco2014").defaults[name]
+                values[name] = torch.full((n_nodes,), float(start), dtype=dtype)
+    # Map coefficients of parameters that are not learned as maps: the regional values the
+    # search simulated, param_i = softplus(softplus^-1(param) + sum_k c_k map_k,i).
+    shifts = {}
+    for key, value in row.items():
+        if isinstance(key, str) and ":" in key:
+            param, map_name = key.split(":")
+            if param not in learn_spec or not isinstance(learn_spec[param], RegionalMap):
+                if map_name not in config.maps:
+                    raise ValueError(f"model_from_row: {key} needs the map {map_name!r} in "
+                                     "config.maps")
+                m = torch.as_tensor(config.maps[map_name], dtype=torch.float64)
+                shifts[param] = shifts.get(param, 0.0) + float(value) * m
+    for param, shift in shifts.items():
+        from .params import get_preset
+        base = torch.as_tensor(values.get(param, get_preset("deco2014").defaults[param]),
+                               dtype=torch.float64)      # a number, or (N,) free values
+        raw = base + torch.log(-torch.expm1(-base))
+        values[param] = torch.nn.functional.softplus(raw + shift).to(dtype)
     model = RWWBold(sc, dt=config.search_dt, tr=tr, batch=batch, fic=fic, g_relative=True,
                     learn=learn_spec, backend=backend, dtype=dtype, haemo=haemo, G=g_rel,
                     **values)

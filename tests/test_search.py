@@ -13,7 +13,7 @@ from rww import RWWBold, cli
 from rww.evaluate import score_batch
 from rww.fit import FitTarget
 from rww.params import PARAM_INDEX, get_preset, pack_parameters
-from rww.recipe import RecipeConfig, fit_recipe
+from rww.recipe import RecipeConfig, fit_recipe, model_from_row
 from rww.search import (CandidateEvaluator, SearchSpace, candidate_loss, cma_search, grid_design,
                         latin_hypercube, search)
 from rww.stability import critical_coupling
@@ -185,3 +185,24 @@ def test_recipe_rerun_reuses_the_search_and_resumes(tmp_path):
                        progress=False, log=lines.append)
     assert not any("reusing" in line for line in lines)
     assert all(0.5 <= r["G_rel"] <= 0.8 for r in third.search.rows)
+
+
+def test_model_from_row_reproduces_the_searched_heterogeneity():
+    """A search row with a map coefficient gives the model the same regional values the search
+    simulated, whether the parameter is learned as a map or fixed."""
+    sc = _sc()
+    myelin = torch.linspace(-1.5, 1.5, N, dtype=torch.float64)
+    ev = CandidateEvaluator(sc, _target(sc), n_trs=120, burn_in_trs=20, progress=False,
+                            maps={"myelin": myelin}, **FAST)
+    names = ["G_rel", "w_EE", "w_EE:myelin"]
+    params, _ = ev.parameter_values(names, np.array([[0.8, 0.7, 0.4]]))
+    row = {"G_rel": 0.8, "G_over_Gc": 0.8, "w_EE": 0.7, "w_EE:myelin": 0.4}
+    config = RecipeConfig(maps={"myelin": myelin}, map_params=("w_EE",))
+    for learn in ((), ("w_EE",)):
+        model = model_from_row(sc, row, config, learn=learn, tr=0.1, backend="numba",
+                               dtype=torch.float64)
+        torch.testing.assert_close(model.w_EE.expand(N), params["w_EE"][0], rtol=1e-12, atol=0)
+    free = model_from_row(sc, row, RecipeConfig(maps={"myelin": myelin}, regional=("w_EE",)),
+                          learn=("w_EE",), tr=0.1, backend="numba", dtype=torch.float64)
+    assert free.learned["w_EE"].raw.shape == (N,)
+    torch.testing.assert_close(free.w_EE, params["w_EE"][0], rtol=1e-12, atol=0)
