@@ -21,8 +21,8 @@ non-overlapping pairs where the target has its own BOLD). The held-out group (gr
 embedded: the group fits are scored on the training group and on the subject's scans.
 
 Outputs in ``--out``: ``<experiment>/`` (the recipe's files: search.csv/json, fit.json,
-params.json, summary.json), ``summary.json`` (all scores, settings, timings, machine) and
-``summary.md`` (a table).
+params.json, and refine.ckpt / fit.npz, which the recorded results leave out for size),
+``summary.json`` (all scores, settings, timings, machine) and ``summary.md`` (a table).
 
     python examples/fit_recipe.py                 # the recorded run (about an hour on 2 busy cores)
     python examples/fit_recipe.py --quick         # a few minutes, smaller search and refinement
