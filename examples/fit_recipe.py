@@ -11,7 +11,9 @@ Experiments (``--only NAME`` runs one):
   gradient (z-scored, shipped with cuBNM); CMA-ES over G/G_c, w_EE and the two coefficients, then
   all of them refined by gradient; same target;
 - ``homogeneous_subject``: as the first, fitted to subject 100206's first half of REST1_LR (600
-  TRs, its FC and FCD in both window-pair conventions).
+  TRs, its FC and FCD in both window-pair conventions);
+- ``regional_group``: free per-region w_EE (100 values, graph-smoothness penalty on the
+  connectome) refined by gradient from a search over G/G_c, w_EE and sigma; group target.
 
 Every fit is then scored with one protocol (:func:`rww.evaluate.evaluate`, dt = 0.1 ms, fresh
 noise, simulations as long as each target): on the training target, on the subject's held-out
@@ -64,6 +66,14 @@ def experiments(demo, quick: bool) -> dict:
                                              **refine)),
         "homogeneous_subject": ("subject", RecipeConfig(bounds=homogeneous, learn=("G", "w_EE"),
                                                         **search, **refine)),
+        # free per-region w_EE (100 values) refined by gradient from the homogeneous search,
+        # with graph smoothness on the connectome
+        "regional_group": ("group", RecipeConfig(
+            bounds={"G_rel": (0.7, 0.95), "w_EE": (0.4, 1.0), "sigma": (0.004, 0.012)},
+            learn=("G", "w_EE"), regional=("w_EE",),
+            weights={"fc_corr": 1.0, "fc_level": 1.0, "fcd_ks": 1.0, "rate_band": 0.01,
+                     "smoothness": 1.0},
+            **search, **dict(refine, epochs=4 if quick else 12))),
     }
 
 
