@@ -36,7 +36,6 @@ import argparse
 import json
 import os
 import platform
-import subprocess
 import time
 
 import torch
@@ -45,6 +44,8 @@ from rww.data import load_demo
 from rww.evaluate import evaluate
 from rww.fit import FitTarget
 from rww.recipe import RecipeConfig, fit_recipe
+
+from _common import git_revision  # noqa: E402  (examples/ is on the path)
 
 FCD_WINDOW, FCD_STEP = 43, 7             # cuBNM's 30 s / 5 s windows at TR 0.72 s
 
@@ -73,7 +74,7 @@ def experiments(demo, quick: bool) -> dict:
             learn=("G", "w_EE"), regional=("w_EE",),
             weights={"fc_corr": 1.0, "fc_level": 1.0, "fcd_ks": 1.0, "rate_band": 0.01,
                      "smoothness": 1.0},
-            **search, **dict(refine, epochs=4 if quick else 12))),
+            **search, **dict(refine, epochs=4 if quick else 30))),
     }
 
 
@@ -127,8 +128,7 @@ def main():
     summary = json.load(open(summary_path)) if os.path.exists(summary_path) else {}
     summary["machine"] = {"platform": platform.platform(), "cpus": os.cpu_count(),
                           "torch": torch.__version__}
-    summary["revision"] = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True,
-                                         text=True).stdout.strip()
+    summary["revision"] = git_revision()
     summary.setdefault("experiments", {})
     for name, (which, config) in runs.items():
         tick = time.perf_counter()

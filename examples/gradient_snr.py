@@ -38,7 +38,6 @@ import json
 import math
 import os
 import platform
-import subprocess
 import time
 
 import numpy as np
@@ -50,19 +49,9 @@ from rww.data import load_demo
 from rww.fit import FitTarget
 from rww.ops.scan import rww_scan
 
+from _common import git_revision, replot  # noqa: E402  (examples/ is on the path)
+
 PARAMS = ("G", "w_EE")
-
-
-def git_revision() -> dict:
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    try:
-        rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True,
-                             text=True, check=True).stdout.strip()
-        dirty = bool(subprocess.run(["git", "status", "--porcelain"], cwd=root,
-                                    capture_output=True, text=True).stdout.strip())
-    except (OSError, subprocess.CalledProcessError):
-        return {"revision": None, "dirty": None}
-    return {"revision": rev, "dirty": dirty}
 
 
 def build_model(data, g_rel: float, w_ee: float, batch: int, dt: float, backend: str) -> RWWBold:
@@ -255,12 +244,7 @@ def main(argv=None):
     ap.add_argument("--replot", metavar="JSON", help="only redraw the figure of a results file")
     args = ap.parse_args(argv)
     if args.replot:
-        with open(args.replot) as fh:
-            results = json.load(fh)
-        fig = os.path.splitext(args.replot)[0] + ".png"
-        plot(results, fig)
-        print(f"wrote {fig}")
-        return results
+        return replot(args.replot, plot)
     quick = args.quick
     g_points = args.g_rel or ([0.85, 0.95] if quick else [0.7, 0.85, 0.95])
     horizons = sorted(args.horizons or ([100, 300] if quick else [100, 300, 1200]))

@@ -47,7 +47,6 @@ import json
 import math
 import os
 import platform
-import subprocess
 import time
 
 import numpy as np
@@ -61,6 +60,8 @@ from rww.fit import FitConfig, FitTarget, fit
 from rww.recipe import RecipeConfig, model_from_row
 from rww.search import CandidateEvaluator, SearchSpace, candidate_loss, cma_search
 
+from _common import git_revision, replot  # noqa: E402  (examples/ is on the path)
+
 PARAMS = ("G", "w_EE", "sigma")                 # G is G/G_c throughout (g_relative)
 SEARCH_NAMES = {"G": "G_rel", "w_EE": "w_EE", "sigma": "sigma"}
 TRUTH = {"G": 0.85, "w_EE": 0.6, "sigma": 0.007}
@@ -69,18 +70,6 @@ WEIGHTS = {"fc_corr": 1.0, "fc_level": 1.0, "fcd_ks": 1.0, "rate_band": 0.01}
 # offset signs of (G/G_c, w_EE, sigma) per fit: different directions
 SIGNS = ((-1, +1, +1), (+1, -1, +1), (-1, -1, -1), (+1, +1, -1), (-1, +1, -1),
          (+1, -1, -1), (-1, -1, +1), (+1, +1, +1))
-
-
-def git_revision() -> dict:
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    try:
-        rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True,
-                             text=True, check=True).stdout.strip()
-        dirty = bool(subprocess.run(["git", "status", "--porcelain"], cwd=root,
-                                    capture_output=True, text=True).stdout.strip())
-    except (OSError, subprocess.CalledProcessError):
-        return {"revision": None, "dirty": None}
-    return {"revision": rev, "dirty": dirty}
 
 
 def parse_args(argv=None):
@@ -267,7 +256,7 @@ def one_fit(k: int, sc, target: FitTarget, args, log) -> dict:
     best = result.best(1)[0]
     found = {"G": best["G_over_Gc"], "w_EE": best["w_EE"], "sigma": best["sigma"]}
     log(f"fit {k}: start " + ", ".join(f"{p} {start[p]:.4g}" for p in PARAMS)
-        + f"; search best " + ", ".join(f"{p} {found[p]:.4g}" for p in PARAMS)
+        + "; search best " + ", ".join(f"{p} {found[p]:.4g}" for p in PARAMS)
         + f" (loss {best['loss']:.3f}, {len(result.rows)} candidates, {t_search:.0f} s)")
 
     config = RecipeConfig(search_dt=args.dt, fic=3.0, learn=PARAMS, realisations=args.realisations,
@@ -414,12 +403,7 @@ def _f(x):
 def main(argv=None):
     args = parse_args(argv)
     if args.replot:
-        with open(args.replot) as fh:
-            results = json.load(fh)
-        fig = os.path.splitext(args.replot)[0] + ".png"
-        plot(results, fig)
-        print(f"wrote {fig}")
-        return results
+        return replot(args.replot, plot)
     torch.set_num_threads(args.threads)
     os.makedirs(args.out, exist_ok=True)
     stem = "recovery_fic_quick" if args.quick else "recovery_fic"

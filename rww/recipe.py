@@ -29,11 +29,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from . import objectives as obj
 from .evaluate import evaluate
 from .fit import FitConfig, FitTarget, fit
 from .model import RWWBold
-from .params import PARAM_INDEX, PARAM_NAMES
+from .params import PARAM_INDEX, PARAM_NAMES, get_preset
 from .search import CandidateEvaluator, SearchResult, SearchSpace, candidate_loss, search
 from .transforms import RegionalMap
 
@@ -143,10 +142,7 @@ def model_from_row(sc, row: dict, config: RecipeConfig, *, batch: int = 1, learn
         else:
             learn_spec[name] = "positive"
             if name in config.regional:           # free per-region values, started uniform
-                start = values.get(name, float(row.get(name, 0.0)) or None)
-                if start is None:
-                    from .params import get_preset
-                    start = get_preset("deco2014").defaults[name]
+                start = values.get(name, get_preset("deco2014").defaults[name])
                 values[name] = torch.full((n_nodes,), float(start), dtype=dtype)
     # Map coefficients of parameters that are not learned as maps: the regional values the
     # search simulated, param_i = softplus(softplus^-1(param) + sum_k c_k map_k,i).
@@ -161,7 +157,6 @@ def model_from_row(sc, row: dict, config: RecipeConfig, *, batch: int = 1, learn
                 m = torch.as_tensor(config.maps[map_name], dtype=torch.float64)
                 shifts[param] = shifts.get(param, 0.0) + float(value) * m
     for param, shift in shifts.items():
-        from .params import get_preset
         base = torch.as_tensor(values.get(param, get_preset("deco2014").defaults[param]),
                                dtype=torch.float64)      # a number, or (N,) free values
         raw = base + torch.log(-torch.expm1(-base))

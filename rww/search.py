@@ -201,7 +201,6 @@ class CandidateEvaluator:
                  maps: dict | None = None, hemispheres=None, batch_size: int = 32, seed: int = 0,
                  backend: str = "auto", haemo=None, dtype=torch.float32,
                  rate_band=DEFAULT_RATE_BAND, rate_weight: float = 1.0, progress: bool = True):
-        from .model import RWWBold  # noqa: F401  (import cycle guard: model imports nothing here)
         self.sc = torch.as_tensor(sc)
         if self.sc.dim() != 2 or self.sc.shape[0] != self.sc.shape[1]:
             raise ValueError(f"sc: expected a square (N, N) matrix, got {tuple(self.sc.shape)}")
