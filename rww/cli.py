@@ -296,6 +296,10 @@ def _demo_scores(bold, demo, tr: float, warnings: list):
         warnings.append(f"FCD not compared with the demo: TR {tr} s differs from the data's "
                         f"{demo.tr} s")
         return None
+    if bold.shape[1] < 3:
+        warnings.append(f"not compared with the demo data: {bold.shape[1]} TRs are too few for "
+                        "an FC (3 at least)")
+        return None
     target = FitTarget(fc=demo.fc, fcd_values=demo.fcd_values, fcd_window=demo.fcd_window_trs,
                        fcd_step=demo.fcd_step_trs, fcd_exclude_overlapping=False)
     fcd_ok = bold.shape[1] >= demo.fcd_window_trs + demo.fcd_step_trs

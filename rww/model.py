@@ -236,12 +236,26 @@ class RWWBold(nn.Module):
             values = {name: getattr(self, name) for name in PARAM_NAMES}
             table = pack_parameters(values, self.preset, self.batch, self.n_nodes, self.sc.dtype,
                                     self.sc.device)
-        g_c = critical_coupling(table, self.coupling(), self._fic_target_tensor())
+        coupling = self.coupling()
+        needs_grad = torch.is_grad_enabled() and (table.requires_grad or coupling.requires_grad)
+        key = None
+        if not needs_grad:
+            # G_c depends on every row but G and w_IE: reuse it while they are unchanged (a
+            # chunked simulation calls this once per chunk; each solve costs ~0.1-1 s).
+            rows = [i for n, i in PARAM_INDEX.items() if n not in ("G", "w_IE")]
+            key = (table[rows].detach().cpu().numpy().tobytes(), tuple(table.shape),
+                   coupling.data_ptr(), coupling._version, float(self.fic_target.sum()))
+            cached = getattr(self, "_g_c_cache", None)
+            if cached is not None and cached[0] == key:
+                return cached[1]
+        g_c = critical_coupling(table, coupling, self._fic_target_tensor())
         if torch.isnan(g_c).any():
             bad = torch.nonzero(torch.isnan(g_c)).flatten().tolist()
             raise ValueError(f"critical_coupling: simulations {bad[:10]} have no critical coupling "
                              "below G = 10 (FIC fixed point stable throughout, or unstable at "
                              "G = 0); g_relative cannot be used there")
+        if key is not None:
+            self._g_c_cache = (key, g_c.detach().expand(self.batch))
         return g_c.expand(self.batch)
 
     def coupling_ratio(self) -> torch.Tensor:

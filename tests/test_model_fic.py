@@ -101,3 +101,26 @@ def test_refine_fic_stores_a_correction_used_by_later_forwards():
     torch.testing.assert_close(after, result.w_IE, rtol=1e-12, atol=1e-12)
     assert not torch.equal(before, after)
     assert "fic_correction" in model.state_dict()
+
+
+def test_critical_coupling_is_reused_while_the_parameters_are_unchanged(monkeypatch):
+    """Without gradients, G_c is solved once per parameter set (a chunked simulation asks for it
+    every chunk); a changed parameter solves again."""
+    import rww.stability as stability
+    calls = []
+    real = stability.critical_coupling
+
+    def counting(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(stability, "critical_coupling", counting)
+    model = RWWBold(_sc(), fic=True, g_relative=True, G=0.8, dtype=torch.float64, backend="torch")
+    with torch.no_grad():
+        first = model.critical_coupling()
+        again = model.critical_coupling()
+        model.w_EE.fill_(1.2)                        # from the default 1.4
+        changed = model.critical_coupling()
+    assert len(calls) == 2
+    torch.testing.assert_close(first, again, rtol=0, atol=0)
+    assert float(changed[0]) > float(first[0])      # less recurrent excitation: higher G_c
