@@ -9,7 +9,7 @@ from .ops.scan import rww_scan
 from .ops.spec import RECORDABLE, STATE_NAMES, ScanSpec
 from .params import PARAM_NAMES, PRESETS, get_preset, pack_parameters
 
-__version__ = "0.1.0"
+__version__ = "0.2.0.dev0"
 
 __all__ = [
     "RWWBold", "initial_state", "rww_scan", "reference_scan", "ScanSpec", "STATE_NAMES",

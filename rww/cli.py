@@ -224,6 +224,11 @@ def model_options(args, file_options: dict) -> dict:
     if getattr(args, "no_fic", False):
         fic = None
     g_relative = bool(args.g_relative or file_options.get("g_relative", False))
+    from_file = "G" in file_options.get("_file_parameters", set())
+    given = any(item.split("=", 1)[0].strip() == "G" for item in getattr(args, "param", []))
+    if args.g_relative and from_file and not given and not file_options.get("g_relative"):
+        raise ValueError("--g-relative: the parameter file's G is absolute (its record has "
+                         "G/G_c); drop --g-relative, or give the fraction with --param G=...")
     if g_relative and fic is None:
         raise ValueError("--g-relative: G relative to the critical coupling needs --fic (G_c is "
                          "defined at the FIC fixed point)")
@@ -266,6 +271,8 @@ def _collect_parameters(args, preset, file_options: dict | None = None) -> dict:
                 if file_options is not None:
                     file_options[name] = value
                 continue
+            if file_options is not None:
+                file_options.setdefault("_file_parameters", set()).add(name)
             ok = isinstance(value, (int, float)) and not isinstance(value, bool) or (
                 isinstance(value, list) and value and all(
                     isinstance(v, (int, float)) and not isinstance(v, bool) for v in value))
@@ -309,7 +316,11 @@ def _demo_scores(bold, demo, tr: float, warnings: list):
                         "simulate longer (the data's scans are 1200 TRs)")
     scores = score_batch(bold.double(), target, demo.hemispheres, fcd=fcd_ok)
     out = {k: [_finite(x) for x in v] for k, v in scores.items()}
-    out["fcd_ks"] = _finite(scores["fcd_ks"].mean()) if "fcd_ks" in scores else None
+    out["fcd_ks_mean"] = _finite(scores["fcd_ks"].mean()) if "fcd_ks" in scores else None
+    n_windows = (bold.shape[1] - demo.fcd_window_trs) // demo.fcd_step_trs + 1
+    if fcd_ok and n_windows < 20:
+        warnings.append(f"FCD from only {n_windows} windows: its KS against the data's 1200-TR "
+                        "scans is a coarse estimate; simulate the data's length for a comparison")
     out["conventions"] = (f"FC r: lower triangles (fc_r_intra: within hemispheres); FCD: windows "
                           f"of {demo.fcd_window_trs} TRs every {demo.fcd_step_trs}, all pairs of "
                           "distinct windows, against the group's pooled values; per simulation")
@@ -543,8 +554,8 @@ def run_simulate(args) -> int:
         line += f"; G/G_c {float(ratio.mean()):.3f} (G_c {float(g_c.mean()):.4g})"
     if demo_r is not None:
         line += f"; FC r with the demo FC {float(demo_r.mean()):.3f}"
-    if demo_scores and demo_scores.get("fcd_ks") is not None:
-        line += f", FCD KS {demo_scores['fcd_ks']:.3f}"
+    if demo_scores and demo_scores.get("fcd_ks_mean") is not None:
+        line += f", FCD KS {demo_scores['fcd_ks_mean']:.3f}"
     print(line)
     print(f"wrote {bold_path}, {summary_path}" + "".join(f", {f}" for f in figures))
     for w in warnings:

@@ -39,12 +39,17 @@ def add_parser(subparsers):
 
     p = subparsers.add_parser(
         "fit", help="fit model parameters to empirical FC / FCD / BOLD",
-        description="Fit the learnable parameters of an RWW + Balloon model with Adam, writing a "
-                    "checkpoint every epoch (--resume continues exactly), fit.json/fit.npz, "
-                    "summary.json and PNG figures into --out. With --demo: the embedded HCP "
-                    "Schaefer-100 training-group FC (group-train706), fitted in the paper's "
-                    "setting (griffiths2022, 20-TR windows, 1200 TRs), then evaluated on the "
-                    "embedded subject's scans (FC r and FCD distances).",
+        description="Fit model parameters. With --demo (or --recipe for your own data): the "
+                    "fitting recipe (deco2014 with FIC): a global search over G/G_c and a few "
+                    "parameters, gradient refinement on full-length simulations, evaluation at "
+                    "dt 0.1 ms, writing params.json, search.csv/json, fit.json, refine.ckpt, "
+                    "summary.json and figures into --out (a rerun into the same --out reuses a "
+                    "finished search with the same settings and resumes the refinement). "
+                    "--demo fits the embedded HCP Schaefer-100 group FC and FCD and scores the "
+                    "embedded subject's scans; --demo --paper runs the seed paper's setting "
+                    "(griffiths2022, 20-TR windows, 1200 TRs). Without either: a plain Adam fit "
+                    "with a checkpoint every epoch (--resume continues exactly), fit.json/fit.npz, "
+                    "summary.json and figures.",
         epilog="Examples: rww fit --demo --epochs 3 --out demo-fit; "
                "rww fit sc.csv --fc fc.csv --learn G,w_IE --epochs 100 --out fit1; "
                "rww fit sc.npy --bold bold.npy --layout time-regions --weights fc_corr=1,fcd=0.5 "
@@ -69,9 +74,9 @@ def add_parser(subparsers):
 
     model = p.add_argument_group("model")
     model.add_argument("--preset", choices=sorted(PRESETS),
-                       help="model equations (default deco2014; demo: griffiths2022)")
-    model.add_argument("--learn", help="comma-separated parameters to fit (default G; demo: "
-                       "G,w_EE,w_IE,w_EI,w_bb)")
+                       help="model equations (default deco2014; --demo --paper: griffiths2022)")
+    model.add_argument("--learn", help="comma-separated parameters to fit (default G; recipe: "
+                       "G,w_EE; --demo --paper: G,w_EE,w_IE,w_EI,w_bb)")
     model.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
                        help="initial (learned) or fixed value, repeatable; VALUE a number or a "
                             "comma-separated list per region")
@@ -82,7 +87,8 @@ def add_parser(subparsers):
     add_recipe_arguments(p)
 
     opt = p.add_argument_group("fit")
-    opt.add_argument("--epochs", type=int, help="epochs (default 50; demo: 60)")
+    opt.add_argument("--epochs", type=int, help="epochs (default 50; recipe: 6 refinement "
+                     "epochs; --demo --paper: 60)")
     opt.add_argument("--lr", type=float, help="Adam learning rate (default 0.01)")
     opt.add_argument("--window-trs", type=int, metavar="TRS",
                      help="TRs per window, state carried and detached between windows (the "
@@ -91,11 +97,14 @@ def add_parser(subparsers):
                      help="TRs simulated per epoch (default: the BOLD's length, else 1200)")
     opt.add_argument("--burn-in", type=int, default=10, metavar="TRS",
                      help="TRs simulated without gradient before every epoch (default 10)")
-    opt.add_argument("--realisations", type=int, default=1,
-                     help="noise realisations per step, simulated as one batch (default 1)")
-    opt.add_argument("--weights", help="loss weights NAME=W,... (default fc_corr=1; demo: "
+    opt.add_argument("--realisations", type=int,
+                     help="noise realisations per step, simulated as one batch (default 1; "
+                          "recipe: 4)")
+    opt.add_argument("--weights", help="loss weights NAME=W,... (default fc_corr=1; recipe: "
+                     "fc_corr=1,fc_level=1,fcd_ks=1,rate_band=0.01; --demo --paper: "
                      "fc_log=1,bifurcation=1,entropy=1); terms: fc_corr, fc_log, fc_l1, fc_mse, "
-                     "fcd, bold_std, bold_mean, firing_rate, bifurcation, entropy, smoothness")
+                     "fc_level, fcd, fcd_ks, bold_std, bold_mean, firing_rate, rate_band, "
+                     "bifurcation, entropy, smoothness")
     opt.add_argument("--prior", action="append", default=[], metavar="NAME=MEAN,STD",
                      help="Gaussian prior on a parameter's physical value, repeatable")
     opt.add_argument("--seed", type=int, default=0, help="noise seed of epoch 0 (epoch e: seed + e)")
@@ -244,7 +253,8 @@ def run(args) -> int:
     if preset.code == 0 and "G" in learn and "G" not in params:
         params["G"] = 0.5          # deco2014's default G = 0 is the softplus transform's boundary
     backend = _resolve_backend(args.backend, device)
-    model = RWWBold(sc, preset=preset.name, batch=args.realisations, learn=learn, backend=backend,
+    model = RWWBold(sc, preset=preset.name, batch=args.realisations or 1, learn=learn,
+                    backend=backend,
                     device=device, tr=args.tr, dt=args.dt, sigma_out=sigma_out, **options,
                     **params)
     config = FitConfig(epochs=int(settings["epochs"]), lr=float(settings["lr"]),

@@ -16,13 +16,17 @@ import shlex
 import sys
 import time
 
-# The recipe's settings on the command line (with --demo and without), sized for about five
-# minutes on two cores for the demo (see README): 48 candidates over G/G_c, w_EE and the noise
-# amplitude, 1200-TR simulations at dt = 1 ms, 6 refinement epochs of 4 realisations, and an
-# evaluation of 2 realisations at dt = 0.1 ms.
-DEMO_RECIPE = dict(bounds="G_rel=0.7:1.0,w_EE=0.4:1.4,sigma=0.004:0.012", candidates=48,
-                   search_dt=1.0, epochs=6, learn="G,w_EE", realisations=4, eval_realisations=2,
-                   lr=0.03)
+def _defaults() -> dict:
+    """The recipe's defaults on the command line: :class:`rww.recipe.RecipeConfig`'s (sized for
+    about three minutes on two idle cores for the demo, see README: 48 candidates over G/G_c,
+    w_EE and the noise amplitude, 1200-TR simulations at dt = 1 ms, 6 refinement epochs of 4
+    realisations, an evaluation of 2 realisations at dt = 0.1 ms)."""
+    from .recipe import RecipeConfig
+    c = RecipeConfig()
+    return dict(bounds=",".join(f"{k}={lo:g}:{hi:g}" for k, (lo, hi) in c.bounds.items()),
+                candidates=c.n_candidates, search_dt=c.search_dt, epochs=c.epochs,
+                learn=",".join(c.learn), realisations=c.realisations,
+                eval_realisations=c.eval_realisations, lr=c.lr)
 
 
 def add_recipe_arguments(p):
@@ -43,8 +47,8 @@ def add_recipe_arguments(p):
     grp.add_argument("--generations", type=int, default=6, metavar="N",
                      help="CMA-ES generations (default 6)")
     grp.add_argument("--bounds", metavar="NAME=LO:HI,...",
-                     help="search bounds (default G_rel=0.7:1.0,w_EE=0.4:1.4,sigma=0.004:0.012; "
-                          "G_rel is G/G_c; "
+                     help="search bounds, replacing the default G_rel=0.7:1.0,w_EE=0.4:1.4,"
+                          "sigma=0.004:0.012 (G_rel is G/G_c; "
                           "also fic_target, J_NMDA, sigma, ..., and PARAM:MAP map coefficients)")
     grp.add_argument("--search-dt", type=float, metavar="MS",
                      help="step of the search and refinement [ms] (default 1.0; the evaluation "
@@ -94,7 +98,7 @@ def run_recipe(args, sc, labels, connectome, demo, target, held_out: dict) -> in
         raise ValueError("--recipe: the recipe fits the deco2014 preset (FIC is defined for it); "
                          "drop --preset or use --paper / a plain fit")
     get_preset("deco2014")
-    d = DEMO_RECIPE
+    d = _defaults()
     pick = lambda value, key: d[key] if value is None else value  # noqa: E731
     maps = {}
     for name in _names(args.maps):
@@ -117,14 +121,25 @@ def run_recipe(args, sc, labels, connectome, demo, target, held_out: dict) -> in
     if args.weights:
         from .cli_fit import _parse_pairs
         weights = _parse_pairs(args.weights, "--weights")
+    bounds = _parse_bounds(pick(args.bounds, "bounds"))
+    if not {"G", "G_rel"} & set(bounds):
+        raise ValueError("--bounds: include G_rel (G as a fraction of G_c, e.g. G_rel=0.7:1.0) or "
+                         "G; --bounds replaces the default search space, it does not add to it")
+    try:
+        from .search import SearchSpace
+        SearchSpace(bounds)
+    except ValueError as err:
+        raise ValueError(f"--bounds: {str(err).replace('SearchSpace: ', '')}") from None
+    if args.search == "cma" and args.candidates is not None and args.candidates < 2:
+        raise ValueError(f"--candidates: CMA-ES needs a population of at least 2, got "
+                         f"{args.candidates}")
     config = RecipeConfig(
-        bounds=_parse_bounds(pick(args.bounds, "bounds")), method=args.search,
+        bounds=bounds, method=args.search,
         n_candidates=pick(args.candidates, "candidates"), generations=args.generations,
         search_dt=pick(args.search_dt, "search_dt"), fic=fic, learn=tuple(learn), maps=maps,
         map_params=tuple(map_params), epochs=pick(args.epochs, "epochs"),
-        lr=pick(args.lr, "lr"), realisations=args.realisations if args.realisations > 1
-        else d["realisations"], eval_realisations=pick(args.eval_realisations,
-                                                         "eval_realisations"),
+        lr=pick(args.lr, "lr"), realisations=pick(args.realisations, "realisations"),
+        eval_realisations=pick(args.eval_realisations, "eval_realisations"),
         eval_dt=args.eval_dt, seed=args.seed, weights=weights)
     hemispheres = demo.hemispheres if demo is not None else None
     n_trs = args.n_trs or (target.bold.shape[0] if target.bold is not None else 1200)
@@ -155,8 +170,8 @@ def run_recipe(args, sc, labels, connectome, demo, target, held_out: dict) -> in
     chosen = result.evaluations["final"]
     summary = {
         "command": "rww " + shlex.join(getattr(args, "argv", [])),
-        "method": "recipe: global search, gradient refinement, evaluation at dt 0.1 ms "
-                  "(rww.recipe)",
+        "method": f"recipe: global search, gradient refinement, evaluation at dt "
+                  f"{config.eval_dt} ms (rww.recipe)",
         "preset": "deco2014", "connectome": connectome, "n_regions": int(sc.shape[0]),
         "params": result.params, "chosen": result.chosen,
         "train": result.evaluations, "held_out": held_scores,
@@ -170,6 +185,8 @@ def run_recipe(args, sc, labels, connectome, demo, target, held_out: dict) -> in
                         "whole command after start-up (imports and data loading excluded)",
     }
     outputs = [os.path.join(args.out, f) for f in ("params.json", "search.csv", "search.json")]
+    outputs += [os.path.join(args.out, f) for f in ("fit.json", "fit.npz", "refine.ckpt")
+                if os.path.exists(os.path.join(args.out, f))]
     if not args.no_figures:
         outputs += _figures(result, target, args.out, config.eval_dt)
     summary["outputs"] = outputs + [os.path.join(args.out, "summary.json")]

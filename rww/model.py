@@ -71,11 +71,13 @@ class RWWBold(nn.Module):
             analytic FIC of :func:`rww.fic.analytic_fic`, recomputed from the current parameters
             at every forward, so gradients with respect to G, w_EE, J_NMDA, ... see it.
             :meth:`refine_fic` adds a numerical correction for noise. A region whose FIC fails
-            (negative weight) raises :class:`rww.fic.FICFailed` naming it.
+            (negative weight) raises :class:`rww.fic.FICFailed` naming it. ``model.w_IE`` keeps
+            the value given (unused); the weights simulated are in :meth:`parameter_table`.
         g_relative: interpret ``G`` as a fraction of the critical coupling ``G_c`` where the FIC
             fixed point loses stability (:func:`rww.stability.critical_coupling`, recomputed
             from the current parameters at every forward and differentiable in them); needs
-            ``fic``. ``G = 0.95`` then means 95% of the way to the bifurcation.
+            ``fic``. ``G = 0.95`` then means 95% of the way to the bifurcation; ``model.G``
+            reads that fraction, :meth:`parameter_table` holds the absolute G simulated.
         **params: any neural parameter by name (:data:`rww.params.PARAM_NAMES`, or the paper's
             names for griffiths2022), as a number or a tensor ``()``, ``(N,)``, ``(B,)``,
             ``(B, N)``.
@@ -226,8 +228,14 @@ class RWWBold(nn.Module):
 
     def critical_coupling(self, table: torch.Tensor | None = None) -> torch.Tensor:
         """``(B,)`` float64 critical coupling G_c of the current parameters (FIC at the model's
-        target; :func:`rww.stability.critical_coupling`), differentiable in them. NaN where no
-        crossing exists below G = 10."""
+        target; :func:`rww.stability.critical_coupling`, searched in G in [0, 10]),
+        differentiable in them.
+
+        Raises:
+            ValueError: a simulation has no G_c in [0, 10] (its FIC fixed point stays stable up
+                to G = 10, or is already unstable at G = 0, e.g. with a very large w_EE); the
+                message says which. Use :func:`rww.stability.critical_coupling` directly (NaN
+                there, ``g_max`` adjustable) to explore such parameters."""
         from .stability import critical_coupling
         if self.fic_target is None:
             raise ValueError("critical_coupling: defined at the FIC fixed point; build the model "
@@ -250,10 +258,16 @@ class RWWBold(nn.Module):
                 return cached[1]
         g_c = critical_coupling(table, coupling, self._fic_target_tensor())
         if torch.isnan(g_c).any():
+            from .stability import leading_eigenvalue
             bad = torch.nonzero(torch.isnan(g_c)).flatten().tolist()
+            at_zero = leading_eigenvalue(table.detach().index_fill(
+                0, torch.tensor([PARAM_INDEX["G"]], device=table.device), 0.0), coupling,
+                self._fic_target_tensor())
+            why = ("the FIC fixed point is already unstable at G = 0 (lower w_EE or J_NMDA, or "
+                   "the FIC target)" if bool((at_zero[bad] >= 0).any()) else
+                   "the FIC fixed point stays stable up to G = 10 (weaker coupling matrix?)")
             raise ValueError(f"critical_coupling: simulations {bad[:10]} have no critical coupling "
-                             "below G = 10 (FIC fixed point stable throughout, or unstable at "
-                             "G = 0); g_relative cannot be used there")
+                             f"in G = 0..10: {why}; G/G_c is undefined there")
         if key is not None:
             self._g_c_cache = (key, g_c.detach().expand(self.batch))
         return g_c.expand(self.batch)

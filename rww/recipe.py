@@ -44,8 +44,8 @@ class RecipeConfig:
     """Settings of :func:`fit_recipe`.
 
     Attributes:
-        bounds: search space (see :class:`rww.search.SearchSpace`), default G/G_c in (0.6, 1.0)
-            and w_EE in (0.5, 1.5).
+        bounds: search space (see :class:`rww.search.SearchSpace`), default G/G_c in (0.7, 1.0),
+            w_EE in (0.4, 1.4) and sigma in (0.004, 0.012) nA (the command line's defaults too).
         method, n_candidates, generations: search design (``"lhs"``, ``"grid"``, ``"cma"``).
         search_dt: step of the search and the refinement [ms] (the evaluation uses 0.1 ms).
         fic: FIC target rate [Hz].
@@ -67,7 +67,8 @@ class RecipeConfig:
         burn_in_trs: TRs discarded before scoring (search and refinement).
     """
 
-    bounds: dict = field(default_factory=lambda: {"G_rel": (0.6, 1.0), "w_EE": (0.5, 1.5)})
+    bounds: dict = field(default_factory=lambda: {"G_rel": (0.7, 1.0), "w_EE": (0.4, 1.4),
+                                                  "sigma": (0.004, 0.012)})
     method: str = "lhs"
     n_candidates: int = 48
     generations: int = 6
@@ -77,7 +78,7 @@ class RecipeConfig:
     maps: dict = field(default_factory=dict)
     map_params: tuple = ()
     regional: tuple = ()
-    epochs: int = 8
+    epochs: int = 6
     lr: float = 0.03
     # 4 realisations of the whole scan per step: examples/gradient_snr.py measured a
     # single-realisation SNR of ~2 near the bifurcation at 1200 TRs (and biased gradients at 100-300
@@ -206,7 +207,9 @@ def params_json(model: RWWBold, note: str = "") -> dict:
 
 
 def _fmt(value, digits: int = 3) -> str:
-    return "n/a" if value is None else f"{value:.{digits}f}"
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
+    return f"{value:.{digits}f}"
 
 
 def _as_loss(ev: dict) -> float:
@@ -284,6 +287,12 @@ def fit_recipe(sc, target: FitTarget, config: RecipeConfig | None = None, *, tr:
                                    hemispheres=hemispheres, batch_size=config.batch_size,
                                    seed=config.seed, backend=backend, progress=progress)
     n_trs = evaluator.n_trs
+    weights = dict(config.weights)
+    if not evaluator.target.has_fcd and (weights.get("fcd") or weights.get("fcd_ks")):
+        # FC only: the FCD terms have nothing to compare with (the search ranks FC alone).
+        weights = {k: v for k, v in weights.items() if k not in ("fcd", "fcd_ks")}
+        log("target has no FCD (give FCD values or BOLD long enough for two windows): the "
+            "search and refinement use FC terms only")
     points = config.generations if config.method == "cma" else None
     key = _search_key(config, evaluator, sc)
     result = _load_search(out, key) if out else None
@@ -305,7 +314,7 @@ def fit_recipe(sc, target: FitTarget, config: RecipeConfig | None = None, *, tr:
     best = ranked[0]
     log(f"search: {len(result.rows)} candidates in {timings['search_s']:.0f} s; best "
         f"G/G_c {best['G_over_Gc']:.3f}, FC r {best['fc_r']:.3f}, FCD KS "
-        f"{best.get('fcd_ks', float('nan')):.3f}, mean r_E {best['rate_mean']:.2f} Hz")
+        f"{_fmt(best.get('fcd_ks'))}, mean r_E {best['rate_mean']:.2f} Hz")
 
     start_model = model_from_row(sc, best, config, tr=tr, backend=backend)
     fit_result, refined = None, None
@@ -315,7 +324,7 @@ def fit_recipe(sc, target: FitTarget, config: RecipeConfig | None = None, *, tr:
                                  learn=config.learn, tr=tr, backend=backend)
         fit_config = FitConfig(epochs=config.epochs, lr=config.lr, window_trs=None, n_trs=n_trs,
                                burn_in_trs=config.burn_in_trs, seed=config.seed + 1,
-                               weights=dict(config.weights))
+                               weights=weights)
         fit_result = fit(refined, target, fit_config, progress=progress,
                          checkpoint=os.path.join(out, "refine.ckpt") if out else None,
                          resume=bool(out))

@@ -96,6 +96,11 @@ class SearchSpace:
             if not (math.isfinite(low) and math.isfinite(high) and low < high):
                 raise ValueError(f"SearchSpace: bounds of {name} must be finite with low < high, "
                                  f"got ({low}, {high})")
+            if ":" not in name and name not in ("G", "G_rel") and low <= 0:
+                raise ValueError(f"SearchSpace: {name} is a positive physical quantity; its lower "
+                                 f"bound must be > 0, got {low}")
+            if name in ("G", "G_rel") and low < 0:
+                raise ValueError(f"SearchSpace: {name} must be >= 0, got a lower bound of {low}")
             if name in self.log and low <= 0:
                 raise ValueError(f"SearchSpace: {name} is searched in log space, so its bounds "
                                  f"must be positive; got ({low}, {high})")
@@ -461,6 +466,11 @@ def cma_search(space: SearchSpace, evaluator: CandidateEvaluator, popsize: int =
         sigma0: initial step in unit-cube coordinates.
     """
     import cma
+    if not isinstance(popsize, int) or popsize < 2:
+        raise ValueError(f"cma_search: popsize must be an integer >= 2 (CMA-ES needs at least two "
+                         f"candidates a generation), got {popsize!r}")
+    if not isinstance(generations, int) or generations < 1:
+        raise ValueError(f"cma_search: generations must be a positive integer, got {generations!r}")
     tick = time.perf_counter()
     start = np.full(len(space.names), 0.5) if x0 is None else space.to_unit(x0)[0]
     es = cma.CMAEvolutionStrategy(start, sigma0, {"bounds": [0.0, 1.0], "popsize": popsize,

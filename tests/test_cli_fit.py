@@ -236,3 +236,40 @@ def test_demo_recipe_searches_refines_and_evaluates(tmp_path, capsys):
     assert "G/G_c" in stdout and "held-out 100206_REST2_LR" in stdout
     for name in ("fc.png", "fcd.png", "search.png"):
         assert (out / name).stat().st_size > 5000
+
+
+def test_recipe_on_an_fc_file_uses_fc_terms_only(tmp_path, capsys, problem):
+    """A recipe fit to an FC alone (no FCD to compare with) ranks and refines on FC terms, and a
+    given --realisations (even 1) is used."""
+    paths, _, _ = problem
+    out = tmp_path / "fc-only"
+    code, stdout, err = run(capsys, "fit", paths["sc"], "--fc", paths["fc"], "--recipe", "--tr", "0.01",
+                            "--candidates", 3, "--epochs", 1, "--n-trs", 30, "--realisations", 1,
+                            "--eval-dt", 1, "--eval-realisations", 1, "--backend", "numba",
+                            "--no-progress", "--no-figures", "--out", out)
+    assert code == 0, err
+    assert "FC terms only" in err and "FCD KS n/a" in stdout
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["config"]["realisations"] == 1
+    assert "fcd_ks" not in json.loads((out / "fit.json").read_text())["config"]["weights"]
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--bounds", "w_EE=0.5:1.0"], r"--bounds: include G_rel"),
+    (["--bounds", "G_rel=0.5:1.0,w_EE=-1:2"], r"--bounds: w_EE is a positive physical quantity"),
+    (["--bounds", "G_rel=1.0:0.5"], r"--bounds: bounds of G_rel must be finite with low < high"),
+    (["--search", "cma", "--candidates", "1"], r"--candidates: CMA-ES needs a population of at least 2"),
+])
+def test_recipe_option_errors(tmp_path, capsys, problem, extra, message):
+    paths, _, _ = problem
+    code, _, err = run(capsys, "fit", paths["sc"], "--fc", paths["fc"], "--recipe", "--tr", "0.01",
+                       "--no-progress", "--out", tmp_path / "o", *extra)
+    assert code == 1 and re.search(message, err), err
+
+
+def test_g_relative_refuses_an_absolute_g_from_a_parameter_file(tmp_path, capsys):
+    params = tmp_path / "p.json"
+    params.write_text(json.dumps({"G": 1.5, "fic": 3.0, "record": {"G_over_Gc": 0.84}}))
+    code, _, err = run(capsys, "simulate", "--demo", "--params", params, "--g-relative", "--trs", 3,
+                       "--no-progress", "--out", tmp_path / "s")
+    assert code == 1 and "the parameter file's G is absolute" in err, err

@@ -56,7 +56,8 @@ def test_designs_cover_the_bounds():
     ({"w_IE": (0.5, 1)}, (), "w_IE is set by FIC"),
     ({"nope": (0, 1)}, (), "unknown parameter 'nope'"),
     ({"G": (1, 0.5)}, (), "low < high"),
-    ({"sigma": (0, 1)}, ("sigma",), "must be positive"),
+    ({"sigma": (0, 1)}, ("sigma",), r"lower bound must be > 0"),
+    ({"w_EE": (-1, 2)}, (), r"w_EE is a positive physical quantity"),
     ({"G": (0, 1), "G_rel": (0.5, 1)}, (), "G or G_rel, not both"),
     ({"w_EE:": (0, 1)}, (), "names no map"),
 ])
