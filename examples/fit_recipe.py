@@ -1,5 +1,5 @@
 """The fitting recipe (rww.recipe: global search, gradient refinement, evaluation at 0.1 ms) on the
-embedded HCP Schaefer-100 data, in the settings the fitting issue asks for.
+embedded HCP Schaefer-100 data: homogeneous, map-based and per-region fits to the group and a subject.
 
 Experiments (``--only NAME`` runs one):
 

@@ -1,6 +1,6 @@
 """Model presets, parameter defaults with units, broadcasting and validation.
 
-Two presets (see ``shared/DESIGN.md`` section 1 and ``README.md``):
+Two presets (equations and units in ``README.md``, "The model"):
 
 ``deco2014``
     The two-population Reduced Wong-Wang model of Deco et al. (2014, J Neurosci 34:7886) with the
