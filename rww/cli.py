@@ -297,6 +297,7 @@ def _demo_scores(bold, demo, tr: float, warnings: list):
     """Scores of simulated BOLD ``(B, T, N)`` against the embedded demo data (FC r over all and
     intra-hemispheric edges, FC level, FCD KS in the demo's convention), per simulation, or None
     (with a warning) when the run cannot be compared."""
+    from . import objectives as obj
     from .evaluate import score_batch
     from .fit import FitTarget
     if abs(tr - demo.tr) > 1e-9:
@@ -317,7 +318,8 @@ def _demo_scores(bold, demo, tr: float, warnings: list):
     scores = score_batch(bold.double(), target, demo.hemispheres, fcd=fcd_ok)
     out = {k: [_finite(x) for x in v] for k, v in scores.items()}
     out["fcd_ks_mean"] = _finite(scores["fcd_ks"].mean()) if "fcd_ks" in scores else None
-    n_windows = (bold.shape[1] - demo.fcd_window_trs) // demo.fcd_step_trs + 1
+    n_windows = len(obj.fcd_windows(bold.shape[1], demo.fcd_window_trs, demo.fcd_step_trs)) \
+        if fcd_ok else 0
     if fcd_ok and n_windows < 20:
         warnings.append(f"FCD from only {n_windows} windows: its KS against the data's 1200-TR "
                         "scans is a coarse estimate; simulate the data's length for a comparison")

@@ -91,7 +91,7 @@ def run_recipe(args, sc, labels, connectome, demo, target, held_out: dict) -> in
     from .evaluate import evaluate
     from .fit import FitTarget
     from .params import get_preset
-    from .recipe import RecipeConfig, fit_recipe
+    from .recipe import RecipeConfig, _fmt, fit_recipe
 
     tick_all = time.perf_counter()
     if args.preset not in (None, "deco2014"):
@@ -201,10 +201,6 @@ def run_recipe(args, sc, labels, connectome, demo, target, held_out: dict) -> in
     print(line)
     print("wrote " + ", ".join(summary["outputs"]))
     return 0
-
-
-def _fmt(value, digits: int = 3) -> str:
-    return "n/a" if value is None else f"{value:.{digits}f}"
 
 
 def _ratio(result) -> str:

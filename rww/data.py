@@ -949,9 +949,10 @@ class DemoData:
 
     @property
     def hemispheres(self) -> torch.Tensor:
-        """``(100,)`` int64 hemisphere of each region: 0 left (regions 1-50), 1 right (51-100)."""
-        half = self.n_regions // 2
-        return (torch.arange(self.n_regions) >= half).to(torch.int64)
+        """``(100,)`` int64 hemisphere of each region: 0 left (regions 1-50), 1 right (51-100)
+        (:func:`rww.evaluate.split_hemispheres`)."""
+        from .evaluate import split_hemispheres
+        return split_hemispheres(self.n_regions)
 
 
 _DEMO_FILES = {

@@ -49,7 +49,7 @@ from dataclasses import dataclass, field
 import torch
 
 from .ops.reference import H_SERIES_THRESHOLD, couple, transfer_deco
-from .params import N_PARAMS, PARAM_INDEX, get_preset, same_device
+from .params import N_PARAMS, PARAM_INDEX, get_preset, replace_row, same_device
 
 __all__ = ["FICResult", "RefineResult", "FICFailed", "analytic_fic", "refine_fic", "with_w_IE",
            "transfer_deco_derivative", "inverse_transfer_deco"]
@@ -193,15 +193,7 @@ def with_w_IE(params: torch.Tensor, w_IE: torch.Tensor) -> torch.Tensor:
     if not torch.is_tensor(w_IE) or w_IE.dim() != 2:
         raise ValueError(f"w_IE: expected a (B, N) tensor, got "
                          f"{tuple(w_IE.shape) if torch.is_tensor(w_IE) else type(w_IE).__name__}")
-    bp, np_ = params.shape[1:]
-    try:
-        b, n = torch.broadcast_shapes((bp, np_), tuple(w_IE.shape))
-    except RuntimeError as err:
-        raise ValueError(f"w_IE: shape {tuple(w_IE.shape)} does not broadcast with the table's "
-                         f"({bp}, {np_})") from err
-    rows = list(params.expand(-1, b, n).unbind(0))
-    rows[PARAM_INDEX["w_IE"]] = w_IE.to(params.dtype).expand(b, n)
-    return torch.stack(rows)
+    return replace_row(params, "w_IE", w_IE)
 
 
 def _rows(params64: torch.Tensor) -> dict:

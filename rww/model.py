@@ -11,7 +11,7 @@ from .ops.reference import ScanResult
 from .ops.scan import BACKENDS, auto_backend_name, rww_scan
 from .ops.spec import STATE_NAMES, ScanSpec, steps_per_tr_from
 from .params import (PARAM_INDEX, PARAM_NAMES, canonical_name, get_preset, pack_parameters,
-                     resolve_haemo)
+                     replace_row, resolve_haemo)
 from .transforms import make_learnable
 
 # Initial state used when none is given: low activity, haemodynamics at rest. Transients from it
@@ -201,14 +201,12 @@ class RWWBold(nn.Module):
     def parameter_table(self) -> torch.Tensor:
         """Current ``(P, Bp, Np)`` parameter table (differentiable in learnable parameters), with
         G scaled by G_c (``g_relative``) and w_IE set by FIC (``fic``) when those are on."""
-        values = {name: getattr(self, name) for name in PARAM_NAMES}
-        table = pack_parameters(values, self.preset, self.batch, self.n_nodes, self.sc.dtype,
-                                self.sc.device)
+        table = self._given_table()
         if self.fic_target is not None and self.fic_target.dim() and self.fic_target.shape[0] > 1:
             table = table.expand(-1, self.batch, -1)      # one FIC target per simulation
         if self.g_relative:
             g_c = self.critical_coupling(table)
-            table = _replace_row(table, "G", table[PARAM_INDEX["G"]] * g_c.to(table.dtype).view(-1, 1))
+            table = replace_row(table, "G", table[PARAM_INDEX["G"]] * g_c.to(table.dtype).view(-1, 1))
         if self.fic_target is not None:
             from .fic import FICFailed, analytic_fic, with_w_IE
             fic = analytic_fic(table, self.coupling(), self._fic_target_tensor())
@@ -221,6 +219,12 @@ class RWWBold(nn.Module):
                 w_ie = w_ie + self.fic_correction
             table = with_w_IE(table, w_ie)
         return table
+
+    def _given_table(self) -> torch.Tensor:
+        """The parameters as given (G as given, w_IE as given), packed ``(P, Bp, Np)``."""
+        values = {name: getattr(self, name) for name in PARAM_NAMES}
+        return pack_parameters(values, self.preset, self.batch, self.n_nodes, self.sc.dtype,
+                               self.sc.device)
 
     def _fic_target_tensor(self):
         target = self.fic_target
@@ -241,9 +245,7 @@ class RWWBold(nn.Module):
             raise ValueError("critical_coupling: defined at the FIC fixed point; build the model "
                              "with fic=True")
         if table is None:
-            values = {name: getattr(self, name) for name in PARAM_NAMES}
-            table = pack_parameters(values, self.preset, self.batch, self.n_nodes, self.sc.dtype,
-                                    self.sc.device)
+            table = self._given_table()
         coupling = self.coupling()
         needs_grad = torch.is_grad_enabled() and (table.requires_grad or coupling.requires_grad)
         key = None
@@ -276,6 +278,9 @@ class RWWBold(nn.Module):
         """``(B,)`` G / G_c of the current parameters (detached, float64): below 1 the FIC fixed
         point is stable, above it the network leaves it."""
         with torch.no_grad():
+            if self.g_relative:                   # G is the ratio itself: no G_c solve needed
+                g = self._given_table()[PARAM_INDEX["G"]].to(torch.float64)
+                return g.expand(self.batch, -1).mean(-1).clone()
             g = self.parameter_table()[PARAM_INDEX["G"]].to(torch.float64)
             g = g.expand(self.batch, -1).mean(-1)
             return g / self.critical_coupling()
@@ -375,12 +380,3 @@ class RWWBold(nn.Module):
                 f"dt={self.dt}, tr={self.tr} s ({self.steps_per_tr} steps), sc={shared}, "
                 f"learn={self.learnable}, backend={backend}, dtype={self.sc.dtype}, "
                 f"device={self.sc.device}")
-
-
-def _replace_row(table: torch.Tensor, name: str, value: torch.Tensor) -> torch.Tensor:
-    """``table`` ``(P, Bp, Np)`` with row ``name`` replaced by ``value`` (broadcast; the result
-    takes the broadcast batch and region sizes). Differentiable in both."""
-    b, n = torch.broadcast_shapes(tuple(table.shape[1:]), tuple(value.shape))
-    rows = list(table.expand(-1, b, n).unbind(0))
-    rows[PARAM_INDEX[name]] = value.to(table.dtype).expand(b, n)
-    return torch.stack(rows)

@@ -360,3 +360,24 @@ def pack_parameters(values: dict, preset: Preset, batch: int, n_nodes: int,
 def unpack_parameters(table: torch.Tensor) -> dict:
     """Inverse of :func:`pack_parameters`: ``{name: (Bp, Np) tensor}`` views of the table rows."""
     return {name: table[i] for i, name in enumerate(PARAM_NAMES)}
+
+
+def replace_row(table: torch.Tensor, name: str, value: torch.Tensor) -> torch.Tensor:
+    """``table`` ``(P, Bp, Np)`` with parameter ``name``'s row replaced by ``value``, a tensor
+    broadcastable to ``(B, N)``; the result takes the broadcast batch and region sizes
+    ``(P, B', N')``. Differentiable in both (how FIC sets w_IE and G/G_c sets G).
+
+    Raises:
+        ValueError: ``value``'s shape does not broadcast with the table's ``(Bp, Np)``.
+    """
+    if not torch.is_tensor(value) or value.dim() > 2:
+        raise ValueError(f"{name}: expected a tensor broadcastable to (B, N), got "
+                         f"{tuple(value.shape) if torch.is_tensor(value) else type(value).__name__}")
+    try:
+        b, n = torch.broadcast_shapes(tuple(table.shape[1:]), tuple(value.shape))
+    except RuntimeError as err:
+        raise ValueError(f"{name}: shape {tuple(value.shape)} does not broadcast with the table's "
+                         f"{tuple(table.shape[1:])}") from err
+    rows = list(table.expand(-1, b, n).unbind(0))
+    rows[PARAM_INDEX[name]] = value.to(table.dtype).expand(b, n)
+    return torch.stack(rows)

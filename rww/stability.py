@@ -34,7 +34,7 @@ import torch
 
 from .fic import _analytic_fic64, _prepare, _rows, transfer_deco_derivative, with_w_IE
 from .ops.reference import transfer_deco
-from .params import PARAM_INDEX
+from .params import replace_row
 
 __all__ = ["jacobian", "fic_jacobian", "leading_eigenvalue", "critical_coupling"]
 
@@ -170,9 +170,7 @@ def leading_eigenvalue(params: torch.Tensor, coupling: torch.Tensor, target_rate
 
 def _with_g(params64: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
     """Table with the G row set to ``g`` ``(B,)`` uniformly across regions."""
-    rows = list(params64.expand(-1, g.shape[0], -1).unbind(0))
-    rows[PARAM_INDEX["G"]] = g.unsqueeze(-1).expand_as(rows[0])
-    return torch.stack(rows)
+    return replace_row(params64, "G", g.unsqueeze(-1))
 
 
 def critical_coupling(params: torch.Tensor, coupling: torch.Tensor, target_rate=3.0, *,
