@@ -6,6 +6,9 @@ Usage (from the repository root, with the project's venv active)::
     python bench/gpu.py                  # tests, then every GPU workload (under 10 minutes)
     python bench/gpu.py --skip-tests     # timings only
     python bench/gpu.py --only W5 W7     # some workloads
+    python bench/gpu.py --deadline 420 --keep-going --out $OUT/gpu.json --log-dir $OUT
+                                         # one lease: stop starting workloads after 420 s, time
+                                         # even after a test failure (rows marked), keep logs
 
 Steps:
 
@@ -66,18 +69,28 @@ def _cuda_or_exit():
     return torch
 
 
-def run_tests() -> tuple[bool, float, str]:
-    """The kernel-vs-reference tests on the GPU; returns ``(passed, seconds, summary line)``."""
+def run_tests(timeout_s: float = 300.0, log_path: str | None = None) -> tuple[bool, float, str]:
+    """The kernel-vs-reference tests on the GPU; returns ``(passed, seconds, summary line)``.
+    ``log_path``: where to write pytest's whole output (with the slowest tests' durations)."""
     start = time.perf_counter()
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-                           "tests/test_triton_backend.py"], cwd=ROOT, env=env,
-                          capture_output=True, text=True)
-    out = proc.stdout + proc.stderr
+    try:
+        proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-rfE", "--durations=8",
+                               "-p", "no:cacheprovider", "tests/test_triton_backend.py"],
+                              cwd=ROOT, env=env, capture_output=True, text=True,
+                              timeout=timeout_s)
+        out, code = proc.stdout + proc.stderr, proc.returncode
+    except subprocess.TimeoutExpired as err:
+        out = ((err.stdout or b"").decode() if isinstance(err.stdout, bytes) else (err.stdout or ""))
+        out += f"\npytest did not finish within {timeout_s:.0f} s"
+        code = -1
+    if log_path:
+        with open(log_path, "w") as fh:
+            fh.write(out)
     summary = next((line for line in reversed(out.splitlines()) if line.strip()), "")
-    if proc.returncode != 0:
+    if code != 0:
         print(out[-6000:])
-    return proc.returncode == 0, time.perf_counter() - start, summary
+    return code == 0, time.perf_counter() - start, summary
 
 
 def _device_slug(name: str) -> str:
@@ -85,6 +98,9 @@ def _device_slug(name: str) -> str:
 
 
 def _git_commit() -> str:
+    """The checkout's commit; ``RWW_COMMIT`` when the tree was copied without ``.git``."""
+    if os.environ.get("RWW_COMMIT"):
+        return os.environ["RWW_COMMIT"]
     try:
         return subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True,
                               text=True, check=True).stdout.strip()
@@ -217,8 +233,9 @@ def print_table(rows):
     print(head)
     print("-" * len(head))
     for r in rows:
-        if "error" in r:
-            print(f"{r['workload']:9} {r['label']:14} ERROR {r['error']}")
+        if "error" in r or "skipped" in r:
+            what = "ERROR " + r["error"] if "error" in r else "skipped: " + r["skipped"]
+            print(f"{r['workload']:9} {r['label']:14} {what}")
             continue
         peak = r.get("gradient_peak_bytes", r["forward_peak_bytes"])
         bwd = f"{r['backward_s']:8.3f}" if "backward_s" in r else f"{'-':>8}"
@@ -236,6 +253,13 @@ def main(argv=None):
     parser.add_argument("--skip-tests", action="store_true")
     parser.add_argument("--only", nargs="+", help="workload names (W4 W5 W6 W7)")
     parser.add_argument("--out", help="JSON path (default bench/results/gpu-<device>.json)")
+    parser.add_argument("--deadline", type=float, default=None,
+                        help="seconds after start past which no further workload is started "
+                             "(the rest are recorded as skipped)")
+    parser.add_argument("--keep-going", action="store_true",
+                        help="time the workloads even if the kernel tests fail (the result "
+                             "records the failure)")
+    parser.add_argument("--log-dir", help="folder for pytest's full output (tests.log)")
     args = parser.parse_args(argv)
     torch = _cuda_or_exit()
     import triton
@@ -248,20 +272,49 @@ def main(argv=None):
     tests = None
     if not args.skip_tests:
         print(f"[{device_name}] tests/test_triton_backend.py on the GPU ...", flush=True)
-        ok, secs, summary = run_tests()
+        log = os.path.join(args.log_dir, "tests.log") if args.log_dir else None
+        ok, secs, summary = run_tests(log_path=log)
         tests = {"passed": ok, "seconds": round(secs, 1), "summary": summary}
         print(f"  {summary} ({secs:.0f} s)", flush=True)
-        if not ok:
+        if not ok and not args.keep_going:
             print("bench/gpu.py: kernel tests failed on the GPU; not timing", file=sys.stderr)
             return 1
-    plan = [("W5", "streamed/res", {}, False), ("W4", "streamed", {}, False),
-            ("W4", "tl.dot", {"use_dot": True}, False), ("W6", "default", {}, True),
+    # W6 (the full-scan gradient, the library's reason to exist) right after the one-simulation
+    # forward, so that a deadline cuts the throughput variants first.
+    plan = [("W5", "streamed/res", {}, False), ("W6", "default", {}, True),
+            ("W4", "streamed", {}, False), ("W4", "tl.dot", {"use_dot": True}, False),
             ("W7", "streamed", {}, False)]
+    out = args.out or os.path.join(BENCH, "results", f"gpu-{_device_slug(device_name)}.json")
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     rows = []
+
+    def write_result():
+        # Rewritten after every workload, so that a run cut short keeps what it measured.
+        result = {
+            "device": device_name, "capability": list(torch.cuda.get_device_capability()),
+            "torch": torch.__version__, "triton": triton.__version__, "cuda": torch.version.cuda,
+            "python": platform.python_version(), "commit": _git_commit(),
+            "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "tests": tests,
+            "total_s": round(time.perf_counter() - t_start, 1),
+            "workloads": {r["workload"]: workloads.parse_key(r["workload"]).as_dict()
+                          for r in rows},
+            "rows": rows,
+        }
+        with open(out, "w") as fh:
+            json.dump(result, fh, indent=1)
+        return result
+
     for name, label, config, gradient in plan:
         if args.only and name not in args.only:
             continue
         w = workloads.get(name)
+        elapsed = time.perf_counter() - t_start
+        if args.deadline is not None and elapsed > args.deadline:
+            rows.append({"workload": w.key, "label": label,
+                         "skipped": f"deadline {args.deadline:.0f} s passed ({elapsed:.0f} s)"})
+            print(json.dumps(rows[-1]), flush=True)
+            write_result()
+            continue
         print(f"{w.key} [{label}] {w.label} ...", flush=True)
         try:
             rows.append(measure(torch, w, TritonBackend(**config), gradient, BUDGET_S[name],
@@ -269,23 +322,13 @@ def main(argv=None):
         except Exception as err:  # a failed variant is reported, the others still run
             rows.append({"workload": w.key, "label": label, "error": repr(err)[:500]})
         print(json.dumps(rows[-1]), flush=True)
+        write_result()
     print()
     print_table(rows)
-    result = {
-        "device": device_name, "capability": list(torch.cuda.get_device_capability()),
-        "torch": torch.__version__, "triton": triton.__version__, "cuda": torch.version.cuda,
-        "python": platform.python_version(), "commit": _git_commit(),
-        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "tests": tests,
-        "total_s": round(time.perf_counter() - t_start, 1),
-        "workloads": {r["workload"]: workloads.parse_key(r["workload"]).as_dict() for r in rows},
-        "rows": rows,
-    }
-    out = args.out or os.path.join(BENCH, "results", f"gpu-{_device_slug(device_name)}.json")
-    os.makedirs(os.path.dirname(out), exist_ok=True)
-    with open(out, "w") as fh:
-        json.dump(result, fh, indent=1)
+    result = write_result()
     print(f"\nwrote {out} ({result['total_s']:.0f} s in all)")
-    return 0 if all("error" not in r for r in rows) else 1
+    ok = all("error" not in r and "skipped" not in r for r in rows)
+    return 0 if ok and (tests is None or tests["passed"]) else 1
 
 
 if __name__ == "__main__":
