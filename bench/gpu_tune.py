@@ -164,6 +164,12 @@ def main(argv=None):
                 backend = tuned_backend(fwd, bwd)
                 p = Problem(w, n_trs, device, mode == "gradient")
                 row["steps"] = p.steps
+                # The configurations actually launched (overrides on top of the defaults).
+                row["forward_resolved"] = dataclasses.asdict(
+                    backend._cfg(w.batch, w.n_nodes, False, "fwd"))
+                row["adjoint_resolved"] = (dataclasses.asdict(
+                    backend._cfg(w.batch, w.n_nodes, False, "bwd")) if mode == "gradient"
+                    else None)
 
                 def run():
                     if mode == "gradient":

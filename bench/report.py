@@ -185,6 +185,128 @@ def _peer_version(meta: dict) -> str:
     return ""
 
 
+def load_gpu() -> tuple[list[dict], list[dict]]:
+    """``bench/gpu.py`` results (``gpu-*.json`` with ``rows``) and ``bench/gpu_tune.py`` results
+    (``gpu-tune-*.json``), each with its ``path``."""
+    timings, tunings = [], []
+    for path in sorted(glob.glob(os.path.join(RESULTS, "gpu-*.json"))):
+        with open(path) as fh:
+            data = json.load(fh)
+        if "rows" not in data or "benchmarks" in data:
+            continue
+        data["path"] = os.path.relpath(path, ROOT)
+        (tunings if os.path.basename(path).startswith("gpu-tune-") else timings).append(data)
+    return timings, tunings
+
+
+def _gpu_machine(data: dict) -> str:
+    cap = data.get("capability")
+    cap = f", compute capability {cap[0]}.{cap[1]}" if cap else ""
+    cuda = f", CUDA {data['cuda']}" if data.get("cuda") else ""
+    python = f", python {data['python']}" if data.get("python") else ""
+    return (f"{data['device']}{cap}; torch {data['torch']}, triton {data['triton']}{cuda}{python}; "
+            f"git {str(data.get('commit', '?'))[:10]}")
+
+
+def gpu_section(data: dict) -> list[str]:
+    """Tables of one ``bench/gpu.py`` result: every row, then the anchors."""
+    import workloads as wl
+
+    lines = [f"### GPU: `{data['path']}` ({data.get('date', '')})", "",
+             f"Machine: {_gpu_machine(data)}.", ""]
+    tests = data.get("tests")
+    if tests:
+        verdict = "passed" if tests["passed"] else "**failed**"
+        lines += [f"Kernel tests on the GPU (`tests/test_triton_backend.py`, float64 reference on "
+                  f"the CPU): {verdict}: {tests['summary']}.", ""]
+    for run in data.get("runs", []):
+        lines.append(f"- run {run['run']}: `{run['command']}` ({run['date']}, {run['total_s']:.0f} "
+                     f"s): {run['note']}")
+    for name, text in (data.get("other_checks") or {}).items():
+        lines.append(f"- {text}")
+    lines += ["", "| workload | configuration | run | simulated s (of full) | forward s | µs / step "
+              "| simulation-steps / s | simulations / s (full length) | full-length forward s | "
+              "gradient s (forward with graph + backward) | backward / forward | peak MB |",
+              "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    rows = [r for r in data["rows"] if "forward_s" in r]
+    for r in rows:
+        peak = r.get("gradient_peak_bytes", r.get("forward_peak_bytes", 0)) / 2**20
+        grad = (f"{_fmt(r['forward_graph_s'])} + {_fmt(r['backward_s'])} (full length "
+                f"{_fmt(r['full_length_gradient_s'])})" if "backward_s" in r else "–")
+        ratio = _fmt(r.get("backward_over_forward"))
+        lines.append(
+            f"| {r['description']} | {r['label']} | {r.get('run', 1)} | {r['simulated_s']:g} "
+            f"({r['full_simulated_s']:g}) | {_fmt(r['forward_s'])} | {_fmt(r['us_per_step'])} | "
+            f"{r['sim_steps_per_s']:.3g} | {_fmt(r['sims_per_s_full_length'])} | "
+            f"{_fmt(r['full_length_forward_s'])} | {grad} | {ratio} | {peak:.1f} |")
+    for r in data["rows"]:
+        if "forward_s" not in r:
+            lines.append(f"| {r['workload']} | {r['label']} | {r.get('run', 1)} | "
+                         f"{r.get('error') or r.get('skipped')} |||||||||")
+    lines += ["", "A shorter simulated length than the full one: the run was cut to fit its time "
+              "budget; full-length figures are scaled linearly (the cost per step is constant). "
+              "Peak MB: `torch.cuda.max_memory_allocated` above the inputs, over the forward, "
+              "or over forward and backward together for a gradient.", ""]
+    w4 = [r for r in rows if r["workload"].startswith("W4")]
+    single = [r for r in rows if r["workload"].startswith("W5")]
+    notes = []
+    if w4:
+        best = max(w4, key=lambda r: r["sims_per_s_full_length"])
+        notes.append(
+            f"- W4 throughput: {best['sims_per_s_full_length']:.0f} simulations/s at full length "
+            f"({best['label']}; {best['sim_steps_per_s'] * best['n_nodes']:.2g} node-steps/s), "
+            f"{best['sims_per_s_full_length'] / wl.CUBNM_A100_W4_SIMS_PER_S:.2g}x cuBNM's "
+            f"published ~{wl.CUBNM_A100_W4_SIMS_PER_S:.0f}/s on an A100 (an anchor from another "
+            "GPU, not a same-session ratio).")
+    if single:
+        r = single[0]
+        notes.append(
+            f"- One simulation, N = 100 (W5): {r['us_per_step']:.2f} µs per step; cuBNM's "
+            f"published single-simulation figure is {wl.CUBNM_A100_SINGLE_US_PER_STEP} µs per "
+            "step on an A100 (anchor, other GPU).")
+    if notes:
+        lines += ["Against the anchors (`bench/workloads.py`):", ""] + notes + [""]
+    return lines
+
+
+def tune_section(data: dict) -> list[str]:
+    """One ``bench/gpu_tune.py`` result: each configuration against the defaults it ran with,
+    and which configuration ``kernels.config.choose_config`` picks now."""
+    import workloads as wl
+
+    if ROOT not in sys.path:
+        sys.path.insert(0, ROOT)
+    from dataclasses import asdict
+
+    from kernels.config import choose_config
+
+    lines = [f"### GPU kernel configurations: `{data['path']}` ({data.get('date', '')})", "",
+             f"Machine: {_gpu_machine(data)}. `default` = the defaults of that commit; `now "
+             "default` marks the configuration `kernels.config.choose_config` picks in this "
+             "revision. Each time is the best of two runs after an untimed compile-and-warm-up "
+             "run; BOLD diff is the largest difference from the `default` row's BOLD on the same "
+             "problem, relative to its largest value (summation order only).", "",
+             "| workload | mode | configuration | µs / step | vs `default` | BOLD diff | now "
+             "default |", "|---|---|---|---:|---:|---:|---|"]
+    base = {r["workload"]: r["us_per_step"] for r in data["rows"]
+            if r["label"] == "default" and "us_per_step" in r}
+    for r in data["rows"]:
+        if "us_per_step" not in r:
+            lines.append(f"| {r['workload']} | {r['mode']} | {r['label']} | "
+                         f"{r.get('error') or r.get('skipped')} |||||")
+            continue
+        w = wl.parse_key(r["workload"])
+        now = "yes" if all(
+            r.get(f"{name}_resolved") == asdict(choose_config(w.batch, w.n_nodes, False, kernel))
+            for name, kernel in (("forward", "fwd"), ("adjoint", "bwd"))
+            if kernel == "fwd" or r["mode"] == "gradient") else ""
+        diff = r.get("bold_max_rel_diff")
+        lines.append(f"| {w.label} | {r['mode']} | {r['label']} | {r['us_per_step']:.3g} | "
+                     f"{_ratio(base[r['workload']] / r['us_per_step'])} | "
+                     f"{'–' if diff is None else f'{diff:.1e}'} | {now} |")
+    return lines + [""]
+
+
 def _fmt(x, digits=3) -> str:
     if x is None:
         return "–"
@@ -566,6 +688,11 @@ def generate(plot: bool = True) -> str:
                   "grow like sqrt(T), slope 0.5, the reference loop's autograd tape like T, slope "
                   f"1; memory slopes only over points above {MEMORY_FLOOR_MB:g} MB):", ""]
         lines += scaling_table(data) + [""]
+    timings, tunings = load_gpu()
+    for data in timings:
+        lines += gpu_section(data)
+    for data in tunings:
+        lines += tune_section(data)
     lines.append(END)
     return "\n".join(lines)
 

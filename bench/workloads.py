@@ -44,6 +44,15 @@ DECO_PARAMS = dict(G=G_DECO, w_EE=1.4, w_IE=1.0, w_EI=1.0, J_NMDA=0.15, I_0=0.38
 BALLOON = dict(kappa=1 / 0.65, gamma_h=1 / 0.41, tau_0=0.98, alpha=0.32, rho=0.34, V_0=0.02,
                k_1=7 * 0.34, k_2=2.0, k_3=2 * 0.34 - 0.2)   # Deco 2014's Balloon (time constants)
 
+# cuBNM's published GPU anchors (Saberi et al., cuBNM: GPU-Accelerated Brain Network Modeling,
+# bioRxiv 2025, doi:10.1101/2025.11.13.688224, on an NVIDIA A100, as quoted in the GPU-validation
+# issue): about 100 simulations of W4 per second (N = 100, 60 s at dt = 0.1 ms: 6e9 node-steps
+# per second), and 3.4 us per step for one simulation. Not measured by this suite (cuBNM's GPU
+# build is not run here, and the GPU differs); the GPU report compares against them as anchors,
+# not as same-session ratios.
+CUBNM_A100_W4_SIMS_PER_S = 100.0
+CUBNM_A100_SINGLE_US_PER_STEP = 3.4
+
 # whobpyt's time per epoch of the paper's HCP fit on a 2-core CPU machine of this kind, quoted
 # from the benchmark issue ("whobpyt took 20.6 s per epoch"); not measured by this suite (whobpyt
 # is not on PyPI). W8's target is 20x faster than this.

@@ -80,14 +80,28 @@ RESIDENT_MAX = {"fwd": 64, "bwd": 16}
 # Register budget of the register-resident product: floats of the (BLOCK_B, BLOCK_N, BLOCK_N)
 # temporary per thread.
 CHUNK_ELEMS_PER_THREAD = 32
-# tl.dot tiles for shared-C batches (every C element fetched serves 16 simulations) are opt-in
-# (``use_dot=True``), not the default: in fp32 "ieee" precision tl.dot is an FMA product whose
-# operand fragments (16 rows x K-chunk, K-chunk x BLOCK_N) sit in registers next to 16 x BLOCK_N
-# elements of state, and at N = 100 (BLOCK_N = 128) the forward spills ~0.9 KB per thread on
-# sm_80/sm_90 even with 8 warps and a 16-wide K-chunk (the adjoint ~7 KB). The default streams C
-# per simulation (no spills at N = 100). Which is faster for large B is for bench/gpu.py to
-# measure (it times both); set DOT_MIN_BATCH to enable tl.dot automatically from that batch on.
-DOT_MIN_BATCH = None
+# tl.dot tiles for shared-C batches (every C element fetched serves 16 simulations): in fp32
+# "ieee" precision tl.dot is an FMA product whose operand fragments (16 rows x K-chunk, K-chunk x
+# BLOCK_N) sit in registers next to 16 x BLOCK_N elements of state, and at N = 100
+# (BLOCK_N = 128) the forward spills ~0.9 KB per thread on sm_80/sm_90 even with 8 warps and a
+# 16-wide K-chunk (the adjoint ~7 KB). Spills and all, it was the fastest forward measured for
+# W4 (N = 100, B = 32768) on an H200 (bench/results/gpu-tune-h200.json): 195 us per step against
+# 292 for one streamed simulation per program and 208 for four (block_b = 4), 1.50x the
+# streamed default of the time. So the forward uses it from DOT_MIN_BATCH simulations sharing one
+# C (at least 256 programs of 16 simulations: two per SM of an H100/H200), for BLOCK_N up to
+# DOT_MAX_BLOCK_N (the size measured; wider tiles hold more state next to the operands and spill
+# more). The adjoint never does (its spills are 8x larger; its batches are fits, not sweeps).
+DOT_MIN_BATCH = 4096
+DOT_MAX_BLOCK_N = 128
+# Streamed forward (one simulation per program) measured on an H200, same file:
+# - N = 100 (BLOCK_N = 128, 4 warps): 16 columns unrolled per iteration, 2.85 us per step, against
+#   3.46 with 8, 3.22 with 32 and 4.23 with 4: more independent column loads in flight per
+#   thread hide L1 latency; 1, 2 and 8 warps were 7.74, 4.50 and 3.55 us.
+# - N = 1000 (BLOCK_N = 1024): 16 warps, 62 us per step, against 83 with 8, 107 with 4 and 67
+#   with 32 (about two rows per thread); 8 or 32 unrolled columns made no difference there
+#   (62.2 and 62.5 us), so BLOCK_N > 256 keeps 8.
+# The adjoint's streamed configuration was not re-measured (its 8 warps for W6 were 0.87x of 4).
+STREAMED_FWD_BLOCK_J = 16
 
 
 def next_pow2(n: int) -> int:
@@ -114,7 +128,7 @@ def choose_config(batch: int, n_nodes: int, per_sim: bool, kernel: str = "fwd",
     use_dot = overrides.get("use_dot")
     if use_dot is None:
         use_dot = (kernel == "fwd" and not per_sim and DOT_MIN_BATCH is not None
-                   and batch >= DOT_MIN_BATCH and n_nodes >= 16)
+                   and batch >= DOT_MIN_BATCH and 16 <= n_nodes <= DOT_MAX_BLOCK_N)
     if use_dot and per_sim:
         raise ValueError("use_dot needs a shared (N, N) coupling")
     block_n = next_pow2(n_nodes)
@@ -134,6 +148,8 @@ def choose_config(batch: int, n_nodes: int, per_sim: bool, kernel: str = "fwd",
             # 8 warps from BLOCK_N = 32: the forward's resident C at 32 regions and 4 warps
             # hit ptxas's 128-register target and spilled 12 bytes (griffiths2022, sm_80).
             num_warps = 8 if block_n >= 32 else 4
+        elif kernel == "fwd":
+            num_warps = 4 if block_n <= 256 else 16    # measured, see STREAMED_FWD_BLOCK_J
         else:
             num_warps = 4 if block_n <= 256 else (8 if block_n <= 1024 else 16)
     threads = 32 * num_warps
@@ -156,9 +172,14 @@ def choose_config(batch: int, n_nodes: int, per_sim: bool, kernel: str = "fwd",
                     block_b //= 2
     block_j = overrides.get("block_j")
     if block_j is None:
-        # tl.dot: K-chunk of 16 (the smallest dot tile). Streamed columns: 8 columns
-        # unrolled per iteration (two rounds of the 4 accumulators).
-        block_j = 16 if use_dot else min(8, block_n)
+        # tl.dot: K-chunk of 16 (the smallest dot tile). Streamed columns: 16 unrolled per
+        # iteration in the forward up to BLOCK_N = 256 (measured, see STREAMED_FWD_BLOCK_J),
+        # else 8 (two rounds of the 4 accumulators), and 8 in the adjoint.
+        if use_dot:
+            block_j = 16
+        else:
+            fwd_j = STREAMED_FWD_BLOCK_J if block_n <= 256 else 8
+            block_j = min(fwd_j if kernel == "fwd" else 8, block_n)
     cfg = KernelConfig(block_b=block_b, block_n=block_n, block_j=block_j, resident=resident,
                        use_dot=use_dot, num_warps=num_warps)
     for name in ("block_b", "block_n", "block_j"):

@@ -27,15 +27,18 @@ Coupling variants (compile-time flags):
   own rows with FMAs, so registers do not grow with BLOCK_J or N beyond the state itself.
 - ``USE_DOT`` (shared C, BLOCK_B >= 16): the mat-vecs of the tile's simulations become one matrix
   product ``S_E (BLOCK_B x N) @ C^T`` on ``tl.dot`` (fp32 "ieee" precision: the FMA path, exact
-  fp32 products, no TF32), so every C element fetched serves BLOCK_B simulations. Opt-in
-  (``use_dot=True``): at N = 100 the FMA-dot operand fragments plus 16 x 128 elements of state
-  spill (``python -m kernels.aot``), so whether it beats the streamed variant at large B is
-  measured by ``bench/gpu.py`` (W4 is timed both ways), not assumed.
+  fp32 products, no TF32), so every C element fetched serves BLOCK_B simulations. At N = 100
+  the FMA-dot operand fragments plus 16 x 128 elements of state spill (``python -m
+  kernels.aot``), yet on an H200 it was the fastest forward for B = 32768 (1.5x one streamed
+  simulation per program; ``bench/results/gpu-tune-h200.json``): the default from
+  ``kernels.config.DOT_MIN_BATCH`` simulations sharing C, up to BLOCK_N = 128.
 
 Latency (small B): a single simulation uses one program, i.e. one SM; the step is a dependent
-chain (mat-vec reduction across warps, expm1, division, clamp) of roughly a microsecond, which is
-the floor for one simulation (DESIGN.md s. 4). B = 1 cannot use the rest of the GPU except by
-splitting N across programs, which needs a grid-wide barrier every step.
+chain (stage S_E, barrier, mat-vec over L1-resident columns of C, expm1, division, clamp). On an
+H200 it measured 2.85 us per step at N = 100 (16 columns unrolled; 3.46 with 8) and 62 us at
+N = 1000 with 16 warps (``bench/results/gpu-tune-h200.json``), slower than the CPU backend for
+one small simulation. B = 1 cannot use the rest of the GPU except by splitting N across
+programs, which needs a grid-wide barrier (or a thread-block cluster) every step.
 
 N of several thousand (design, not implemented): C no longer fits L2-resident streaming for
 many programs (N = 4000 is 64 MB fp32), and one program per simulation leaves its state at

@@ -220,6 +220,37 @@ def test_resident_forward_with_streamed_adjoint():
             per_sim_coupling=True, **SHORT)
 
 
+def test_default_configurations_are_the_measured_ones():
+    """choose_config's defaults are those bench/gpu_tune.py measured fastest on an H200
+    (bench/results/gpu-tune-h200.json): 16 unrolled columns for the streamed forward, 16 warps
+    at N = 1000, tl.dot tiles for large batches sharing C up to BLOCK_N = 128; the adjoint keeps
+    its own (unmeasured) rule."""
+    from kernels.config import DOT_MIN_BATCH, choose_config
+
+    w5 = choose_config(1, 100, False, "fwd")
+    assert (w5.resident, w5.use_dot, w5.block_j, w5.num_warps, w5.block_b) == (False, False, 16, 4, 1)
+    assert choose_config(1, 100, False, "bwd").block_j == 8
+    assert choose_config(1, 1000, False, "fwd").num_warps == 16
+    assert choose_config(1, 1000, False, "bwd").num_warps == 8
+    w4 = choose_config(32768, 100, False, "fwd")
+    assert w4.use_dot and w4.block_b == 16
+    assert not choose_config(32768, 100, False, "bwd").use_dot
+    assert not choose_config(DOT_MIN_BATCH - 1, 100, False, "fwd").use_dot
+    assert not choose_config(32768, 100, True, "fwd").use_dot        # per-simulation C
+    assert not choose_config(32768, 200, False, "fwd").use_dot       # BLOCK_N = 256
+
+
+def test_automatic_tensor_core_forward_with_streamed_adjoint(monkeypatch):
+    """A batch at or above DOT_MIN_BATCH sharing C: the forward (and the adjoint's
+    recomputation) on tl.dot tiles, the adjoint streamed, the two chosen automatically."""
+    import kernels.config as config
+
+    monkeypatch.setattr(config, "DOT_MIN_BATCH", 2)
+    assert config.choose_config(3, 20, False, "fwd").use_dot
+    assert not config.choose_config(3, 20, False, "bwd").use_dot
+    compare(checkpoint_every=K_SHORT, preset="deco2014", batch=3, n_nodes=20, **SHORT)
+
+
 @pytest.mark.slow
 def test_thousand_regions():
     """N = 1000 (BLOCK_N = 1024, C streamed by columns), 2 steps in 2 segments: forward and every
