@@ -265,7 +265,7 @@ def main(argv=None):
     import triton
 
     import workloads
-    from rww.ops.triton_backend import TritonBackend
+    from rww.ops.triton.backend import TritonBackend
 
     device_name = torch.cuda.get_device_name()
     t_start = time.perf_counter()

@@ -1,6 +1,6 @@
 #!/usr/bin/env python
 """Kernel configurations timed side by side on a CUDA machine: the data behind
-``kernels.config.choose_config``'s defaults.
+``rww.ops.triton.config.choose_config``'s defaults.
 
 Usage (from the repository root)::
 
@@ -84,8 +84,8 @@ PLAN = [
 def tuned_backend(fwd: dict, bwd: dict):
     """A :class:`TritonBackend` whose forward (and recomputation) and adjoint kernels take
     separate configuration overrides."""
-    from kernels.config import choose_config
-    from rww.ops.triton_backend import TritonBackend
+    from rww.ops.triton.config import choose_config
+    from rww.ops.triton.backend import TritonBackend
 
     class Tuned(TritonBackend):
         def _cfg(self, batch, n_nodes, per_sim, kernel="fwd"):

@@ -91,7 +91,7 @@ def environment() -> dict:
         pass
     # Uncommitted or untracked library code means the revision alone does not name the code
     # that ran: record that, and a hash of the library sources as they were.
-    status = _git("status", "--porcelain", "--untracked-files=all", "--", "rww", "kernels")
+    status = _git("status", "--porcelain", "--untracked-files=all", "--", "rww")
     return {
         "machine": {"cpu": _cpu_model(), "logical_cpus": os.cpu_count(),
                     "usable_cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
@@ -105,11 +105,11 @@ def environment() -> dict:
 
 
 def _source_sha1() -> str:
-    """SHA-1 (12 hex digits) over the library's Python sources (rww/, kernels/), path and bytes."""
+    """SHA-1 (12 hex digits) over the library's Python sources (rww/), path and bytes."""
     import hashlib
 
     h = hashlib.sha1()
-    for top in ("rww", "kernels"):
+    for top in ("rww",):
         for dirpath, dirnames, filenames in sorted(os.walk(os.path.join(ROOT, top))):
             dirnames.sort()
             for name in sorted(filenames):
@@ -271,18 +271,18 @@ def gpu_section(data: dict) -> list[str]:
 
 def tune_section(data: dict) -> list[str]:
     """One ``bench/gpu_tune.py`` result: each configuration against the defaults it ran with,
-    and which configuration ``kernels.config.choose_config`` picks now."""
+    and which configuration ``rww.ops.triton.config.choose_config`` picks now."""
     import workloads as wl
 
     if ROOT not in sys.path:
         sys.path.insert(0, ROOT)
     from dataclasses import asdict
 
-    from kernels.config import choose_config
+    from rww.ops.triton.config import choose_config
 
     lines = [f"### GPU kernel configurations: `{data['path']}` ({data.get('date', '')})", "",
              f"Machine: {_gpu_machine(data)}. `default` = the defaults of that commit; `now "
-             "default` marks the configuration `kernels.config.choose_config` picks in this "
+             "default` marks the configuration `rww.ops.triton.config.choose_config` picks in this "
              "revision. Each time is the best of two runs after an untimed compile-and-warm-up "
              "run; BOLD diff is the largest difference from the `default` row's BOLD on the same "
              "problem, relative to its largest value (summation order only).", "",

@@ -224,11 +224,11 @@ class OursRunner:
 
 
 def demo_fit_settings() -> dict:
-    """The settings ``rww fit --demo`` runs with: :data:`rww.cli_fit.DEMO_DEFAULTS` and the
+    """The settings ``rww fit --demo`` runs with: :data:`rww.cli.fit.DEMO_DEFAULTS` and the
     command's own defaults (burn-in, seed, realisations, backend) from its argument parser."""
     import argparse
 
-    from rww import cli_fit
+    from rww.cli import fit as cli_fit
 
     parser = argparse.ArgumentParser()
     cli_fit.add_parser(parser.add_subparsers())
@@ -241,7 +241,7 @@ def demo_fit_settings() -> dict:
 
 def _rww_threads():
     try:
-        from rww.ops.numba_backend import num_threads
+        from rww.ops.numba.backend import num_threads
         return num_threads()
     except Exception:
         return None

@@ -45,7 +45,7 @@ from rww.ops.scan import default_checkpoint_every, rww_scan
 from rww.ops.spec import ScanSpec
 from rww.params import get_preset, pack_parameters, resolve_haemo
 
-numba_backend = pytest.importorskip("rww.ops.numba_backend")
+numba_backend = pytest.importorskip("rww.ops.numba.backend")
 
 DT = 0.1                       # ms
 STEPS_PER_S = int(round(1000 / DT))
@@ -147,7 +147,7 @@ _MEMORY_SCRIPT = r"""
 import json, sys, torch
 sys.path.insert(0, {bench!r})
 from test_cpu_backend import problem
-from rww.ops.numba_backend import warmup
+from rww.ops.numba.backend import warmup
 from rww.ops.reference import reference_scan
 from rww.ops.scan import rww_scan
 backend, n_nodes, seconds = {backend!r}, {n_nodes}, {seconds}

@@ -395,6 +395,7 @@ def fit(model: RWWBold, target: FitTarget, config: FitConfig | None = None, opti
 
     history = {"epoch": [], "loss": [], "fc_r": [], "seconds": []}
     start_epoch = 0
+    saved_bold = None
     if resume and checkpoint and os.path.exists(checkpoint):
         saved = torch.load(checkpoint, weights_only=True)
         # Everything but the epoch count must match: a finished fit may be extended.
@@ -408,6 +409,7 @@ def fit(model: RWWBold, target: FitTarget, config: FitConfig | None = None, opti
         optimizer.load_state_dict(saved["optimizer"])
         history = saved["history"]
         start_epoch = saved["epoch"] + 1
+        saved_bold = saved.get("last_bold")        # absent in checkpoints of rww < 0.2
 
     bar = None
     if progress:
@@ -466,9 +468,12 @@ def fit(model: RWWBold, target: FitTarget, config: FitConfig | None = None, opti
             else:
                 history.setdefault(f"params/{name}", []).append(value.tolist())
         if checkpoint:
+            # last_bold: what a resumed, already finished fit returns (the last epoch's BOLD,
+            # simulated with the parameters of each of its windows).
             _atomic_torch_save({"model": model.state_dict(), "extra": extra.state_dict(),
                                 "optimizer": optimizer.state_dict(), "history": history,
-                                "epoch": epoch, "config": _config_dict(config)}, checkpoint)
+                                "epoch": epoch, "config": _config_dict(config),
+                                "last_bold": last_bold.cpu()}, checkpoint)
         if bar is not None:
             bar.set_postfix(loss=f"{history['loss'][-1]:.4f}", fc_r=f"{fc_r:.3f}")
             bar.update(1)
@@ -476,10 +481,15 @@ def fit(model: RWWBold, target: FitTarget, config: FitConfig | None = None, opti
             callback(epoch, history)
     if bar is not None:
         bar.close()
-    if last_bold is None:                      # nothing left to run (resumed a finished fit)
+    if last_bold is None and saved_bold is not None:   # resumed a finished fit
+        last_bold = saved_bold.to(model.sc.device)
+    elif last_bold is None:
+        # A finished fit's checkpoint from rww < 0.2 (no BOLD saved): simulate the last epoch's
+        # noise (seed and burn-in as in the loop) with the final parameters.
         with torch.no_grad():
-            state, t0 = _burn_in(model, config, config.seed + max(config.epochs - 1, 0))
-            last_bold = model.simulate(n_trs, state=state, seed=config.seed, t0=t0).bold
+            seed = config.seed + max(config.epochs - 1, 0)
+            state, t0 = _burn_in(model, config, seed)
+            last_bold = model.simulate(n_trs, state=state, seed=seed, t0=t0).bold
     params_out = {name: getattr(model, name).detach().clone() for name in model.learnable}
     sim_fc = obj.pearson_matrix(last_bold, eps=1e-20).mean(0)
     return FitResult(params_out, last_bold, sim_fc, history, _config_dict(config))

@@ -1,6 +1,6 @@
 """Counter-based noise: Philox4x32-10 and Box-Muller, vectorised in torch.
 
-The noise contract (``shared/DESIGN.md`` section 2) makes noise a pure function of
+The noise contract (stated here and in README.md, "Noise contract") makes noise a pure function of
 ``(seed, step, node, simulation)``: a backward pass regenerates it instead of storing it, and every
 backend (this reference, the Triton kernels, the CPU kernels) produces the same trajectory.
 

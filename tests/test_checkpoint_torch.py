@@ -30,3 +30,38 @@ def test_forward_only_runs_keep_a_single_segment(monkeypatch):
         model(n_trs=10, seed=0)                            # 100 steps
     model(n_trs=10, seed=0)[0].sum().backward()
     assert seen == [100, 10]
+
+
+@pytest.mark.parametrize("backend", ["torch-checkpoint", "numba"])
+def test_second_derivatives_through_the_scan_raise(backend):
+    """The scan's backward is not differentiable: asking for a graph of it (create_graph=True)
+    raises, also when the scan is one term among others (torch's once_differentiable would let
+    torch.autograd.grad drop the scan's part of a second derivative silently)."""
+    if backend == "numba":
+        pytest.importorskip("numba")
+    from rww.model import RWWBold
+
+    sc = torch.rand(4, 4, dtype=torch.float64)
+    model = RWWBold(sc, tr=0.005, dt=0.5, backend=backend, G=0.3, learn=["G"],
+                    dtype=torch.float64)
+    g_param = next(p for p in model.parameters() if p.requires_grad)
+    bold = model(n_trs=4, seed=0)[0]
+    loss = bold.pow(2).mean() + g_param.pow(2).sum()          # the scan plus another term
+    with pytest.raises(RuntimeError, match="second derivatives through the RWW scan"):
+        torch.autograd.grad(loss, g_param, create_graph=True)
+    (first,) = torch.autograd.grad(loss, g_param)            # first derivatives still work
+    assert torch.isfinite(first).all()
+
+
+def test_second_derivatives_with_the_plain_loop():
+    """backend='torch' (the reference loop, plain autograd) is differentiable twice."""
+    from rww.model import RWWBold
+
+    sc = torch.rand(4, 4, dtype=torch.float64)
+    model = RWWBold(sc, tr=0.005, dt=0.5, backend="torch", G=0.3, learn=["G"],
+                    dtype=torch.float64)
+    g_param = next(p for p in model.parameters() if p.requires_grad)
+    loss = model(n_trs=4, seed=0)[0].pow(2).mean()
+    (grad,) = torch.autograd.grad(loss, g_param, create_graph=True)
+    (second,) = torch.autograd.grad(grad.sum(), g_param)
+    assert torch.isfinite(second).all() and float(second.abs().sum()) > 0

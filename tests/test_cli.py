@@ -221,16 +221,17 @@ def test_info_text_and_json(capsys):
 
 def test_info_warmup_reports_the_compile_time(capsys, monkeypatch):
     import types
-    fake = types.ModuleType("rww.ops.numba_backend")
+    fake = types.ModuleType("rww.ops.numba.backend")
     fake.warmup = lambda: 1.25
-    monkeypatch.setitem(sys.modules, "rww.ops.numba_backend", fake)
+    monkeypatch.setitem(sys.modules, "rww.ops.numba.backend", fake)
     code, out, err = run(capsys, "info", "--warmup")
     assert code == 0, err
     assert "warm-up (compile or load every kernel variant): 1.25 s" in out
     del fake.warmup
-    info = cli.collect_info(warmup=True)
+    from rww.cli.info import collect_info
+    info = collect_info(warmup=True)
     assert info["numba_cache"]["warmup_s"] is None and "no warmup()" in info["numba_cache"]["warmup"]
-    monkeypatch.setitem(sys.modules, "rww.ops.numba_backend", None)       # import now fails
+    monkeypatch.setitem(sys.modules, "rww.ops.numba.backend", None)       # import now fails
     code, out, _ = run(capsys, "info")
     assert code == 0 and "CPU (numba) backend not installed" in out
 

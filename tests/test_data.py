@@ -15,6 +15,7 @@ import torch
 
 from rww import data
 from rww.data import DataError
+from rww.data import demo as demo_module
 from rww.objectives import fc, fcd, fcd_windows
 
 
@@ -413,7 +414,7 @@ def test_demo_detects_corruption(tmp_path, monkeypatch):
     raw = bytearray(target.read_bytes())
     raw[-40] ^= 0xFF
     target.write_bytes(bytes(raw))
-    monkeypatch.setattr(data, "DEMO_DIR", copy)
+    monkeypatch.setattr(demo_module, "DEMO_DIR", copy)     # where load_demo reads it
     with pytest.raises(DataError, match="desc-fc.npz is corrupted .*reinstall"):
         data.load_demo(include_bold=False)
 

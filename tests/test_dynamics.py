@@ -24,7 +24,7 @@ def small_connectome(n_nodes: int, seed: int = 0) -> np.ndarray:
 
 def deco_rhs(y: np.ndarray, sc: np.ndarray, G: float) -> np.ndarray:
     """Right-hand side of the deterministic deco2014 + Balloon system, written from the
-    equations of DESIGN.md independently of rww's code (neural in 1/ms, Balloon in 1/s)."""
+    equations stated in README.md ("The model") independently of rww's code (neural in 1/ms, Balloon in 1/s)."""
     p = DECO.defaults
     h = HAEMO
     s_e, s_i, x, f, v, q = np.split(y, 6)

@@ -212,6 +212,11 @@ def test_resume_reproduces_uninterrupted_fit(tmp_path):
         assert torch.equal(resumed.params[name], straight.params[name]), name
     assert resumed.history["loss"] == straight.history["loss"]
     assert resumed.history["epoch"] == [0, 1, 2, 3]
+    assert torch.equal(resumed.bold, straight.bold)
+    # Resuming the finished fit runs nothing and returns the same result again.
+    again = fit(small_model(), target, config, checkpoint=path, resume=True, progress=False)
+    assert torch.equal(again.bold, straight.bold) and torch.equal(again.fc, straight.fc)
+    assert again.history["loss"] == straight.history["loss"]
     with pytest.raises(ValueError, match="resume: .* other settings"):
         fit(small_model(), target, FitConfig(epochs=5, window_trs=None, n_trs=6), checkpoint=path,
             resume=True, progress=False)

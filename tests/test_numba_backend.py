@@ -17,8 +17,8 @@ from rww.ops.scan import auto_backend_name, rww_scan
 from rww.ops.spec import ScanSpec
 from rww.params import resolve_haemo
 
-numba_backend = pytest.importorskip("rww.ops.numba_backend")
-from rww.ops import numba_kernels  # noqa: E402
+numba_backend = pytest.importorskip("rww.ops.numba.backend")
+from rww.ops.numba import layout, mathfn, step  # noqa: E402
 
 RECORDS = ("S_E", "S_I", "r_E", "r_I")
 
@@ -215,7 +215,7 @@ def test_uniforms_equal_the_noise_contract(dtype):
     for t in (0, 12345, 2**32 + 7):
         for sim in (0, 5):
             out = np.empty((2, 11), dtype=dtype)
-            numba_kernels.philox_uniforms(t, sim, 11, seed & 0xFFFFFFFF, seed >> 32, out)
+            step.philox_uniforms(t, sim, 11, seed & 0xFFFFFFFF, seed >> 32, out)
             words = uniform_words(seed, torch.tensor([t]), 11, sim + 1)
             tdtype = torch.float32 if dtype == np.float32 else torch.float64
             for k in range(2):
@@ -258,7 +258,7 @@ def test_agrees_with_triton_interpreter(preset):
     ok, why = backend_available("triton")
     if not ok:
         pytest.skip(why)
-    from rww.ops.triton_backend import TritonBackend
+    from rww.ops.triton.backend import TritonBackend
     ok, why = TritonBackend().supports(torch.device("cpu"))
     if not ok:
         pytest.skip(why)
@@ -371,7 +371,7 @@ def test_user_thread_setting_survives_numba_start_with_rww_num_threads():
     count: in a fresh process, with RWW_NUM_THREADS set, a user's torch setting must survive."""
     import subprocess
     import sys
-    code = ("import torch; torch.set_num_threads(1); from rww.ops import numba_backend as nb; "
+    code = ("import torch; torch.set_num_threads(1); from rww.ops.numba import backend as nb; "
             "print(nb.num_threads(), torch.get_num_threads())")
     env = dict(os.environ, RWW_NUM_THREADS="2", NUMBA_NUM_THREADS="2")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
@@ -393,7 +393,7 @@ def test_interface_and_errors(monkeypatch):
         table, coupling, state = build()
     with pytest.raises(TypeError, match="float16"):
         backend.forward(table.half(), coupling.half(), state.half(), spec, 4)
-    big = numba_kernels.MAX_NODES + 1
+    big = layout.MAX_NODES + 1
     with pytest.raises(ValueError, match="exceeds"):
         backend.forward(table, torch.zeros(big, big), torch.zeros(6, 1, big), spec, 4)
     monkeypatch.setenv("RWW_NUM_THREADS", "0")
@@ -408,7 +408,7 @@ EPS32 = float(np.finfo(np.float32).eps)
 def apply(kind, x):
     x = np.ascontiguousarray(x, dtype=np.float32)
     out = np.empty_like(x)
-    numba_kernels.math_check(kind, x, out)
+    mathfn.math_check(kind, x, out)
     return out
 
 
@@ -455,3 +455,51 @@ def test_float32_math_special_values():
     u = ((np.arange(2**24 - 1000, 2**24, dtype=np.float32) + np.float32(0.5))
          * np.float32(2.0**-24))
     assert (apply(2, u) <= 0).all()
+
+
+def _exact_rate_and_slope(kind: str, y: float, d: float):
+    """H(y) and dH/dy with 50 significant digits: deco2014 ``y / (1 - e^{-d y})``; griffiths2022
+    ``(1e-5 + |y|) / (1e-5 d + |1 - e^{-d y}|)`` with torch's sign(0) = 0."""
+    import mpmath
+
+    with mpmath.workdps(50):
+        y, d = mpmath.mpf(y), mpmath.mpf(d)
+        e = mpmath.exp(-d * y)
+        w = 1 - e
+        if kind == "deco":
+            if y == 0:
+                return 1 / d, mpmath.mpf(0.5)
+            return y / w, 1 / w - y * d * e / w ** 2
+        eps = mpmath.mpf(1e-5)
+        num, den = eps + abs(y), eps * d + abs(w)
+        return num / den, mpmath.sign(y) / den - num * mpmath.sign(w) * d * e / den ** 2
+
+
+# Measured worst relative errors over the points below (rate, slope): float32 4.8e-7 / 5.4e-7;
+# float64 9e-15 / 1.1e-15 (griffiths2022) and 1.4e-12 (deco2014's slope: the reference's
+# series below |d y| = 0.1 is the derivative of a truncated series). Before the slopes went
+# through phi's series, float32 griffiths2022 slopes near y = 0 were wrong by up to a factor
+# 1e6 (1e-12 < |y| < 1e-5) and float64 ones by 2e-3.
+RATE_TOL = {(np.float32, "deco"): (1e-6, 2e-6), (np.float32, "griffiths"): (1e-6, 2e-6),
+            (np.float64, "deco"): (1e-13, 5e-12), (np.float64, "griffiths"): (1e-13, 1e-13)}
+
+
+@pytest.mark.parametrize("kind", ["deco", "griffiths"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_transfer_functions_and_slopes_near_y_zero(kind, dtype):
+    """The kernels' rates and slopes against 50-digit values, at the y they see (a = 1, b = 0,
+    so y is the input exactly): dense around 0 and the series switch, |y| from 1e-12 to 1, wide."""
+    pytest.importorskip("mpmath")
+    fn = step._rate_deco if kind == "deco" else step._rate_griffiths
+    tol_rate, tol_slope = RATE_TOL[(dtype, kind)]
+    for d in (0.16, 0.087):
+        switch = 0.1 / d
+        ys = np.concatenate([np.linspace(-3 * switch, 3 * switch, 601),
+                             switch * np.array([1 - 1e-6, 1, 1 + 1e-6, -1 + 1e-6, -1, -1 - 1e-6]),
+                             np.geomspace(1e-12, 1, 120), -np.geomspace(1e-12, 1, 120),
+                             np.linspace(-60, 60, 241)]).astype(dtype)
+        for y in ys[ys != 0]:
+            rate, slope, _ = fn(y, dtype(1.0), dtype(0.0), dtype(d))
+            exact_rate, exact_slope = _exact_rate_and_slope(kind, float(y), float(dtype(d)))
+            assert abs(float(rate) / float(exact_rate) - 1) < tol_rate, (y, rate, exact_rate)
+            assert abs(float(slope) / float(exact_slope) - 1) < tol_slope, (y, slope, exact_slope)

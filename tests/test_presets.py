@@ -1,5 +1,5 @@
-"""Both presets against hand-written one-step equations (from DESIGN.md, not from rww's code or
-the paper's code), and the griffiths2022 connectome and observation pipeline."""
+"""Both presets against hand-written one-step equations (from the equations stated in README.md, "The model",
+and the papers cited there, not from rww's code or the paper's code), and the griffiths2022 connectome and observation pipeline."""
 
 import math
 
@@ -27,7 +27,7 @@ def relu(x):
 
 
 def expected_step(preset: str, state, coupling, xi_e, xi_i, dt, values):
-    """One step written out from DESIGN.md section 1 (numpy, float64)."""
+    """One step written out from the model's equations (README.md, "The model"; numpy, float64)."""
     p = dict(get_preset(preset).defaults, **values)
     h = resolve_haemo(get_preset(preset), None)
     s_e, s_i, x, f, v, q = state

@@ -32,18 +32,18 @@ from helpers import (TOLERANCES, assert_close, assert_scan_close, compare_with_r
 
 triton = pytest.importorskip("triton")
 
-if DEVICE == "cpu" and "kernels.mathfn" in sys.modules and not sys.modules["kernels.mathfn"].INTERPRET:
+if DEVICE == "cpu" and "rww.ops.triton.mathfn" in sys.modules and not sys.modules["rww.ops.triton.mathfn"].INTERPRET:
     pytest.skip("kernels were imported for GPU before TRITON_INTERPRET=1 could be set; run this "
                 "file on its own", allow_module_level=True)
 
 import triton.language as tl  # noqa: E402
 
-from kernels.philox import philox4x32_10, philox_probe  # noqa: E402
+from rww.ops.triton.philox import philox4x32_10, philox_probe  # noqa: E402
 from rww.errors import SimulationDiverged  # noqa: E402
 from rww.noise import box_muller, philox4x32, to_unit_interval  # noqa: E402
 from rww.ops.reference import ScanResult, reference_scan, simulate_steps  # noqa: E402
 from rww.ops.scan import RWWScanFunction, default_checkpoint_every, get_backend, rww_scan  # noqa: E402
-from rww.ops.triton_backend import TritonBackend  # noqa: E402
+from rww.ops.triton.backend import TritonBackend  # noqa: E402
 from rww.params import PARAM_INDEX, get_preset, pack_parameters  # noqa: E402
 
 F32 = torch.float32
@@ -211,8 +211,8 @@ def test_streamed_coupling_at_atlas_sizes(preset, batch, n_nodes, per_sim):
 
 def test_resident_forward_with_streamed_adjoint():
     """N = 20 (BLOCK_N = 32): the default configuration keeps C in registers in the forward but
-    streams it in the adjoint (kernels.config.RESIDENT_MAX), so the two kernels differ."""
-    from kernels.config import choose_config
+    streams it in the adjoint (rww.ops.triton.config.RESIDENT_MAX), so the two kernels differ."""
+    from rww.ops.triton.config import choose_config
 
     assert choose_config(3, 20, True, "fwd").resident
     assert not choose_config(3, 20, True, "bwd").resident
@@ -225,7 +225,7 @@ def test_default_configurations_are_the_measured_ones():
     (bench/results/gpu-tune-h200.json): 16 unrolled columns for the streamed forward, 16 warps
     at N = 1000, tl.dot tiles for large batches sharing C up to BLOCK_N = 128; the adjoint keeps
     its own (unmeasured) rule."""
-    from kernels.config import DOT_MIN_BATCH, choose_config
+    from rww.ops.triton.config import DOT_MIN_BATCH, choose_config
 
     w5 = choose_config(1, 100, False, "fwd")
     assert (w5.resident, w5.use_dot, w5.block_j, w5.num_warps, w5.block_b) == (False, False, 16, 4, 1)
@@ -243,7 +243,7 @@ def test_default_configurations_are_the_measured_ones():
 def test_automatic_tensor_core_forward_with_streamed_adjoint(monkeypatch):
     """A batch at or above DOT_MIN_BATCH sharing C: the forward (and the adjoint's
     recomputation) on tl.dot tiles, the adjoint streamed, the two chosen automatically."""
-    import kernels.config as config
+    import rww.ops.triton.config as config
 
     monkeypatch.setattr(config, "DOT_MIN_BATCH", 2)
     assert config.choose_config(3, 20, False, "fwd").use_dot

@@ -1,7 +1,9 @@
 """The scan as one checkpointed ``torch.autograd.Function``, and backend dispatch.
 
-Chain of names (STYLE.md): kernel launchers (``kernels/``, ``rww/ops/cpu_*``) -> a
-:class:`ScanBackend` -> :class:`RWWScanFunction` -> :func:`rww_scan` -> :class:`rww.RWWBold`.
+Chain of names, from the kernels up: kernel launchers (:mod:`rww.ops.triton`,
+:mod:`rww.ops.numba`) -> a :class:`ScanBackend` -> :class:`RWWScanFunction` -> :func:`rww_scan`
+-> :class:`rww.RWWBold`. :mod:`rww.ops.reference` is the plain loop every backend is tested
+against.
 
 A backend implements two operations:
 
@@ -166,6 +168,17 @@ class RWWScanFunction(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_bold, grad_state, *grad_recs):
+        # The backends' adjoints are not themselves differentiable. Grad mode is on here only
+        # under create_graph=True; refuse then, rather than return gradients that a second
+        # derivative would treat as constants (torch's once_differentiable raises only when the
+        # graph is walked past it, so torch.autograd.grad(..., inputs) would silently drop the
+        # scan's part of a second derivative).
+        if torch.is_grad_enabled():
+            raise RuntimeError(
+                "second derivatives through the RWW scan are not supported (the checkpointed "
+                "scan's backward is not differentiable): this backward was called with "
+                "create_graph=True. Use backend='torch' (the plain loop, differentiable to any "
+                "order, slow), or finite differences of first derivatives")
         params, coupling, checkpoints = ctx.saved_tensors
         spec = ctx.spec
         batch, n_nodes = ctx.state_shape[1:]
@@ -186,8 +199,8 @@ class RWWScanFunction(torch.autograd.Function):
 # ScanBackend, imported lazily so that a missing optional dependency only disables its backend.
 _BACKEND_CLASSES = {
     "torch-checkpoint": ("rww.ops.scan", "TorchCheckpointBackend"),
-    "numba": ("rww.ops.numba_backend", "NumbaBackend"),
-    "triton": ("rww.ops.triton_backend", "TritonBackend"),
+    "numba": ("rww.ops.numba.backend", "NumbaBackend"),
+    "triton": ("rww.ops.triton.backend", "TritonBackend"),
 }
 BACKENDS = ("auto", "torch") + tuple(_BACKEND_CLASSES)
 

@@ -1,14 +1,15 @@
 """The Triton backend: fused forward and adjoint kernels behind :class:`RWWScanFunction`.
 
-Chain (STYLE.md): ``kernels.rww_fwd._rww_fwd_kernel`` -> ``kernels.rww_fwd.rww_fwd`` (launcher) ->
-:class:`TritonBackend` -> :class:`rww.ops.scan.RWWScanFunction` -> :func:`rww.ops.scan.rww_scan`
--> :class:`rww.RWWBold`; the backward goes through ``kernels.rww_bwd.rww_bwd``.
+Chain: ``forward._rww_fwd_kernel`` -> ``forward.rww_fwd`` (launcher) -> :class:`TritonBackend`
+-> :class:`rww.ops.scan.RWWScanFunction` -> :func:`rww.ops.scan.rww_scan` -> :class:`rww.RWWBold`;
+the backward goes through ``adjoint.rww_bwd`` (modules of this package, :mod:`rww.ops.triton`).
 
-Only the ``kernels`` package imports triton, and only when this backend is used: this module
-imports it lazily, so ``import rww`` works without triton.
+Only the kernel modules import triton, and only when this backend is used: this module imports
+them lazily, so ``import rww`` works without triton.
 
 Where it runs: CUDA tensors; CPU tensors only under the Triton interpreter (``TRITON_INTERPRET=1``
-set before triton and ``kernels`` are imported), which is how the tests run it without a GPU.
+set before triton and the kernel modules are imported), which is how the tests run it without a
+GPU.
 float32 only (the kernels' constants, noise and accumulators are float32); float64 raises a
 ``TypeError`` naming the backends that support it.
 """
@@ -20,8 +21,8 @@ import sys
 
 import torch
 
-from .scan import ForwardOutput, ScanBackend
-from .spec import ScanSpec
+from ..scan import ForwardOutput, ScanBackend
+from ..spec import ScanSpec
 
 
 def _interpreter_requested() -> bool:
@@ -29,8 +30,8 @@ def _interpreter_requested() -> bool:
 
 
 def scan_constants(spec: ScanSpec):
-    """The kernels' :class:`kernels.config.ScanConstants` for a :class:`ScanSpec`."""
-    from kernels.config import ScanConstants
+    """The kernels' :class:`rww.ops.triton.config.ScanConstants` for a :class:`ScanSpec`."""
+    from .config import ScanConstants
 
     scale, k1, k2, k3 = spec.bold_coefficients
     h = spec.haemo
@@ -43,10 +44,10 @@ def scan_constants(spec: ScanSpec):
 
 class TritonBackend(ScanBackend):
     """Fused Triton kernels: forward scan in one launch; backward per checkpoint segment
-    (recompute, then adjoint sweep), see :mod:`kernels.rww_fwd` and :mod:`kernels.rww_bwd`.
+    (recompute, then adjoint sweep), see :mod:`rww.ops.triton.forward` and :mod:`rww.ops.triton.adjoint`.
 
     Args:
-        **config: overrides of :class:`kernels.config.KernelConfig` fields (``block_b``,
+        **config: overrides of :class:`rww.ops.triton.config.KernelConfig` fields (``block_b``,
             ``block_j``, ``resident``, ``use_dot``, ``num_warps``) applied to both kernels, e.g.
             ``TritonBackend(block_j=4)`` forces the streamed coupling even for small N (tests).
     """
@@ -60,8 +61,7 @@ class TritonBackend(ScanBackend):
         try:
             import triton  # noqa: F401
 
-            import kernels.rww_bwd  # noqa: F401
-            import kernels.rww_fwd  # noqa: F401
+            from . import adjoint, forward  # noqa: F401
         except ImportError as err:
             return False, f"triton backend unavailable: {err}"
         return True, ""
@@ -77,7 +77,7 @@ class TritonBackend(ScanBackend):
                 return False, ("the Triton kernels run on CUDA tensors; CPU tensors only under "
                                "the Triton interpreter (set TRITON_INTERPRET=1 before importing "
                                "triton; slow, for tests). Use backend='numba' or 'torch' on CPU")
-            mathfn = sys.modules.get("kernels.mathfn")
+            mathfn = sys.modules.get(f"{__package__}.mathfn")
             if mathfn is not None and not mathfn.INTERPRET:
                 return False, ("TRITON_INTERPRET=1 was set after the kernels were imported "
                                "(compiled for GPU); set it before importing triton/kernels")
@@ -85,7 +85,7 @@ class TritonBackend(ScanBackend):
         return False, f"the Triton backend does not run on {device.type} tensors"
 
     def _cfg(self, batch, n_nodes, per_sim, kernel="fwd"):
-        from kernels.config import choose_config
+        from .config import choose_config
 
         return choose_config(batch, n_nodes, per_sim, kernel, **self.config)
 
@@ -98,7 +98,7 @@ class TritonBackend(ScanBackend):
                     "backend='torch' / 'torch-checkpoint' for float64")
 
     def forward(self, params, coupling, state, spec: ScanSpec, checkpoint_every: int) -> ForwardOutput:
-        from kernels.rww_fwd import rww_fwd
+        from .forward import rww_fwd
 
         self._check_dtype(params, coupling, state)
         batch, n_nodes = state.shape[1:]
@@ -110,7 +110,7 @@ class TritonBackend(ScanBackend):
 
     def backward(self, params, coupling, checkpoints, spec: ScanSpec, checkpoint_every: int,
                  grad_bold, grad_records: dict, grad_state):
-        from kernels.rww_bwd import rww_bwd
+        from .adjoint import rww_bwd
 
         self._check_dtype(params, coupling, checkpoints)
         batch, n_nodes = checkpoints.shape[2:]

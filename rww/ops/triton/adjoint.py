@@ -46,9 +46,9 @@ import triton.language as tl
 
 from .config import KernelConfig, ScanConstants, choose_config
 from .philox import state_normals, step_counter
-from .rww_fwd import (_check_inputs, _coupling_strides, _dummy, _param_strides,
+from .forward import (_check_inputs, _coupling_strides, _dummy, _param_strides,
                       forward_coupling_operand, new_output, rww_fwd_trajectory)
-from .rww_step import coupling_matvec, coupling_tile, load_coupling_resident, load_param, rww_step
+from .step import coupling_matvec, coupling_tile, load_coupling_resident, load_param, rww_step
 
 N_PARAMS = 19
 
@@ -69,7 +69,7 @@ def _rww_bwd_kernel(
 ):
     """Adjoint sweep over local steps ``[k_start, k_start + L)``, last to first.
 
-    traj ``(L, 7, B, N)`` from :func:`kernels.rww_fwd.rww_fwd_trajectory`; gcoup ``(L, B, N)``
+    traj ``(L, 7, B, N)`` from :func:`rww.ops.triton.forward.rww_fwd_trajectory`; gcoup ``(L, B, N)``
     output (dL/d(C @ S_E) per step); adj ``(6, B, N)`` in: dL/ds at the segment end, out: at its
     start; gparam ``(19, B, N)`` accumulated in place; gbold and the record gradients
     ``(B, n_trs, N)`` (``GREC`` bits 1, 2, 4, 8: S_E, S_I, r_E, r_I present). The strides of C
@@ -335,7 +335,7 @@ def _full_fp32_matmul():
 
 def bwd_kernel_args(params, coupling, traj, gcoup, adj, gparam, grad_bold, grad_records, consts,
                     cfg, k_start, n_steps, n_trs):
-    """``(grid, args, kwargs)`` of one ``_rww_bwd_kernel`` launch (also used by kernels.aot)."""
+    """``(grid, args, kwargs)`` of one ``_rww_bwd_kernel`` launch (also used by rww.ops.triton.aot)."""
     batch, n_nodes = adj.shape[1], adj.shape[2]
     s_pp, s_pb, s_pn, pb, pn = _param_strides(params)
     # The sweep needs C^T @ g_coup: C'[i, j] = C[j, i], i.e. C's strides swapped. For a
@@ -381,14 +381,14 @@ def rww_bwd(params, coupling, checkpoints, consts: ScanConstants, n_steps: int,
 
     Args:
         params: ``(P, Bp, Np)`` float32 parameter table. coupling: ``(N, N)`` or ``(B, N, N)``.
-        checkpoints: ``(n_seg, 6, B, N)`` from :func:`kernels.rww_fwd.rww_fwd` (state at local
+        checkpoints: ``(n_seg, 6, B, N)`` from :func:`rww.ops.triton.forward.rww_fwd` (state at local
             steps 0, K, 2K, ...).
         consts, n_steps, checkpoint_every: as given to the forward.
         grad_bold: ``(B, n_TR, N)`` dL/dBOLD. grad_records: name -> ``(B, n_TR, N)`` for any of
             ``S_E, S_I, r_E, r_I`` (missing ones are zero). grad_state: ``(6, B, N)`` dL/d(final
             state).
         cfg, fwd_cfg: tile shapes of the adjoint and of the recomputation (default
-            :func:`kernels.config.choose_config`).
+            :func:`rww.ops.triton.config.choose_config`).
 
     Returns:
         ``(grad_params (P, Bp, Np), grad_coupling (like coupling), grad_state0 (6, B, N))``.

@@ -1,8 +1,8 @@
 """Ahead-of-time compilation of every kernel variant for real GPUs, without a GPU.
 
-``python -m kernels.aot`` compiles the forward and adjoint kernels (both presets, shared and
+``python -m rww.ops.triton.aot`` compiles the forward and adjoint kernels (both presets, shared and
 per-simulation coupling, register-resident, streamed and tl.dot coupling variants, at the tile
-shapes :func:`kernels.config.choose_config` picks for representative sizes) for sm_80 and sm_90,
+shapes :func:`rww.ops.triton.config.choose_config` picks for representative sizes) for sm_80 and sm_90,
 prints registers, stack frame, spill bytes and shared memory per variant, and exits non-zero if a
 variant of a size declared supported in registers spills.
 
@@ -23,7 +23,7 @@ without spills is not a failure: libdevice's accurate ``sinf``/``cosf`` (the Box
 keep a small local array for their slow-path argument reduction (a 32-byte frame, never touched
 for the angles in [0, 2 pi) the noise uses). Variants outside the declared register budget (the
 adjoint at N ~ 1000, the tl.dot throughput tiles) are compiled and reported, not gated; their
-spills go to local memory (L1-cached) and are discussed in ``kernels/README.md``.
+spills go to local memory (L1-cached) and are discussed in ``rww/ops/triton/README.md``.
 """
 
 from __future__ import annotations
@@ -71,7 +71,7 @@ GATED_SIZES = (
     (1, 64, False),     # the forward's largest resident C (8 warps); the adjoint streams
     (3, 83, True),      # atlas sizes: C streamed by columns (BLOCK_N = 128), per simulation
 )
-# Reported, not gated (beyond the register budget; see kernels/README.md).
+# Reported, not gated (beyond the register budget; see rww/ops/triton/README.md).
 REPORTED_SIZES = (
     (1, 1000, False),   # streamed, BLOCK_N = 1024 (the adjoint spills: ~2 elements per thread)
     (32768, 100, False),  # throughput: shared C as tl.dot tiles (opt-in; the forward only
@@ -153,7 +153,7 @@ def compile_variant(v: Variant, arch: int):
     from triton.runtime.jit import create_function_from_signature
 
     if os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):
-        raise RuntimeError("kernels.aot must run without TRITON_INTERPRET (interpreted kernels "
+        raise RuntimeError("rww.ops.triton.aot must run without TRITON_INTERPRET (interpreted kernels "
                            "cannot be compiled)")
     kernel, args, kwargs = _launch_args(v)
     target = GPUTarget("cuda", arch, 32)

@@ -1,7 +1,7 @@
 """The compiled CPU backend: fused forward and adjoint kernels (numba), checkpointed.
 
 :class:`NumbaBackend` implements :class:`rww.ops.scan.ScanBackend` with the kernels of
-:mod:`rww.ops.numba_kernels`:
+:mod:`rww.ops.numba` (:mod:`~rww.ops.numba.forward`, :mod:`~rww.ops.numba.adjoint`):
 
 - ``forward`` runs one fused loop over steps per simulation, state in local arrays, writing BOLD
   and the records at every TR end and the full state every K steps (the checkpoints);
@@ -34,19 +34,21 @@ variant and reports how long that took.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import threading
 import time
 import warnings
 from concurrent.futures import ThreadPoolExecutor
+from types import SimpleNamespace
 
 import numpy as np
 import torch
 
-from ..params import PARAM_INDEX
-from .scan import ForwardOutput, ScanBackend
-from .spec import RECORDABLE, ScanSpec
+from ...params import PARAM_INDEX
+from ..scan import ForwardOutput, ScanBackend
+from ..spec import RECORDABLE, ScanSpec
 
 # Memory allowed for the per-simulation float64 partials of a shared coupling matrix's gradient
 # (B x N x N); beyond it, consecutive simulations share a partial (a fixed grouping that depends
@@ -63,9 +65,18 @@ def last_recompute_mismatches() -> int:
     return _LAST_MISMATCHES
 
 
-def _kernels():
-    from . import numba_kernels
-    return numba_kernels
+@functools.cache
+def _kernels() -> SimpleNamespace:
+    """The kernels' entry points and layout constants as one namespace. Importing the kernel
+    modules imports numba, so it happens on first use, not with ``import rww``."""
+    from . import adjoint, forward, layout
+
+    constants = {name: value for name, value in vars(layout).items() if name.isupper()}
+    entry = {name: getattr(module, name) for module, names in (
+        (forward, ("rww_fwd_kernel",)),
+        (adjoint, ("rww_bwd_kernel", "rww_bwd_begin", "rww_bwd_recompute", "rww_bwd_sweep",
+                   "rww_bwd_end"))) for name in names}
+    return SimpleNamespace(**constants, **entry)
 
 
 def num_threads() -> int:
@@ -130,7 +141,7 @@ def coefficient_table(params: torch.Tensor, spec: ScanSpec) -> torch.Tensor:
         spec: the scan (its preset and dt enter the coefficients).
 
     Returns:
-        ``(N_COEF, Bp, Np)`` in the order of :data:`rww.ops.numba_kernels.COEF_NAMES`: the
+        ``(N_COEF, Bp, Np)`` in the order of :data:`rww.ops.numba.layout.COEF_NAMES`: the
         constant parts of the currents (``W_E*I_0``, ``W_I*I_0``), the weights as they multiply
         the states (deco2014 ``w_EE*J_NMDA``, ``G*J_NMDA``, ``w_IE``, ``w_EI*J_NMDA``;
         griffiths2022 ``0.001 + relu(.)`` gains and ``G``), the transfer-function constants, the

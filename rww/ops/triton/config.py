@@ -3,7 +3,7 @@
 No autotuning: one launch of these kernels is a whole simulation (or a whole checkpoint segment)
 that writes its outputs, so benchmarking configurations at launch time would re-run entire
 simulations. The shapes come from a deterministic rule (:func:`choose_config`) based on register
-budgets measured ahead of time (``python -m kernels.aot``), and every choice can be overridden
+budgets measured ahead of time (``python -m rww.ops.triton.aot``), and every choice can be overridden
 (tests force small streamed tiles; ``bench/gpu.py`` can compare alternatives).
 """
 
@@ -70,9 +70,9 @@ class KernelConfig:
     num_warps: int
 
 
-# Largest BLOCK_N whose C tile stays in registers without spilling (DESIGN.md s. 3, and the
-# spill columns of ``python -m kernels.aot``). Forward: 64 regions with 8 warps (~210 registers),
-# no spills on sm_80/sm_90. The adjoint holds 19 gradient accumulators and 6 adjoint states per
+# Largest BLOCK_N whose C tile stays in registers without spilling (the spill columns of
+# ``python -m rww.ops.triton.aot``). Forward: 64 regions with 8 warps (~210 registers), no spills
+# on sm_80/sm_90. The adjoint holds 19 gradient accumulators and 6 adjoint states per
 # element on top of the forward's live set: with C resident it reached 255 registers and spilled
 # at BLOCK_N = 32 and 64 (one simulation per program, 4 or 8 warps), 248 registers at 16; the
 # streamed adjoint needs ~150-170 at BLOCK_N = 32..128 and does not spill.

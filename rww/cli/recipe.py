@@ -21,7 +21,7 @@ def _defaults() -> dict:
     about three minutes on two idle cores for the demo, see README: 48 candidates over G/G_c,
     w_EE and the noise amplitude, 1200-TR simulations at dt = 1 ms, 6 refinement epochs of 4
     realisations, an evaluation of 2 realisations at dt = 0.1 ms)."""
-    from .recipe import RecipeConfig
+    from ..recipe import RecipeConfig
     c = RecipeConfig()
     return dict(bounds=",".join(f"{k}={lo:g}:{hi:g}" for k, (lo, hi) in c.bounds.items()),
                 candidates=c.n_candidates, search_dt=c.search_dt, epochs=c.epochs,
@@ -88,10 +88,10 @@ def run_recipe(args, sc, labels, connectome, demo, target, held_out: dict) -> in
     """Run the recipe for ``rww fit`` (arguments already parsed and the target loaded)."""
     import torch
 
-    from .evaluate import evaluate
-    from .fit import FitTarget
-    from .params import get_preset
-    from .recipe import RecipeConfig, _fmt, fit_recipe
+    from ..evaluate import evaluate
+    from ..fit import FitTarget
+    from ..params import get_preset
+    from ..recipe import RecipeConfig, _fmt, fit_recipe
 
     tick_all = time.perf_counter()
     if args.preset not in (None, "deco2014"):
@@ -119,14 +119,14 @@ def run_recipe(args, sc, labels, connectome, demo, target, held_out: dict) -> in
         raise ValueError("--no-fic: the recipe needs FIC (G is searched relative to G_c)")
     weights = RecipeConfig().weights
     if args.weights:
-        from .cli_fit import _parse_pairs
+        from .fit import _parse_pairs
         weights = _parse_pairs(args.weights, "--weights")
     bounds = _parse_bounds(pick(args.bounds, "bounds"))
     if not {"G", "G_rel"} & set(bounds):
         raise ValueError("--bounds: include G_rel (G as a fraction of G_c, e.g. G_rel=0.7:1.0) or "
                          "G; --bounds replaces the default search space, it does not add to it")
     try:
-        from .search import SearchSpace
+        from ..search import SearchSpace
         SearchSpace(bounds)
     except ValueError as err:
         raise ValueError(f"--bounds: {str(err).replace('SearchSpace: ', '')}") from None
@@ -218,8 +218,8 @@ def _figures(result, target, out: str, eval_dt: float) -> list:
     """FC (target vs chosen), FCD distributions and the search landscape."""
     import torch
 
-    from . import figures
-    from . import objectives as obj
+    from .. import figures
+    from .. import objectives as obj
     paths = []
     ev = result.final                    # the chosen point's evaluation: reuse its simulation
     fc_target = torch.as_tensor(target.fc, dtype=torch.float64) if target.fc is not None \

@@ -7,7 +7,7 @@ once so that the forward kernel and the recomputation inside the adjoint kernel 
 float32 expressions (the clamp masks and the relu masks of the adjoint then agree with the forward
 trajectory). Tiles are ``(BLOCK_B, BLOCK_N)``: simulations x nodes.
 
-Role prefixes (STYLE.md): ``b_`` values in registers, ``p_`` pointers, ``o_`` offsets, ``m_``
+Role prefixes: ``b_`` values in registers, ``p_`` pointers, ``o_`` offsets, ``m_``
 masks.
 """
 
@@ -128,7 +128,7 @@ def coupling_matvec(b_v, b_c, p_cb, m_cb, s_ci, s_cj, p_vec, o_b, o_b64, o_n, m_
     loads column j of C (L1/L2 resident, unit stride) and the broadcast ``v[b, j]``, and
     accumulates with FMAs: no cross-thread reduction and no large temporary, so registers stay
     flat at any N (a (BLOCK_N x BLOCK_J) chunk tile reduced across lanes spilled heavily at
-    BLOCK_N = 128; ``python -m kernels.aot`` shows the present numbers). ``BLOCK_J`` columns are
+    BLOCK_N = 128; ``python -m rww.ops.triton.aot`` shows the present numbers). ``BLOCK_J`` columns are
     unrolled per iteration into 4 independent accumulators (shorter FMA dependency chains),
     summed in a fixed order: deterministic. With tl.dot, ``BLOCK_J``-column chunks of v and C
     feed ``tl.dot`` (fp32 "ieee").

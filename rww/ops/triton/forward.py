@@ -18,7 +18,7 @@ scheduler can overlap its ~70 integer ops with the mat-vec's reduction.
 Coupling variants (compile-time flags):
 
 - ``RESIDENT``: C (padded to BLOCK_N x BLOCK_N) is loaded into registers once per launch. The
-  measured limit (DESIGN.md s. 3; ``python -m kernels.aot`` reproduces it) is about 64 regions per
+  measured limit (``python -m rww.ops.triton.aot`` reproduces it) is about 64 regions per
   program before the tile spills; the launcher uses it only up to that size.
 - streamed (``RESIDENT=False``): each step S_E is written to a per-simulation scratch row (it
   stays in L1/L2), a barrier makes it visible to the whole program, and the mat-vec runs over
@@ -29,9 +29,9 @@ Coupling variants (compile-time flags):
   product ``S_E (BLOCK_B x N) @ C^T`` on ``tl.dot`` (fp32 "ieee" precision: the FMA path, exact
   fp32 products, no TF32), so every C element fetched serves BLOCK_B simulations. At N = 100
   the FMA-dot operand fragments plus 16 x 128 elements of state spill (``python -m
-  kernels.aot``), yet on an H200 it was the fastest forward for B = 32768 (1.5x one streamed
+  rww.ops.triton.aot``), yet on an H200 it was the fastest forward for B = 32768 (1.5x one streamed
   simulation per program; ``bench/results/gpu-tune-h200.json``): the default from
-  ``kernels.config.DOT_MIN_BATCH`` simulations sharing C, up to BLOCK_N = 128.
+  ``rww.ops.triton.config.DOT_MIN_BATCH`` simulations sharing C, up to BLOCK_N = 128.
 
 Latency (small B): a single simulation uses one program, i.e. one SM; the step is a dependent
 chain (stage S_E, barrier, mat-vec over L1-resident columns of C, expm1, division, clamp). On an
@@ -61,7 +61,7 @@ import triton.language as tl
 
 from .config import KernelConfig, ScanConstants, choose_config
 from .philox import state_normals, step_counter
-from .rww_step import (NO_DIVERGENCE, NO_DIVERGENCE_HOST, bold_signal, coupling_matvec,
+from .step import (NO_DIVERGENCE, NO_DIVERGENCE_HOST, bold_signal, coupling_matvec,
                        coupling_tile, diverged, load_coupling_resident, load_param, rww_step)
 
 # Rows of the parameter table (rww.params.PARAM_NAMES order; a contract).
@@ -286,7 +286,7 @@ def _check_inputs(params, coupling, state):
 
 def fwd_kernel_args(params, c_op, state, consts, cfg, n_steps, k_start, ckpt_every, n_trs,
                     outputs, write_out, rec, write_traj):
-    """``(grid, args, kwargs)`` of one ``_rww_fwd_kernel`` launch (also used by kernels.aot to
+    """``(grid, args, kwargs)`` of one ``_rww_fwd_kernel`` launch (also used by rww.ops.triton.aot to
     compile exactly what the launcher runs); ``c_op`` from :func:`forward_coupling_operand`."""
     batch, n_nodes = state.shape[1], state.shape[2]
     s_pp, s_pb, s_pn, pb, pn = _param_strides(params)

@@ -33,9 +33,9 @@ FILE_DEFAULTS = dict(preset="deco2014", learn="G", epochs=50, window_trs=20, n_t
 
 def add_parser(subparsers):
     """Add the ``fit`` subcommand to an argparse ``subparsers`` object."""
-    from .cli import add_connectome_arguments, add_model_options
-    from .cli_recipe import add_recipe_arguments
-    from .params import PRESETS
+    from .common import add_connectome_arguments, add_model_options
+    from .recipe import add_recipe_arguments
+    from ..params import PRESETS
 
     p = subparsers.add_parser(
         "fit", help="fit model parameters to empirical FC / FCD / BOLD",
@@ -137,7 +137,7 @@ def _parse_pairs(text: str, what: str) -> dict:
 
 
 def _parse_priors(items: list, preset) -> dict:
-    from .params import canonical_name
+    from ..params import canonical_name
     priors = {}
     for item in items:
         name, sep, rest = item.partition("=")
@@ -163,13 +163,13 @@ def run(args) -> int:
     :func:`rww.cli.main` to report in one line."""
     import torch
 
-    from . import data as rdata
-    from . import objectives as obj
-    from .cli import (_check_device, _collect_parameters, _resolve_backend,
+    from .. import data as rdata
+    from .. import objectives as obj
+    from .common import (_check_device, _collect_parameters, _resolve_backend,
                       load_connectome_from_args, model_options)
-    from .fit import FitConfig, FitTarget, evaluate, fit
-    from .model import RWWBold
-    from .params import get_preset
+    from ..fit import FitConfig, FitTarget, evaluate, fit
+    from ..model import RWWBold
+    from ..params import get_preset
 
     tick_all = time.perf_counter()
     recipe = args.recipe or (args.demo and not args.paper)
@@ -235,7 +235,7 @@ def run(args) -> int:
     fcd_window = args.fcd_window or fcd_window
     fcd_step = args.fcd_step or fcd_step
     if recipe:
-        from .cli_recipe import run_recipe
+        from .recipe import run_recipe
         target = FitTarget(fc=target_fc, bold=bold, fcd_values=fcd_values, fcd_window=fcd_window,
                            fcd_step=fcd_step, fcd_exclude_overlapping=demo is None)
         os.makedirs(args.out, exist_ok=True)
@@ -312,7 +312,7 @@ def run(args) -> int:
             fcd_step=fcd_step)
     outputs = [checkpoint, result_json, result_npz]
     if not args.no_figures:
-        from . import figures
+        from .. import figures
         outputs.append(figures.fc_comparison(target_v.fc, sim_fc, os.path.join(args.out, "fc.png"),
                                              title=f"target vs fitted FC ({preset.name})"))
         outputs.append(figures.history(result.history, os.path.join(args.out, "history.png")))

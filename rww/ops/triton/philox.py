@@ -1,4 +1,4 @@
-"""Philox4x32-10 and Box-Muller as Triton device functions (the noise contract, DESIGN.md s. 2).
+"""Philox4x32-10 and Box-Muller as Triton device functions (the noise contract of :mod:`rww.noise`).
 
 Noise is a pure function of ``(seed, step, node, simulation)``: the forward kernel, the
 recomputation inside the backward pass and every other backend draw the same normals for the same
@@ -14,7 +14,7 @@ are explicit uint32 values carried by the caller; ``tl.philox`` computes the sam
 tests check both against :mod:`rww.noise`.
 
 Precision: the contract asks for the same normals on every backend, so log/cos/sin come from
-:mod:`kernels.mathfn` (libdevice on GPU, within 1-2 ulp like the C library torch uses on CPU;
+:mod:`rww.ops.triton.mathfn` (libdevice on GPU, within 1-2 ulp like the C library torch uses on CPU;
 numpy float32 under the interpreter) instead of the ``.approx`` instructions ``tl.log``/``tl.cos``
 lower to, and the square root is the IEEE one (``sqrt_rn``).
 """

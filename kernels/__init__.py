@@ -1,1 +1,0 @@
-"""Triton kernels of rww (the only package that imports triton)."""

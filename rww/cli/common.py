@@ -1,0 +1,251 @@
+"""Helpers shared by the ``rww`` subcommands: error formatting, JSON-safe values, the connectome
+and model options of ``rww simulate`` and ``rww fit``, parameter parsing, device and backend
+checks."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+
+DEFAULT_DURATION_S = 60.0
+
+# ------------------------------------------------------------------------------------------------
+# Small helpers
+# ------------------------------------------------------------------------------------------------
+
+def _one_line(err: BaseException) -> str:
+    text = " ".join(str(err).split())
+    return text or type(err).__name__
+
+
+def _finite(x):
+    """A float for JSON, or None for NaN/inf (JSON has no NaN)."""
+    x = float(x)
+    return x if math.isfinite(x) else None
+
+
+def _tolist(value):
+    """Tensors, lists and floats as JSON-safe nested lists of floats (NaN/inf -> None)."""
+    import torch
+    if torch.is_tensor(value):
+        value = value.detach().cpu().tolist()
+    if isinstance(value, (list, tuple)):
+        return [_tolist(v) for v in value]
+    if isinstance(value, float):
+        return _finite(value)
+    return value
+
+
+def _add_debug(parser: argparse.ArgumentParser):
+    try:
+        parser.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                            help="print the full traceback on errors")
+    except argparse.ArgumentError:
+        pass                                  # the command defines its own --debug
+
+
+# ------------------------------------------------------------------------------------------------
+# rww simulate
+# ------------------------------------------------------------------------------------------------
+
+# ------------------------------------------------------------------------------------------------
+# Connectome and model options (rww simulate, rww fit)
+# ------------------------------------------------------------------------------------------------
+
+def add_connectome_arguments(p: argparse.ArgumentParser, demo_help: str):
+    """The connectome options shared by ``rww simulate`` and ``rww fit`` (read back by
+    :func:`load_connectome_from_args`)."""
+    src = p.add_argument_group("connectome")
+    src.add_argument("connectome", nargs="?",
+                     help="structural connectivity file (.npy/.npz/.csv/.tsv/.txt/.mat; "
+                          "FILE:NAME picks an array in .npz/.mat)")
+    src.add_argument("--demo", action="store_true", help=demo_help)
+    src.add_argument("--key", help="array / variable name inside an .npz or .mat file")
+    src.add_argument("--normalise", default="auto",
+                     choices=("auto", "none", "max", "frobenius", "mean_row_sum"),
+                     help="SC normalisation (default auto: mean_row_sum for deco2014; none for "
+                          "griffiths2022, whose model normalises the SC itself)")
+    src.add_argument("--symmetrise", action="store_true", help="use (W + W^T)/2")
+    src.add_argument("--zero-diagonal", action="store_true", help="set self-connections to 0")
+    src.add_argument("--log1p", action="store_true", help="use log(1 + W) (before normalising)")
+    return src
+
+
+def load_connectome_from_args(args, preset, include_bold: bool = False):
+    """Load the connectome the options of :func:`add_connectome_arguments` name.
+
+    Returns:
+        ``(sc, labels, metadata, demo)``: ``sc`` a float64 ``(N, N)`` tensor, preprocessed as
+        the options say (``--normalise auto``: mean row sum 1 for ``deco2014``, none for
+        ``griffiths2022``, whose model normalises the SC itself); ``labels`` region names or None;
+        ``metadata`` a JSON-able description (source, preprocessing); ``demo`` the
+        :class:`rww.data.DemoData` with ``--demo`` (subject BOLD loaded if ``include_bold``),
+        else None.
+    """
+    from .. import data as rdata
+    normalise = args.normalise
+    if normalise == "auto":
+        normalise = "mean_row_sum" if preset.code == 0 else None
+    elif normalise == "none":
+        normalise = None
+    prep = dict(symmetrise=args.symmetrise, zero_diagonal=args.zero_diagonal, log1p=args.log1p,
+                normalise=normalise)
+    if args.demo and args.connectome:
+        raise ValueError("give a connectome file or --demo, not both")
+    if args.demo:
+        demo = rdata.load_demo(include_bold=include_bold, **prep)
+        sc, labels = demo.sc, demo.labels
+        metadata = {"source": "embedded demo: HCP-YA Schaefer-100 group SC (group-train706), "
+                              "cuBNM example data", "n_regions": demo.n_regions,
+                    "preprocessing": demo.metadata["preprocessing"],
+                    "licence": demo.metadata["licence"], "citation": demo.metadata["citation"]}
+        return sc, labels, metadata, demo
+    if args.connectome:
+        sc, metadata = rdata.load_connectome(args.connectome, args.key, return_metadata=True, **prep)
+        return sc, metadata.pop("labels", None), metadata, None
+    raise ValueError("connectome: give a structural connectivity file, or --demo for the "
+                     "embedded HCP Schaefer-100 SC")
+
+
+def add_model_options(group):
+    """The model options shared by ``rww simulate`` and ``rww fit``: FIC, G relative to G_c and
+    the haemodynamic model."""
+    from ..params import HAEMO_MODELS
+    group.add_argument("--fic", nargs="?", type=float, const=3.0, default=None, metavar="HZ",
+                       help="feedback inhibition control (deco2014): set w_IE per region so every "
+                            "excitatory rate is HZ (default 3) at the fixed point (Deco et al. "
+                            "2014, analytic form of Demirtas et al. 2019)")
+    group.add_argument("--no-fic", action="store_true",
+                       help="switch off FIC where a parameter file or --demo turns it on")
+    group.add_argument("--g-relative", action="store_true",
+                       help="read G as a fraction of the critical coupling G_c where the FIC "
+                            "fixed point loses stability (needs --fic)")
+    group.add_argument("--haemo", choices=sorted(HAEMO_MODELS), default=None,
+                       help="haemodynamic (Balloon-Windkessel) model (default: the preset's; "
+                            "deco2014: Deco et al. 2014's time constants; friston2003 is rww "
+                            "0.1.0's)")
+
+
+# Keys of a parameter file that are model options rather than parameter values.
+PARAMS_FILE_OPTIONS = ("fic", "g_relative", "haemo", "preset", "dt", "tr", "note", "record")
+
+
+def model_options(args, file_options: dict) -> dict:
+    """``fic``, ``g_relative`` and ``haemo`` keyword arguments of :class:`rww.RWWBold` from the
+    command line, falling back to a parameter file's entries."""
+    fic = file_options.get("fic")
+    if args.fic is not None:
+        fic = args.fic
+    if getattr(args, "no_fic", False):
+        fic = None
+    g_relative = bool(args.g_relative or file_options.get("g_relative", False))
+    from_file = "G" in file_options.get("_file_parameters", set())
+    given = any(item.split("=", 1)[0].strip() == "G" for item in getattr(args, "param", []))
+    if args.g_relative and from_file and not given and not file_options.get("g_relative"):
+        raise ValueError("--g-relative: the parameter file's G is absolute (its record has "
+                         "G/G_c); drop --g-relative, or give the fraction with --param G=...")
+    if g_relative and fic is None:
+        raise ValueError("--g-relative: G relative to the critical coupling needs --fic (G_c is "
+                         "defined at the FIC fixed point)")
+    haemo = args.haemo or file_options.get("haemo")
+    return {"fic": False if fic is None else float(fic), "g_relative": g_relative,
+            "haemo": haemo}
+
+
+def _parse_value(name: str, text: str):
+    parts = [t.strip() for t in str(text).split(",") if t.strip()]
+    if not parts:
+        raise ValueError(f"--param {name}: empty value")
+    try:
+        values = [float(t) for t in parts]
+    except ValueError:
+        raise ValueError(f"--param {name}: {text!r} is not a number or a comma-separated list "
+                         "of numbers") from None
+    return values[0] if len(values) == 1 else values
+
+
+def _collect_parameters(args, preset, file_options: dict | None = None) -> dict:
+    """Parameter values from --params FILE and --param NAME=VALUE, names validated; the file's
+    model options (:data:`PARAMS_FILE_OPTIONS`) go into ``file_options`` when given."""
+    import torch
+    from ..params import canonical_name
+    values: dict = {}
+    if args.params:
+        if not os.path.exists(args.params):
+            raise FileNotFoundError(f"parameter file not found: {args.params}")
+        try:
+            with open(args.params) as fh:
+                loaded = json.load(fh)
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise ValueError(f"{args.params}: not valid JSON ({_one_line(err)})") from None
+        if not isinstance(loaded, dict):
+            raise ValueError(f"{args.params}: expected a JSON object of name -> value, got "
+                             f"{type(loaded).__name__}")
+        for name, value in loaded.items():
+            if name in PARAMS_FILE_OPTIONS:
+                if file_options is not None:
+                    file_options[name] = value
+                continue
+            if file_options is not None:
+                file_options.setdefault("_file_parameters", set()).add(name)
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool) or (
+                isinstance(value, list) and value and all(
+                    isinstance(v, (int, float)) and not isinstance(v, bool) for v in value))
+            if not ok:
+                raise ValueError(f"{args.params}: parameter {name} must be a number or a list of "
+                                 f"numbers, got {value!r}")
+            values[name] = value
+    for item in args.param:
+        if "=" not in item:
+            raise ValueError(f"--param: expected NAME=VALUE, got {item!r}")
+        name, text = (s.strip() for s in item.split("=", 1))
+        values[name] = _parse_value(name, text)
+    out = {}
+    for name, value in values.items():
+        if name != "sigma_out":
+            canonical_name(name, preset)          # raises naming the known parameters
+        out[name] = torch.tensor(value, dtype=torch.float64) if isinstance(value, list) else float(value)
+    return out
+
+
+
+def _check_device(name: str):
+    import torch
+    try:
+        device = torch.device(name)
+    except RuntimeError as err:
+        raise ValueError(f"--device: {_one_line(err)}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {name}: CUDA is not available here (torch "
+                         f"{torch.__version__}, CUDA build: {torch.version.cuda or 'none'}); use "
+                         "--device cpu")
+    if device.type not in ("cpu", "cuda"):
+        raise ValueError(f"--device {name}: only cpu and cuda devices are supported")
+    return device
+
+
+def _backend_supports(name: str, device) -> tuple[bool, str]:
+    """Whether backend ``name`` can simulate tensors on ``device`` here, and if not why."""
+    from ..ops.scan import backend_available, get_backend
+    ok, why = backend_available(name)
+    if not ok:
+        return False, why
+    try:
+        get_backend(name, device)
+    except (ValueError, RuntimeError) as err:
+        return False, _one_line(err)
+    return True, ""
+
+
+def _resolve_backend(name: str, device) -> str:
+    from ..ops.scan import auto_backend_name
+    used = auto_backend_name(device) if name == "auto" else name
+    ok, why = _backend_supports(used, device)
+    if not ok:
+        raise ValueError(f"--backend {used}: cannot run on {device} here ({why}); use "
+                         "--backend torch, or see `rww info`")
+    return used
+
+

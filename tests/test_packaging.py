@@ -1,0 +1,34 @@
+"""What `pip install .` puts into site-packages: only the `rww` package (a top-level `kernels`
+package would collide with an unrelated distribution of that name on the package index)."""
+
+import os
+import re
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_only_rww_is_installed():
+    setuptools = pytest.importorskip("setuptools")
+    with open(os.path.join(ROOT, "pyproject.toml")) as fh:
+        text = fh.read()
+    section = text.split("[tool.setuptools.packages.find]", 1)[1]
+    include = re.search(r"include\s*=\s*\[([^\]]*)\]", section).group(1)
+    patterns = [p.strip().strip("\"'") for p in include.split(",") if p.strip()]
+    packages = setuptools.find_packages(ROOT, include=patterns)
+    assert "rww.ops.triton" in packages and "rww.ops.numba" in packages
+    assert {name.split(".")[0] for name in packages} == {"rww"}, packages
+
+
+def test_importing_rww_imports_neither_kernel_compiler():
+    """numba and triton are imported by the backends on first use, not by `import rww` (a
+    fresh interpreter, since the test session may have imported them already)."""
+    import subprocess
+    import sys
+
+    code = ("import sys, rww, rww.ops.numba, rww.ops.triton, rww.ops.triton.config, "
+            "rww.ops.numba.layout; print('numba' in sys.modules, 'triton' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["False", "False"]
