@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from .coupling import griffiths_laplacian, griffiths_normalise_sc, validate_connectome
-from .noise import check_seed, observation_noise
+from .noise import check_seed, check_sim_offset, observation_noise
 from .ops.reference import ScanResult
 from .ops.scan import BACKENDS, auto_backend_name, rww_scan
 from .ops.spec import STATE_NAMES, ScanSpec, steps_per_tr_from
@@ -320,18 +320,21 @@ class RWWBold(nn.Module):
         """Default initial state ``(6, B, N)``."""
         return initial_state(self.batch, self.n_nodes, self.sc.dtype, self.sc.device)
 
-    def spec(self, n_trs: int, seed: int = 0, t0: int = 0, record=()) -> ScanSpec:
+    def spec(self, n_trs: int, seed: int = 0, t0: int = 0, record=(),
+             sim_offset: int = 0) -> ScanSpec:
         if not isinstance(n_trs, int) or n_trs < 0:
             raise ValueError(f"n_trs: must be a non-negative integer, got {n_trs!r}")
         return ScanSpec(self.preset, self.dt, self.steps_per_tr, n_trs * self.steps_per_tr,
-                        seed=check_seed(seed), t0=t0, haemo=self.haemo, record=tuple(record))
+                        seed=check_seed(seed), t0=t0,
+                        sim_offset=check_sim_offset(sim_offset, self.batch), haemo=self.haemo,
+                        record=tuple(record))
 
     def simulate(self, n_trs: int, state: torch.Tensor | None = None, seed: int = 0, t0: int = 0,
-                 record=()) -> ScanResult:
+                 record=(), sim_offset: int = 0) -> ScanResult:
         """Simulate ``n_trs`` TRs; like :meth:`forward` but returns a
         :class:`rww.ops.reference.ScanResult` with ``records`` (``S_E``, ``S_I`` at TR ends;
         ``r_E``, ``r_I`` averaged over each TR, in Hz), each ``(B, n_trs, N)``."""
-        spec = self.spec(n_trs, seed, t0, record)
+        spec = self.spec(n_trs, seed, t0, record, sim_offset)
         if state is None:
             state = self.initial_state()
         elif not torch.is_tensor(state) or tuple(state.shape) != (6, self.batch, self.n_nodes):
@@ -350,10 +353,12 @@ class RWWBold(nn.Module):
             return bold
         amplitude = 0.001 + torch.relu(sigma_out) if griffiths else sigma_out
         ends = spec.t0 + torch.arange(1, spec.n_trs + 1) * spec.steps_per_tr - 1
-        xi = observation_noise(spec.seed, ends, self.n_nodes, self.batch, bold.dtype, bold.device)
+        xi = observation_noise(spec.seed, ends, self.n_nodes, self.batch, bold.dtype, bold.device,
+                               spec.sim_offset)
         return bold + amplitude * xi
 
-    def forward(self, n_trs: int, state: torch.Tensor | None = None, seed: int = 0, t0: int = 0):
+    def forward(self, n_trs: int, state: torch.Tensor | None = None, seed: int = 0, t0: int = 0,
+                sim_offset: int = 0):
         """Simulate ``n_trs`` TRs.
 
         Args:
@@ -362,11 +367,18 @@ class RWWBold(nn.Module):
             seed: noise seed in [0, 2**64).
             t0: global index of the first step; pass ``t0 = previous n_trs * steps_per_tr`` with
                 the returned state to continue a run exactly.
+            sim_offset: noise index of this batch's first simulation: the noise of simulation b
+                is that of simulation ``sim_offset + b`` of one large batch with the same seed,
+                so a batch split over calls (or processes) reproduces the whole batch, and
+                member b can be rerun alone (``batch=1, sim_offset=b``).
 
         Returns:
             ``(bold, state)``: ``(B, n_trs, N)`` BOLD and the ``(6, B, N)`` final state.
+
+        Raises:
+            ValueError: ``sim_offset`` negative or ``sim_offset + B > 2**32``.
         """
-        result = self.simulate(n_trs, state, seed, t0)
+        result = self.simulate(n_trs, state, seed, t0, sim_offset=sim_offset)
         return result.bold, result.state
 
     def extra_repr(self) -> str:

@@ -5,7 +5,10 @@ The noise contract (stated here and in README.md, "Noise contract") makes noise 
 backend (this reference, the Triton kernels, the CPU kernels) produces the same trajectory.
 
 - key ``(k0, k1) = (seed & 0xFFFFFFFF, seed >> 32)``
-- counter ``(t & 0xFFFFFFFF, t >> 32, node, simulation)``, t the global step index
+- counter ``(t & 0xFFFFFFFF, t >> 32, node, simulation)``, t the global step index and
+  simulation the member's index in the batch plus the batch's ``sim_offset`` (default 0): a
+  batch split over calls or processes, each part given its offset, draws the same noise as the
+  whole batch, and member b of a batch can be rerun alone with ``sim_offset = b``
 - ``u_k = ((x_k >> 8) + 0.5) * 2**-24`` for the output words ``x_k``: exactly ``(2k+1) 2**-25``
   in (0, 1) in float64. In float32 the sum ``k + 0.5`` needs 25 significant bits for k >= 2**23,
   so it rounds to nearest even: u is within 2**-25 of the exact value and reaches 1.0 for the
@@ -80,21 +83,36 @@ def check_seed(seed) -> int:
     return seed
 
 
-def uniform_words(seed: int, steps: torch.Tensor, n_nodes: int, batch: int, device="cpu"):
+def check_sim_offset(sim_offset, batch: int | None = None) -> int:
+    """Validate a simulation offset: an int >= 0 with ``sim_offset + batch <= 2**32`` (the
+    counter word is 32-bit). Returns it as a Python int."""
+    if isinstance(sim_offset, bool) or not isinstance(sim_offset, int) or sim_offset < 0:
+        raise ValueError(f"sim_offset: must be a non-negative integer, got {sim_offset!r}")
+    if batch is not None and sim_offset + batch > 2**32:
+        raise ValueError(f"sim_offset: {sim_offset} + batch {batch} exceeds 2**32 simulations "
+                         "(the noise counter's simulation word is 32-bit)")
+    return sim_offset
+
+
+def uniform_words(seed: int, steps: torch.Tensor, n_nodes: int, batch: int, device="cpu",
+                  sim_offset: int = 0):
     """The four Philox output words for every (step, simulation, node).
 
     Args:
         seed: noise seed, int in [0, 2**64).
         steps: int64 tensor ``(T,)`` of global step indices.
         n_nodes: N.  batch: B.
+        sim_offset: noise index of the batch's first simulation (see the module docstring).
 
     Returns:
         Tuple of four int64 tensors of shape ``(T, B, N)``.
     """
     seed = check_seed(seed)
+    sim_offset = check_sim_offset(sim_offset, batch)
     steps = steps.to(device=device, dtype=torch.int64).view(-1, 1, 1)
     node = torch.arange(n_nodes, device=device, dtype=torch.int64).view(1, 1, -1)
-    sim = torch.arange(batch, device=device, dtype=torch.int64).view(1, -1, 1)
+    sim = torch.arange(sim_offset, sim_offset + batch, device=device,
+                       dtype=torch.int64).view(1, -1, 1)
     shape = (steps.shape[0], batch, n_nodes)
     c0 = (steps & MASK32).expand(shape)
     c1 = (steps >> 32).expand(shape)
@@ -114,19 +132,21 @@ def box_muller(u0: torch.Tensor, u1: torch.Tensor) -> tuple[torch.Tensor, torch.
 
 
 def state_noise(seed: int, t_start: int, n_steps: int, n_nodes: int, batch: int,
-                dtype=torch.float32, device="cpu") -> tuple[torch.Tensor, torch.Tensor]:
-    """Standard normal state noise (xi_E, xi_I) for global steps ``t_start .. t_start+n_steps-1``.
+                dtype=torch.float32, device="cpu",
+                sim_offset: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Standard normal state noise (xi_E, xi_I) for global steps ``t_start .. t_start+n_steps-1``
+    of simulations ``sim_offset .. sim_offset+batch-1``.
 
     Returns:
         Two tensors ``(n_steps, B, N)`` of ``dtype``.
     """
     steps = torch.arange(t_start, t_start + n_steps, dtype=torch.int64)
-    x0, x1, _, _ = uniform_words(seed, steps, n_nodes, batch, device)
+    x0, x1, _, _ = uniform_words(seed, steps, n_nodes, batch, device, sim_offset)
     return box_muller(to_unit_interval(x0, dtype), to_unit_interval(x1, dtype))
 
 
 def observation_noise(seed: int, steps: torch.Tensor, n_nodes: int, batch: int,
-                      dtype=torch.float32, device="cpu") -> torch.Tensor:
+                      dtype=torch.float32, device="cpu", sim_offset: int = 0) -> torch.Tensor:
     """Standard normal observation noise from Philox words 2 and 3 at the given global steps.
 
     Args:
@@ -135,6 +155,6 @@ def observation_noise(seed: int, steps: torch.Tensor, n_nodes: int, batch: int,
     Returns:
         Tensor ``(B, T, N)`` (the layout of BOLD).
     """
-    _, _, x2, x3 = uniform_words(seed, steps, n_nodes, batch, device)
+    _, _, x2, x3 = uniform_words(seed, steps, n_nodes, batch, device, sim_offset)
     xi, _ = box_muller(to_unit_interval(x2, dtype), to_unit_interval(x3, dtype))
     return xi.transpose(0, 1)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 
 from ..errors import SimulationDiverged
-from ..noise import state_noise
+from ..noise import check_sim_offset, state_noise
 from ..params import PARAM_INDEX
 from .spec import ScanSpec, validate_scan_inputs
 
@@ -179,6 +179,7 @@ def simulate_steps(params: torch.Tensor, coupling: torch.Tensor, state: torch.Te
     anywhere).
     """
     batch, n_nodes = validate_scan_inputs(params, coupling, state)
+    check_sim_offset(spec.sim_offset, batch)
     p = {name: params[i] for name, i in PARAM_INDEX.items()}
     current = tuple(state.unbind(0))
     griffiths = spec.preset.code == 1
@@ -190,7 +191,7 @@ def simulate_steps(params: torch.Tensor, coupling: torch.Tensor, state: torch.Te
         tr = k // spt
         chunk_end = min(stop, (tr + 1) * spt)
         xi_e, xi_i = state_noise(spec.seed, spec.t0 + k, chunk_end - k, n_nodes, batch,
-                                 state.dtype, state.device)
+                                 state.dtype, state.device, spec.sim_offset)
         sum_e = sum_i = 0.0
         for j in range(chunk_end - k):
             current, r_e, r_i = rww_step(current, p, coupling, xi_e[j], xi_i[j], spec)

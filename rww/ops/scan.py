@@ -27,6 +27,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..noise import check_sim_offset
 from .reference import ScanResult, raise_if_diverged, reference_scan, simulate_steps
 from .spec import RECORDABLE, ScanSpec, validate_scan_inputs
 
@@ -290,7 +291,8 @@ def rww_scan(params: torch.Tensor, coupling: torch.Tensor, state: torch.Tensor, 
         >>> spec = ScanSpec(preset, dt=0.1, steps_per_tr=7200, n_steps=14400,
         ...                 haemo=resolve_haemo(preset, None))
     """
-    validate_scan_inputs(params, coupling, state)
+    batch, _ = validate_scan_inputs(params, coupling, state)
+    check_sim_offset(spec.sim_offset, batch)
     impl = get_backend(backend, state.device)
     if impl is None:
         return reference_scan(params, coupling, state, spec)

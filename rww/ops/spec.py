@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..noise import check_seed
+from ..noise import check_seed, check_sim_offset
 from ..params import HAEMO_NAMES, N_PARAMS, Preset, bold_coefficients, same_device
 
 # Rows of the state tensor (6, B, N). Every backend uses this order.
@@ -28,6 +28,8 @@ class ScanSpec:
         n_steps: steps to simulate, a multiple of ``steps_per_tr``.
         seed: noise seed in [0, 2**64).
         t0: global index of the first step (noise counter), so a run continues across calls.
+        sim_offset: noise index of the batch's first simulation (noise counter), so a batch
+            split over calls draws the noise of the whole batch (:mod:`rww.noise`).
         haemo: Balloon-Windkessel constants (:func:`rww.params.resolve_haemo`).
         record: names from :data:`RECORDABLE` to return at TR resolution.
     """
@@ -38,6 +40,7 @@ class ScanSpec:
     n_steps: int
     seed: int = 0
     t0: int = 0
+    sim_offset: int = 0
     haemo: dict = field(default_factory=dict)
     record: tuple = ()
 
@@ -56,6 +59,7 @@ class ScanSpec:
         check_seed(self.seed)
         if not isinstance(self.t0, int) or not 0 <= self.t0 < 2**63:
             raise ValueError(f"t0: must be a non-negative integer, got {self.t0!r}")
+        check_sim_offset(self.sim_offset)
         bad = [r for r in self.record if r not in RECORDABLE]
         if bad:
             raise ValueError(f"record: unknown {bad}; choose from {RECORDABLE}")

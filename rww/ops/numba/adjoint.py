@@ -205,7 +205,7 @@ def _bwd_begin(W, b, coef, grad_state, acc, gacc, N, NP):
 
 @njit(forceinline=True, error_model="numpy", fastmath=FASTMATH)
 def _recompute_segment(W, tape, b, seg, ckpt, ct, bc, hc, griffiths, n_steps, k_every, t0, key0,
-                       key1, N, NP):
+                       key1, sim0, N, NP):
     """Recompute segment ``seg`` of simulation ``b`` from its checkpoint into ``tape``
     (K + 1, N_TAPE, NP), step-major (one stream for the prefetcher, not 21): the state before
     every step and the step's intermediates, and at step ``length`` the state at the end.
@@ -219,7 +219,7 @@ def _recompute_segment(W, tape, b, seg, ckpt, ct, bc, hc, griffiths, n_steps, k_
         for fld in range(6):
             for i in range(NP):
                 tape[j, fld, i] = W[(fld) * LANES + i]
-        _step(W, ct, bc, hc, griffiths, t0 + start + j, b, key0, key1, N, NP, True)
+        _step(W, ct, bc, hc, griffiths, t0 + start + j, sim0 + b, key0, key1, N, NP, True)
         for fld in range(6, N_TAPE):
             for i in range(NP):
                 tape[j, fld, i] = W[(fld) * LANES + i]
@@ -323,7 +323,7 @@ def _bwd_end(W, b, acc, gacc, want_gc, gc_slot, g_coef, g_c, g_state0, N):
 
 @njit(nogil=True, cache=True, error_model="numpy", fastmath=FASTMATH)
 def rww_bwd_kernel(sims, coef, ct, cm, ckpt, hc64, griffiths, steps_per_tr, n_steps, k_every, t0,
-                   key0, key1, grad_bold, grad_rec, grec_slot, grad_state, want_gc, gc_slot,
+                   key0, key1, sim0, grad_bold, grad_rec, grec_slot, grad_state, want_gc, gc_slot,
                    g_coef, g_c, g_state0, mismatch):
     """Discrete adjoint of the forward scan for the simulations in ``sims``.
 
@@ -365,7 +365,7 @@ def rww_bwd_kernel(sims, coef, ct, cm, ckpt, hc64, griffiths, steps_per_tr, n_st
         n_mismatch = 0
         for seg in range(n_seg - 1, -1, -1):
             n_mismatch += _recompute_segment(W, tape, b, seg, ckpt, ct, bc, hc, griffiths,
-                                             n_steps, k_every, t0, key0, key1, N, NP)
+                                             n_steps, k_every, t0, key0, key1, sim0, N, NP)
             _sweep_segment(W, tape, b, seg, cm, bc, hc, griffiths, steps_per_tr, n_steps,
                            k_every, grad_bold, grad_rec, grec_slot, want_gc, acc, gacc, N, NP)
         mismatch[b] = n_mismatch
@@ -385,13 +385,13 @@ def rww_bwd_begin(b, coef, grad_state, Ws, Wr, acc, gacc):
 
 
 @njit(nogil=True, cache=True, error_model="numpy", fastmath=FASTMATH)
-def rww_bwd_recompute(b, seg, ct, ckpt, hc64, griffiths, n_steps, k_every, t0, key0, key1, Wr,
-                      tape):
+def rww_bwd_recompute(b, seg, ct, ckpt, hc64, griffiths, n_steps, k_every, t0, key0, key1, sim0,
+                      Wr, tape):
     """:func:`_recompute_segment` as a kernel; returns the mismatch count."""
     hc = _haemo(hc64, ckpt.dtype)
     bc = b if ct.shape[0] > 1 else 0
     return _recompute_segment(Wr, tape, b, seg, ckpt, ct, bc, hc, griffiths, n_steps, k_every,
-                              t0, key0, key1, ckpt.shape[3], ct.shape[2])
+                              t0, key0, key1, sim0, ckpt.shape[3], ct.shape[2])
 
 
 @njit(nogil=True, cache=True, error_model="numpy", fastmath=FASTMATH)

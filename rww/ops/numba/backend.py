@@ -283,7 +283,8 @@ class NumbaBackend(ScanBackend):
 
         def run(sims):
             k.rww_fwd_kernel(sims, coef, ct, state0, hc, griffiths, spec.steps_per_tr,
-                             spec.n_steps, checkpoint_every, spec.t0, key0, key1, rec_slot, *outs)
+                             spec.n_steps, checkpoint_every, spec.t0, key0, key1,
+                             spec.sim_offset, rec_slot, *outs)
 
         n_tasks = min(batch, num_threads())
         _run_tasks(run, [np.arange(batch, dtype=np.int64)[i::n_tasks] for i in range(n_tasks)])
@@ -338,7 +339,8 @@ class NumbaBackend(ScanBackend):
 
         def run(sims):
             k.rww_bwd_kernel(sims, coef, ct, cm, ckpt, hc, griffiths, spec.steps_per_tr,
-                             spec.n_steps, checkpoint_every, spec.t0, key0, key1, gbold, grec,
+                             spec.n_steps, checkpoint_every, spec.t0, key0, key1,
+                             spec.sim_offset, gbold, grec,
                              grec_slot, gstate, want_gc, gc_slot, g_coef, g_c, g_state0_np,
                              mismatch)
 
@@ -424,7 +426,7 @@ def _pipelined_backward(k, b, coef, ct, cm, ckpt, hc, griffiths, spec, k_every, 
 
     def recompute(seg):
         return k.rww_bwd_recompute(b, seg, ct, ckpt, hc, griffiths, spec.n_steps, k_every,
-                                   spec.t0, key0, key1, wr, tapes[seg % 2])
+                                   spec.t0, key0, key1, spec.sim_offset, wr, tapes[seg % 2])
 
     pool = _pool(1)
     n_mismatch = recompute(n_seg - 1)

@@ -13,7 +13,7 @@ from .step import _haemo, _load_coefficients, _load_state, _step
 # ----------------------------------------------------------------------------- forward
 @njit(nogil=True, cache=True, error_model="numpy", fastmath=FASTMATH)
 def rww_fwd_kernel(sims, coef, ct, state0, hc64, griffiths, steps_per_tr, n_steps, k_every, t0,
-                   key0, key1, rec_slot, bold, rec, ckpt, final, first_bad):
+                   key0, key1, sim0, rec_slot, bold, rec, ckpt, final, first_bad):
     """Forward scan of the simulations listed in ``sims``.
 
     Args:
@@ -25,6 +25,7 @@ def rww_fwd_kernel(sims, coef, ct, state0, hc64, griffiths, steps_per_tr, n_step
         griffiths: 1 for the griffiths2022 equations, 0 for deco2014.
         steps_per_tr, n_steps, k_every: steps per TR, steps, checkpoint interval K.
         t0: global index of the first step; key0, key1: Philox key words (uint64).
+        sim0: noise index of simulation 0 (the noise counter's simulation word is sim0 + b).
         rec_slot: int64 (4,) row of ``rec`` for S_E, S_I, r_E, r_I, or -1 when not recorded.
 
     Outputs (written for the simulations in ``sims`` only):
@@ -63,7 +64,8 @@ def rww_fwd_kernel(sims, coef, ct, state0, hc64, griffiths, steps_per_tr, n_step
             start = seg * k_every
             stop = min(start + k_every, n_steps)
             for k in range(start, stop):
-                nbad = _step(W, ct, bc, hc, griffiths, t0 + k, b, key0, key1, N, NP, False)
+                nbad = _step(W, ct, bc, hc, griffiths, t0 + k, sim0 + b, key0, key1, N, NP,
+                             False)
                 if want_rates:
                     for i in range(NP):
                         rsum[0, i] += W[W_RE * LANES + i]

@@ -54,13 +54,13 @@ N_PARAMS = 19
 
 
 @triton.jit(do_not_specialize=["B", "L", "k_start", "spt", "n_trs",
-                               "seed_lo", "seed_hi", "t_lo", "t_hi"])
+                               "seed_lo", "seed_hi", "t_lo", "t_hi", "sim0"])
 def _rww_bwd_kernel(
     p_params, s_pp, s_pb, s_pn,
     p_c, s_cb, s_ci, s_cj,
     p_traj, p_gcoup, p_adj, p_gparam, p_gbold, p_gse, p_gsi, p_gre, p_gri,
     B, N, L, k_start, spt, n_trs,
-    seed_lo, seed_hi, t_lo, t_hi,
+    seed_lo, seed_hi, t_lo, t_hi, sim0,
     dt, sqrt_dt, dtb, kappa, gamma_h, inv_tau0, inv_alpha, ln_1m_rho, inv_rho,
     bold_scale, k1, k2, k3,
     GRIFFITHS: tl.constexpr, PER_SIM_C: tl.constexpr, PB: tl.constexpr, PN: tl.constexpr,
@@ -73,7 +73,8 @@ def _rww_bwd_kernel(
     output (dL/d(C @ S_E) per step); adj ``(6, B, N)`` in: dL/ds at the segment end, out: at its
     start; gparam ``(19, B, N)`` accumulated in place; gbold and the record gradients
     ``(B, n_trs, N)`` (``GREC`` bits 1, 2, 4, 8: S_E, S_I, r_E, r_I present). The strides of C
-    are those of ``C^T``. ``(t_hi, t_lo)``: global noise step of local step ``k_start``.
+    are those of ``C^T``. ``(t_hi, t_lo)``: global noise step of local step ``k_start``; ``sim0``: noise
+    index of simulation 0.
     """
     pid = tl.program_id(0)
     o_b = pid * BLOCK_B + tl.arange(0, BLOCK_B)
@@ -89,6 +90,8 @@ def _rww_bwd_kernel(
     k1_key = seed_hi.to(tl.uint32)
     t_lo_u = t_lo.to(tl.uint32)
     t_hi_u = t_hi.to(tl.uint32)
+    # Noise index of each simulation: sim0 + b in uint32 (wrapping add; sim0 + B <= 2**32).
+    o_noise_sim = o_b.to(tl.uint32) + sim0.to(tl.uint32)
 
     g = load_param(p_params, 0, s_pp, s_pb, s_pn, o_b, o_n, m_b, m_n, PB, PN)
     w_ee = load_param(p_params, 1, s_pp, s_pb, s_pn, o_b, o_n, m_b, m_n, PB, PN)
@@ -178,7 +181,7 @@ def _rww_bwd_kernel(
         coup = tl.load(p_tr + 6 * plane, mask=m, other=0.0)
 
         c0, c1 = step_counter(t_lo_u, t_hi_u, j)
-        xi_e, xi_i = state_normals(k0, k1_key, c0, c1, o_n[None, :], o_b[:, None])
+        xi_e, xi_i = state_normals(k0, k1_key, c0, c1, o_n[None, :], o_noise_sim[:, None])
         out = rww_step(se, si, x, f, v, q, coup, xi_e, xi_i,
                        g, w_ee, w_ie, w_ei, j_nmda, i_0, w_e, w_i, sigma,
                        a_e, b_e, d_e, a_i, b_i, d_i, tau_e, tau_i, gam_e, gam_i,
@@ -357,7 +360,7 @@ def bwd_kernel_args(params, coupling, traj, gcoup, adj, gparam, grad_bold, grad_
         coupling, s_cb, s_ci, s_cj,
         traj, gcoup, adj, gparam, grad_bold, *rec_ptrs,
         batch, n_nodes, n_steps, k_start, consts.steps_per_tr, n_trs,
-        consts.seed & 0xFFFFFFFF, consts.seed >> 32, t & 0xFFFFFFFF, t >> 32,
+        consts.seed & 0xFFFFFFFF, consts.seed >> 32, t & 0xFFFFFFFF, t >> 32, consts.sim_offset,
         *consts.kernel_floats(), consts.bold_scale, consts.k1, consts.k2, consts.k3,
     )
     kwargs = dict(

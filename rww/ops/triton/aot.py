@@ -113,7 +113,7 @@ def _consts(preset: str) -> ScanConstants:
 def _launch_args(v: Variant):
     """``(kernel, args, kwargs)`` of a representative launch of ``v`` (CPU stand-in tensors:
     compilation reads only dtypes, alignment and the integer values)."""
-    from . import rww_bwd, rww_fwd
+    from . import adjoint, forward
 
     cfg = v.config()
     b = min(v.batch, 64)        # tensors only stand in; the batch value itself is not specialised
@@ -131,15 +131,15 @@ def _launch_args(v: Variant):
         outs = {k: buf() for k in ("final", "ckpt", "bold", "S_E", "S_I", "r_E", "r_I", "traj",
                                    "vec")}
         outs["bad"] = torch.empty(64, dtype=torch.int32)
-        c_op = rww_fwd.forward_coupling_operand(coupling, cfg)
-        _, args, kwargs = rww_fwd.fwd_kernel_args(params, c_op, state, consts, cfg, 1000, 0,
+        c_op = forward.forward_coupling_operand(coupling, cfg)
+        _, args, kwargs = forward.fwd_kernel_args(params, c_op, state, consts, cfg, 1000, 0,
                                                   31, 10, outs, True, 15, False)
-        kernel = rww_fwd._rww_fwd_kernel
+        kernel = forward._rww_fwd_kernel
     else:
         grads = {k: buf() for k in ("S_E", "S_I", "r_E", "r_I")}
-        _, args, kwargs = rww_bwd.bwd_kernel_args(params, coupling, buf(), buf(), state, buf(),
+        _, args, kwargs = adjoint.bwd_kernel_args(params, coupling, buf(), buf(), state, buf(),
                                                   buf(), grads, consts, cfg, 0, 31, 10)
-        kernel = rww_bwd._rww_bwd_kernel
+        kernel = adjoint._rww_bwd_kernel
     # The launcher's argument list uses the stand-in batch; restore the real one.
     index = kernel.arg_names.index("B")
     args = tuple(v.batch if i == index else a for i, a in enumerate(args))

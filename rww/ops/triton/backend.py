@@ -39,7 +39,7 @@ def scan_constants(spec: ScanSpec):
         griffiths=spec.preset.code == 1, dt=float(spec.dt), balloon_dt=float(spec.balloon_dt),
         steps_per_tr=spec.steps_per_tr, seed=spec.seed, t0=spec.t0, kappa=h["kappa"],
         gamma_h=h["gamma_h"], tau_0=h["tau_0"], alpha=h["alpha"], rho=h["rho"],
-        bold_scale=scale, k1=k1, k2=k2, k3=k3)
+        bold_scale=scale, k1=k1, k2=k2, k3=k3, sim_offset=spec.sim_offset)
 
 
 class TritonBackend(ScanBackend):

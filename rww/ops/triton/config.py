@@ -22,6 +22,7 @@ class ScanConstants:
         griffiths: preset flag (False: deco2014, True: griffiths2022).
         dt: neural step (ms for deco2014). balloon_dt: haemodynamic step (s for deco2014).
         steps_per_tr: steps per BOLD sample. seed: Philox key (64-bit). t0: global step of local 0.
+        sim_offset: noise index of simulation 0 (the counter's simulation word is sim_offset + b).
         kappa, gamma_h, tau_0, alpha, rho: Balloon constants. bold_scale, k1, k2, k3: BOLD
         ``scale*(k1(1-q) + k2(1-q/v) + k3(1-v))``.
     """
@@ -41,6 +42,7 @@ class ScanConstants:
     k1: float
     k2: float
     k3: float
+    sim_offset: int = 0
 
     def kernel_floats(self) -> tuple:
         """``(dt, sqrt_dt, dtb, kappa, gamma_h, 1/tau_0, 1/alpha, ln(1-rho), 1/rho)`` computed in

@@ -70,13 +70,13 @@ from .step import (NO_DIVERGENCE, NO_DIVERGENCE_HOST, bold_signal, coupling_matv
 
 
 @triton.jit(do_not_specialize=["B", "n_steps", "k_start", "ckpt_every", "spt", "n_trs",
-                               "seed_lo", "seed_hi", "t_lo", "t_hi"])
+                               "seed_lo", "seed_hi", "t_lo", "t_hi", "sim0"])
 def _rww_fwd_kernel(
     p_params, s_pp, s_pb, s_pn,
     p_c, s_cb, s_ci, s_cj,
     p_state0, p_final, p_ckpt, p_bold, p_rse, p_rsi, p_rre, p_rri, p_bad, p_traj, p_vec,
     B, N, n_steps, k_start, ckpt_every, spt, n_trs,
-    seed_lo, seed_hi, t_lo, t_hi,
+    seed_lo, seed_hi, t_lo, t_hi, sim0,
     dt, sqrt_dt, dtb, kappa, gamma_h, inv_tau0, inv_alpha, ln_1m_rho, inv_rho,
     bold_scale, k1, k2, k3,
     GRIFFITHS: tl.constexpr, PER_SIM_C: tl.constexpr, PB: tl.constexpr, PN: tl.constexpr,
@@ -92,7 +92,8 @@ def _rww_fwd_kernel(
     ``ckpt_every``; bold and records ``(B, n_trs, N)``; bad ``(B,)`` int32, the first local step
     after which the state is invalid, or NO_DIVERGENCE; traj ``(n_steps, 7, B, N)``: the state
     before each step and its coupling input (for the adjoint); vec ``(B, N)`` scratch of the
-    streamed mat-vec. ``(t_hi, t_lo)``: global noise step of local step ``k_start``.
+    streamed mat-vec. ``(t_hi, t_lo)``: global noise step of local step ``k_start``; ``sim0``:
+    noise index of simulation 0.
     """
     pid = tl.program_id(0)
     o_b = pid * BLOCK_B + tl.arange(0, BLOCK_B)
@@ -108,6 +109,8 @@ def _rww_fwd_kernel(
     k1_key = seed_hi.to(tl.uint32)
     t_lo_u = t_lo.to(tl.uint32)
     t_hi_u = t_hi.to(tl.uint32)
+    # Noise index of each simulation: sim0 + b in uint32 (wrapping add; sim0 + B <= 2**32).
+    o_noise_sim = o_b.to(tl.uint32) + sim0.to(tl.uint32)
 
     g = load_param(p_params, I_G, s_pp, s_pb, s_pn, o_b, o_n, m_b, m_n, PB, PN)
     w_ee = load_param(p_params, I_WEE, s_pp, s_pb, s_pn, o_b, o_n, m_b, m_n, PB, PN)
@@ -185,7 +188,7 @@ def _rww_fwd_kernel(
             tl.store(p_tr + 6 * plane, b_coup, mask=m)
 
         c0, c1 = step_counter(t_lo_u, t_hi_u, j)
-        xi_e, xi_i = state_normals(k0, k1_key, c0, c1, o_n[None, :], o_b[:, None])
+        xi_e, xi_i = state_normals(k0, k1_key, c0, c1, o_n[None, :], o_noise_sim[:, None])
 
         out = rww_step(b_se, b_si, b_x, b_f, b_v, b_q, b_coup, xi_e, xi_i,
                        g, w_ee, w_ie, w_ei, j_nmda, i_0, w_e, w_i, sigma,
@@ -300,7 +303,7 @@ def fwd_kernel_args(params, c_op, state, consts, cfg, n_steps, k_start, ckpt_eve
         outputs["S_I"], outputs["r_E"], outputs["r_I"], outputs["bad"], outputs["traj"],
         outputs["vec"],
         batch, n_nodes, n_steps, k_start, ckpt_every, consts.steps_per_tr, n_trs,
-        consts.seed & 0xFFFFFFFF, consts.seed >> 32, t & 0xFFFFFFFF, t >> 32,
+        consts.seed & 0xFFFFFFFF, consts.seed >> 32, t & 0xFFFFFFFF, t >> 32, consts.sim_offset,
         *consts.kernel_floats(), consts.bold_scale, consts.k1, consts.k2, consts.k3,
     )
     kwargs = dict(

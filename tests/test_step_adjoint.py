@@ -1,0 +1,359 @@
+"""Per-step adjoint tests: one step of every checkpointed backend against ``torch.func.vjp`` of
+the reference scan in float64, from crafted states and parameters that sit on the equations'
+switches and kinks.
+
+What is compared. One Euler-Maruyama step (``n_steps = steps_per_tr = checkpoint_every = 1``:
+the step ends a TR, so the BOLD / S_E / S_I record injections at the TR end and the r_E / r_I
+record of the step are all exercised; a second case runs 2 steps of 1-step TRs in one segment,
+so the adjoint also carries an injected TR-end gradient back through a step). Forward outputs
+(BOLD, the final state, the four records) and the vector-Jacobian product of a fixed random
+linear functional of all of them (``helpers.upstream_gradients``: BOLD weighted x100) with
+respect to the full ``(P, B, N)`` parameter table, the coupling matrix and the initial state.
+The reference runs in float64 on the backend's inputs cast to float64, so what is measured is
+the backend's own error. Errors are relative max-norms *per row* (per parameter, per state
+variable, per output), so a small row (e.g. dL/dtau_E) is not hidden behind a large one.
+
+The crafted inputs (B = 2 simulations x N = 16 regions = 32 elements; every element has its
+own parameters, the table being full, and its own case):
+
+- transfer-function arguments: every element's I_0 is solved from the current formula so that
+  its excitatory argument lands on a chosen ``z = d_E y_E``, and its W_I so that the inhibitory
+  ``z = d_I y_I`` lands on another. deco2014: ``|z|`` just below, at and just above the
+  reference's series switch ``H_SERIES_THRESHOLD = 0.1`` (relative offsets 1e-4; "at" is 0.1 in
+  float64, so a float32 backend may take either branch: they agree to rounding), ``z = 0`` and
+  ``+-1e-3`` (around y = 0), ``|z|`` around 0.5 (where the fused kernels switch their phi(z)
+  slope from series to closed form), and ``|z| = 2, 6``. griffiths2022: ``|z|`` around 0.5,
+  ``0.1``, ``0.02``, 2 and 6; the excitatory/inhibitory current sums just below and above the
+  ``tanh(relu(.))`` kink (+-1e-4); and, in float64 only, ``y = 0`` and ``z = +-1e-4`` (see
+  ``GRIFFITHS_NEAR_ZERO`` for why not float32).
+- the clamps (deco2014): S_E and S_I landing exactly on 0 (S = 0 with gamma = 0, sigma = 0)
+  and exactly on 1 (S = 1 with tau = 1e16, gamma_I = 0, sigma = 0), where torch.clamp passes
+  the gradient (the convention under test there); the pre-clamp value solved to land at
+  ``-1e-5, 1e-5, 1 - 1e-5, 1 + 1e-5, -1e-3, 1 + 1e-3``; and initial S_E, S_I at 0 and 1 and just
+  inside/outside them (+-1e-6), with noise. griffiths2022's squash ``tanh(1e-5 + relu(.))``:
+  pre-squash values solved to land at ``+-1e-5, +-1e-3``, initial states at 0, 1, +-1e-6.
+- griffiths2022's ``0.001 + relu(w)`` gains and ``0.02 + relu(sigma)`` noise: w_EE, w_IE,
+  sigma exactly 0 (relu passes nothing at 0: the convention under test) and slightly negative
+  (relu dead) in some elements.
+- the Balloon: (x, f, v, q) exactly at rest (0, 1, 1, 1), 1e-6 and 1e-3 from it either way, a
+  few percent off, and random within 0.2 of rest.
+
+Every non-exact landing is checked to be at least ``MARGIN`` away from its kink (so float32
+rounding cannot put it on the other side), and every solved y is checked to land where asked.
+Everything else (the other parameters, the coupling) is random within 10% of the defaults.
+
+Backends: numba (float32, float64), triton (float32 only; Triton's interpreter on CPU
+tensors, ``TRITON_INTERPRET=1`` from conftest.py; on CUDA when a GPU is present),
+torch-checkpoint (float32, float64: the reference equations themselves, so its float32 error is
+that of float32 autograd through the reference formulas).
+
+Tolerances are in ``TOL`` below, with the measured errors they come from.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from helpers import upstream_gradients
+
+from rww.noise import state_noise
+from rww.ops.reference import H_SERIES_THRESHOLD, couple, reference_scan, transfer_deco, \
+    transfer_griffiths
+from rww.ops.scan import backend_available, rww_scan
+from rww.ops.spec import STATE_NAMES, ScanSpec
+from rww.params import PARAM_INDEX, PARAM_NAMES, get_preset, resolve_haemo
+
+B, N = 2, 16
+RECORDS = ("S_E", "S_I", "r_E", "r_I")
+NOISE_SEED = 20240611
+# A non-exact landing must be this far from its kink (float32 rounding of the step is ~1e-7).
+MARGIN = 3e-6
+# griffiths2022's rate (1e-5 + |y|) / (1e-5 d + |1 - exp(-d y)|) has a slope that goes from 0 at
+# y = 0 to ~1/2 over |y| ~ 1e-5, while y = a*I - b in float32 carries an absolute rounding error
+# of ~4e-6 (ulp(125) / 2) in the model's own arithmetic: a float32 evaluation of the slope for
+# |y| < ~1e-2 is ill-conditioned whatever the backend. Those cases run in float64 only.
+GRIFFITHS_NEAR_ZERO = ()
+
+# ---------------------------------------------------------------------------------- the cases
+S1 = H_SERIES_THRESHOLD
+DECO_Z = (S1 * (1 - 1e-4), S1, S1 * (1 + 1e-4), -S1 * (1 - 1e-4), -S1, -S1 * (1 + 1e-4),
+          0.0, 1e-3, -1e-3, 0.5 * (1 - 1e-4), 0.5 * (1 + 1e-4), -0.5 * (1 - 1e-4),
+          -0.5 * (1 + 1e-4), 2.0, -2.0, 6.0, -6.0)
+# ("raw", v): the current sum before tanh(relu(.)) is v instead of a chosen z.
+GRIFFITHS_Z = (0.5 * (1 - 1e-4), 0.5 * (1 + 1e-4), -0.5 * (1 - 1e-4), -0.5 * (1 + 1e-4),
+               0.1, -0.1, 0.02, -0.02, 1e-3, -1e-3, 2.0, -2.0, 6.0, -6.0, ("raw", 1e-4),
+               ("raw", -1e-4), ("raw", 0.3))
+# Modes of S_E / S_I: ("exact", 0 or 1), ("pre", target of the pre-clamp value), ("init", S).
+DECO_S = (("exact", 0.0), ("exact", 1.0), ("pre", -1e-5), ("pre", 1e-5), ("pre", 1 - 1e-5),
+          ("pre", 1 + 1e-5), ("pre", -1e-3), ("pre", 1 + 1e-3), ("init", 0.0), ("init", 1.0),
+          ("init", 1e-6), ("init", 1 - 1e-6), ("init", -1e-6), ("init", 1 + 1e-6),
+          ("init", 0.3), ("init", 0.7))
+GRIFFITHS_S = (("pre", -1e-5), ("pre", 1e-5), ("pre", -1e-3), ("pre", 1e-3), ("init", 0.0),
+               ("init", 1.0), ("init", 1e-6), ("init", -1e-6), ("init", 1 - 1e-6),
+               ("init", 0.2), ("init", 0.5), ("init", 0.8))
+BALLOON = ((0.0, 1.0, 1.0, 1.0), (1e-6, 1 + 1e-6, 1 - 1e-6, 1 + 1e-6),
+           (-1e-6, 1 - 1e-6, 1 + 1e-6, 1 - 1e-6), (1e-3, 1 + 1e-3, 1 - 1e-3, 1 + 1e-3),
+           (-1e-3, 1 - 1e-3, 1 + 1e-3, 1 - 1e-3), (0.05, 1.05, 0.98, 1.02),
+           (-0.05, 0.95, 1.02, 0.97))
+# griffiths2022 relu kinks of the gains and of the noise amplitude: element -> overrides.
+GRIFFITHS_RELU = {1: {"w_EE": 0.0}, 4: {"w_IE": 0.0}, 7: {"sigma": 0.0}, 10: {"w_EE": -0.01},
+                  13: {"w_EI": -0.01}, 16: {"sigma": -0.01}, 19: {"w_EE": 0.0, "sigma": 0.0}}
+
+
+def _cycle(seq, k, shift=0):
+    return seq[(k + shift) % len(seq)]
+
+
+def _spec(preset: str, n_steps: int) -> ScanSpec:
+    pr = get_preset(preset)
+    return ScanSpec(pr, 0.1 if pr.code == 0 else 0.05, 1, n_steps, seed=NOISE_SEED,
+                    haemo=resolve_haemo(pr, None), record=RECORDS)
+
+
+def _rate_of_y(y, a, d, griffiths):
+    """H at the argument y = a*I - b (b = 0 so that y is exact)."""
+    cur = y / a
+    if griffiths:
+        return transfer_griffiths(cur, a, 0.0, d)
+    return transfer_deco(cur, a, 0.0, d)
+
+
+def landing(table, coupling, state, spec):
+    """float64: the transfer-function arguments y_E, y_I, the current sums before tanh(relu(.))
+    (griffiths2022) and the pre-clamp / pre-squash S_E, S_I of the first step."""
+    table, coupling, state = (t.detach().double() for t in (table, coupling, state))
+    p = {name: table[i] for name, i in PARAM_INDEX.items()}
+    s_e, s_i = state[0], state[1]
+    cs = couple(coupling, s_e)
+    relu = torch.relu
+    if spec.preset.code == 1:
+        raw_e = (p["W_E"] * p["I_0"] + (0.001 + relu(p["w_EE"])) * s_e + p["G"] * cs
+                 - (0.001 + relu(p["w_IE"])) * s_i)
+        raw_i = p["W_I"] * p["I_0"] + (0.001 + relu(p["w_EI"])) * s_e - s_i
+        i_e, i_i = torch.tanh(relu(raw_e)), torch.tanh(relu(raw_i))
+        rate = transfer_griffiths
+        amp = math.sqrt(spec.dt) * (0.02 + relu(p["sigma"]))
+    else:
+        j = p["J_NMDA"]
+        raw_e = i_e = (p["W_E"] * p["I_0"] + p["w_EE"] * j * s_e + p["G"] * j * cs
+                       - p["w_IE"] * s_i)
+        raw_i = i_i = p["W_I"] * p["I_0"] + p["w_EI"] * j * s_e - s_i
+        rate = transfer_deco
+        amp = math.sqrt(spec.dt) * p["sigma"]
+    r_e = rate(i_e, p["a_E"], p["b_E"], p["d_E"])
+    r_i = rate(i_i, p["a_I"], p["b_I"], p["d_I"])
+    xi_e, xi_i = state_noise(spec.seed, spec.t0, 1, s_e.shape[1], s_e.shape[0], torch.float64)
+    dt = spec.dt
+    pre_e = s_e + dt * (-s_e / p["tau_E"] + (1 - s_e) * p["gamma_E"] * r_e) + amp * xi_e[0]
+    pre_i = s_i + dt * (-s_i / p["tau_I"] + p["gamma_I"] * r_i) + amp * xi_i[0]
+    return {"y_E": p["a_E"] * i_e - p["b_E"], "y_I": p["a_I"] * i_i - p["b_I"],
+            "raw_E": raw_e, "raw_I": raw_i, "pre_E": pre_e, "pre_I": pre_i}
+
+
+def craft(preset: str, dtype, n_steps: int = 1, seed: int = 0):
+    """The crafted one-step problem: ``(table (P, B, N), coupling (N, N), state (6, B, N), spec,
+    cases)``, tensors in ``dtype``; ``cases`` lists what every element was built to hit."""
+    griffiths = preset == "griffiths2022"
+    pr = get_preset(preset)
+    spec = _spec(preset, n_steps)
+    f64 = torch.float64
+    gen = torch.Generator().manual_seed(seed)
+
+    def rand(*shape):
+        return torch.rand(*shape, generator=gen, dtype=f64)
+
+    def rnd(t):                               # round to the test's dtype, keep float64
+        return t.to(dtype).to(f64)
+
+    # coupling as make_problem builds it
+    sc = rand(N, N)
+    sc = 0.5 * (sc + sc.T)
+    if griffiths:
+        from rww.coupling import griffiths_laplacian, griffiths_normalise_sc
+        coupling = griffiths_laplacian(griffiths_normalise_sc(sc))
+    else:
+        sc.fill_diagonal_(0)
+        coupling = sc / sc.sum(-1).mean()
+    coupling = rnd(coupling)
+
+    base = dict(pr.defaults, G=1.0 if griffiths else 0.8, sigma=0.05 if griffiths else 0.02)
+    table = torch.stack([base[name] * (1 + 0.2 * (rand(B, N) - 0.5)) for name in PARAM_NAMES])
+    p = {name: table[i] for name, i in PARAM_INDEX.items()}      # views: edits reach `table`
+    z_list = GRIFFITHS_Z if griffiths else DECO_Z
+    if griffiths and dtype == f64:
+        z_list = z_list + GRIFFITHS_NEAR_ZERO
+    s_list = GRIFFITHS_S if griffiths else DECO_S
+    cases = []
+    modes = {}
+    for k in range(B * N):
+        b, n = divmod(k, N)
+        ze, zi = _cycle(z_list, k), _cycle(z_list, k, shift=len(z_list) // 2 + 1)
+        se_mode, si_mode = _cycle(s_list, k), _cycle(s_list, k, shift=5)
+        over = dict(GRIFFITHS_RELU.get(k, {})) if griffiths else {}
+        if not griffiths:
+            for mode, pop in ((se_mode, "E"), (si_mode, "I")):
+                if mode == ("exact", 0.0):
+                    over.update({f"gamma_{pop}": 0.0, "sigma": 0.0})
+                elif mode == ("exact", 1.0):
+                    over.update({f"tau_{pop}": 1e16, "sigma": 0.0})
+                    if pop == "I":
+                        over["gamma_I"] = 0.0
+        for name, value in over.items():
+            p[name][b, n] = value
+        modes[k] = (ze, zi, se_mode, si_mode)
+        cases.append(dict(b=b, n=n, z_E=ze, z_I=zi, S_E=se_mode, S_I=si_mode,
+                          balloon=_cycle(BALLOON, k) if k < 2 * len(BALLOON) else "random",
+                          **over))
+    table = rnd(table)
+    p = {name: table[i] for name, i in PARAM_INDEX.items()}
+
+    # the argument each element is to land on, and its rate
+    def target(z, pop):
+        a, b_, d = p[f"a_{pop}"], p[f"b_{pop}"], p[f"d_{pop}"]
+        y = torch.empty(B, N, dtype=f64)
+        raw = torch.full((B, N), float("nan"), dtype=f64)
+        for k in range(B * N):
+            b, n = divmod(k, N)
+            zk = modes[k][0 if pop == "E" else 1]
+            if isinstance(zk, tuple):
+                raw[b, n] = zk[1]
+                y[b, n] = a[b, n] * torch.tanh(torch.relu(raw[b, n])) - b_[b, n]
+            else:
+                y[b, n] = zk / d[b, n]
+                i = (y[b, n] + b_[b, n]) / a[b, n]
+                raw[b, n] = torch.atanh(i) if griffiths else i
+        return y, raw, _rate_of_y(y, a, d, griffiths)
+
+    y_e, raw_e, r_e = target(None, "E")
+    y_i, raw_i, r_i = target(None, "I")
+
+    xi_e, xi_i = (x[0] for x in state_noise(spec.seed, spec.t0, 1, N, B, f64))
+    dt = spec.dt
+    amp = math.sqrt(dt) * ((0.02 + torch.relu(p["sigma"])) if griffiths else p["sigma"])
+    state = torch.empty(6, B, N, dtype=f64)
+    for k in range(B * N):
+        b, n = divmod(k, N)
+        for row, mode, decay, gain, xi, rate in (
+                (0, modes[k][2], p["tau_E"], p["gamma_E"], xi_e, r_e),
+                (1, modes[k][3], p["tau_I"], p["gamma_I"], xi_i, r_i)):
+            kind, value = mode
+            if kind in ("exact", "init"):
+                state[row, b, n] = value
+                continue
+            # pre = S + dt*(-S/tau + (1 - S)*gamma*r) + amp*xi  (S_I: gamma*r, no (1 - S))
+            g = gain[b, n] * rate[b, n]
+            slope = 1 - dt / decay[b, n] - (dt * g if row == 0 else 0.0)
+            state[row, b, n] = (value - dt * g - amp[b, n] * xi[b, n]) / slope
+        if k < 2 * len(BALLOON):
+            state[2:, b, n] = torch.tensor(_cycle(BALLOON, k), dtype=f64)
+        else:
+            state[2, b, n] = 0.2 * (rand(()) - 0.5)
+            state[3:, b, n] = 1 + 0.4 * (rand(3) - 0.5)
+    state = rnd(state)
+
+    # I_0 puts the excitatory current sum on raw_E, then W_I the inhibitory one on raw_I
+    s_e, s_i = state[0], state[1]
+    cs = couple(coupling, s_e)
+    if griffiths:
+        rest_e = ((0.001 + torch.relu(p["w_EE"])) * s_e + p["G"] * cs
+                  - (0.001 + torch.relu(p["w_IE"])) * s_i)
+        e_ei = 0.001 + torch.relu(p["w_EI"])
+    else:
+        j = p["J_NMDA"]
+        rest_e = p["w_EE"] * j * s_e + p["G"] * j * cs - p["w_IE"] * s_i
+        e_ei = p["w_EI"] * j
+    table[PARAM_INDEX["I_0"]] = rnd((raw_e - rest_e) / p["W_E"])
+    i_0 = table[PARAM_INDEX["I_0"]]
+    assert (i_0.abs() > 0.01).all(), "an I_0 near 0 makes W_I ill-defined: change the seed"
+    table[PARAM_INDEX["W_I"]] = rnd((raw_i - e_ei * s_e + s_i) / i_0)
+
+    # every landing where it was meant to be
+    land = landing(table, coupling, state, spec)
+    y_tol = 2e-4 if dtype == torch.float32 else 1e-9          # float32: rounding of I_0, W_I
+    assert (land["y_E"] - y_e).abs().max() < y_tol * (1 + y_e.abs().max())
+    assert (land["y_I"] - y_i).abs().max() < y_tol * (1 + y_i.abs().max())
+    for k in range(B * N):
+        b, n = divmod(k, N)
+        for pop, mode in (("E", modes[k][2]), ("I", modes[k][3])):
+            pre = land[f"pre_{pop}"][b, n].item()
+            if mode[0] == "exact":
+                assert pre == mode[1], (k, pop, pre)
+                continue
+            if mode[0] == "pre":
+                assert abs(pre - mode[1]) < 1e-8 + 1e-6 * abs(mode[1]), (k, pop, pre, mode)
+            kinks = (0.0,) if griffiths else (0.0, 1.0)
+            assert min(abs(pre - c) for c in kinks) > MARGIN, (k, pop, pre, mode)
+        for pop, z in (("E", modes[k][0]), ("I", modes[k][1])):
+            if isinstance(z, tuple):
+                assert abs(land[f"raw_{pop}"][b, n].item() - z[1]) < 1e-6, (k, pop)
+    if griffiths:             # the current kinks: only the ("raw", +-1e-4) cases come near them
+        near = (land["raw_E"].abs() < MARGIN) | (land["raw_I"].abs() < MARGIN)
+        assert not near.any()
+    return table.to(dtype), coupling.to(dtype), state.to(dtype), spec, cases
+
+
+# ---------------------------------------------------------------------------------- comparison
+def _outputs(result, spec):
+    return (result.bold, result.state) + tuple(result.records[k] for k in spec.record)
+
+
+def reference_vjp(table, coupling, state, spec, upstream):
+    """Forward outputs and the VJP of ``upstream`` through the float64 reference scan."""
+    def fn(t, c, s):
+        return _outputs(reference_scan(t, c, s, spec, check_divergence=False), spec)
+
+    args = tuple(x.detach().double() for x in (table, coupling, state))
+    outs, vjp_fn = torch.func.vjp(fn, *args)
+    return outs, vjp_fn(tuple(u.double() for u in upstream))
+
+
+def backend_vjp(backend, table, coupling, state, spec, upstream):
+    leaves = [x.detach().clone().requires_grad_(True) for x in (table, coupling, state)]
+    result = rww_scan(*leaves, spec, backend=backend, checkpoint_every=spec.n_steps)
+    outs = _outputs(result, spec)
+    grads = torch.autograd.grad(outs, leaves, [u.to(table.dtype) for u in upstream])
+    return tuple(o.detach() for o in outs), grads
+
+
+def row_errors(actual, expected, names, prefix):
+    """``{prefix:name: relative max-norm error}`` over the leading dimension's rows."""
+    out = {}
+    for name, a, e in zip(names, actual, expected):
+        a, e = a.double(), e.double()
+        scale = e.abs().max().item()
+        err = (a - e).abs().max().item()
+        assert torch.isfinite(a).all(), f"{prefix}{name}: non-finite"
+        out[f"{prefix}{name}"] = err / scale if scale > 0 else (0.0 if err == 0 else math.inf)
+    return out
+
+
+def step_errors(backend, preset, dtype, n_steps=1):
+    """Relative errors, per row, of a backend's outputs and VJP on the crafted problem."""
+    table, coupling, state, spec, _ = craft(preset, dtype, n_steps)
+    up = _upstream(table, coupling, state, spec)
+    ref_outs, ref_grads = reference_vjp(table, coupling, state, spec, up)
+    outs, grads = backend_vjp(backend, table, coupling, state, spec, up)
+    errs = {}
+    errs.update(row_errors([outs[0]], [ref_outs[0]], ["bold"], ""))
+    errs.update(row_errors(outs[1], ref_outs[1], STATE_NAMES, "state:"))
+    errs.update(row_errors(outs[2:], ref_outs[2:], spec.record, "record:"))
+    used = get_preset(preset).used
+    names = [n for n in PARAM_NAMES if n in used]
+    idx = [PARAM_INDEX[n] for n in names]
+    errs.update(row_errors(grads[0][idx], ref_grads[0][idx], names, "grad:"))
+    unused = [PARAM_INDEX[n] for n in PARAM_NAMES if n not in used]
+    assert (grads[0][unused] == 0).all()
+    errs.update(row_errors([grads[1]], [ref_grads[1]], ["coupling"], "grad:"))
+    errs.update(row_errors(grads[2], ref_grads[2], STATE_NAMES, "grad:state0:"))
+    return errs
+
+
+def _upstream(table, coupling, state, spec):
+    """The fixed random linear functional: upstream gradients of every output (float64)."""
+    with torch.no_grad():
+        ref = reference_scan(*(x.double() for x in (table, coupling, state)), spec,
+                             check_divergence=False)
+    up = upstream_gradients(ref, seed=7)
+    return (up["bold"], up["state"]) + tuple(up["records"][k] for k in spec.record)
