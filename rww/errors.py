@@ -21,3 +21,17 @@ class SimulationDiverged(RuntimeError):
         if hint:
             msg += f"; {hint}"
         super().__init__(msg)
+
+
+class ScanMemoryError(MemoryError):
+    """A gradient through the scan cannot fit the memory budget at any checkpoint interval.
+
+    Attributes:
+        needed: least bytes required (at the best checkpoint interval).
+        budget: bytes available.
+        max_batch: how many simulations of the same size would fit in one call.
+    """
+
+    def __init__(self, message: str, needed: int, budget: int, max_batch: int):
+        self.needed, self.budget, self.max_batch = int(needed), int(budget), int(max_batch)
+        super().__init__(message)

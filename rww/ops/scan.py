@@ -28,6 +28,7 @@ from dataclasses import dataclass
 import torch
 
 from ..noise import check_sim_offset
+from .memory import choose_checkpoint_every
 from .reference import ScanResult, raise_if_diverged, reference_scan, simulate_steps
 from .spec import RECORDABLE, ScanSpec, validate_scan_inputs
 
@@ -76,6 +77,13 @@ class ScanBackend:
                  grad_bold, grad_records: dict, grad_state):
         """Returns ``(grad_params (P, Bp, Np), grad_coupling, grad_state0 (6, B, N))``."""
         raise NotImplementedError
+
+    def segment_bytes(self, k: int, batch: int, n_nodes: int, itemsize: int) -> int:
+        """Estimated bytes the backward holds for one segment of ``k`` steps (beyond the
+        checkpoints), for :mod:`rww.ops.memory`. Default: an autograd graph of the reference
+        step, about 60 saved floats per simulation, region and step (counted with
+        ``torch.autograd.graph.saved_tensors_hooks``: 58.6)."""
+        return 60 * k * batch * n_nodes * itemsize
 
 
 class TorchCheckpointBackend(ScanBackend):
@@ -299,7 +307,9 @@ def rww_scan(params: torch.Tensor, coupling: torch.Tensor, state: torch.Tensor, 
     if checkpoint_every is not None:
         k = checkpoint_every
     elif torch.is_grad_enabled() and any(t.requires_grad for t in (params, coupling, state)):
-        k = default_checkpoint_every(spec.n_steps)
+        # sqrt(T), or the interval that fits the memory budget (rww.ops.memory).
+        k = choose_checkpoint_every(impl, spec.n_steps, batch, state.shape[2],
+                                    state.element_size(), state.device)
     else:
         k = max(1, spec.n_steps)        # no backward will come: keep only the initial state
     if not isinstance(k, int) or k < 1:

@@ -255,6 +255,14 @@ class NumbaBackend(ScanBackend):
                            "use backend='triton' on CUDA or move the model to the CPU")
         return True, ""
 
+    def segment_bytes(self, k: int, batch: int, n_nodes: int, itemsize: int) -> int:
+        """The adjoint's working set: per worker thread a tape of ``(k + 1, N_TAPE, NP)`` (two
+        with the pipelined backward); it does not grow with the batch. Plus the float64
+        gradient sums of every simulation, ``(17 + N, B, N)``."""
+        lanes = padded_nodes(n_nodes)
+        tapes = 2 * min(batch, num_threads()) * (k + 1) * _kernels().N_TAPE * lanes * itemsize
+        return tapes + (17 + n_nodes) * batch * n_nodes * 8
+
     def forward(self, params, coupling, state, spec: ScanSpec, checkpoint_every: int) -> ForwardOutput:
         _check_dtype(params, coupling, state)
         k = _kernels()

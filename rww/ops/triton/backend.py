@@ -97,6 +97,11 @@ class TritonBackend(ScanBackend):
                     f"backend 'triton' computes in float32, got {t.dtype}; use dtype=float32, or "
                     "backend='torch' / 'torch-checkpoint' for float64")
 
+    def segment_bytes(self, k: int, batch: int, n_nodes: int, itemsize: int) -> int:
+        """The adjoint's working set for one segment: the recomputed trajectory ``(k, 7, B, N)``,
+        ``g_coup (k, B, N)`` and the ``(19, B, N)`` parameter partials, float32."""
+        return (8 * k + 19) * batch * n_nodes * 4
+
     def forward(self, params, coupling, state, spec: ScanSpec, checkpoint_every: int) -> ForwardOutput:
         from .forward import rww_fwd
 
