@@ -52,12 +52,14 @@ Tolerances are in ``TOL`` below, with the measured errors they come from.
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import pytest
 import torch
 from helpers import upstream_gradients
 
+import rww.ops.reference as reference_module
 from rww.noise import state_noise
 from rww.ops.reference import H_SERIES_THRESHOLD, couple, reference_scan, transfer_deco, \
     transfer_griffiths
@@ -307,7 +309,7 @@ def craft(case_set: str, dtype, n_steps: int = 1, seed: int = 0):
                 assert pre == mode[1], (k, pop, pre)
                 continue
             if mode[0] == "pre":
-                assert abs(pre - mode[1]) < 1e-8 + 1e-6 * abs(mode[1]), (k, pop, pre, mode)
+                assert abs(pre - mode[1]) < 2e-7, (k, pop, pre, mode)
             assert min(abs(pre - c) for c in kinks) > MARGIN, (k, pop, pre, mode)
         for pop, z in (("E", modes[k][0]), ("I", modes[k][1])):
             if isinstance(z, tuple):
@@ -323,14 +325,34 @@ def _outputs(result, spec):
     return (result.bold, result.state) + tuple(result.records[k] for k in spec.record)
 
 
-def reference_vjp(table, coupling, state, spec, upstream):
-    """Forward outputs and the VJP of ``upstream`` through the float64 reference scan."""
+def _transfer_griffiths_expm1(current, a, b, d):
+    """:func:`rww.ops.reference.transfer_griffiths` with ``1 - exp(-d y)`` evaluated as
+    ``-expm1(-d y)``: the same function, without the cancellation that costs the float64
+    reference's slope ~1e-16 / (1e-5 d + |d y|)^2 near y = 0 (see GRIFFITHS_Y0_Z)."""
+    y = a * current - b
+    return (1e-5 + y.abs()) / (1e-5 * d + torch.expm1(-d * y).abs())
+
+
+@contextlib.contextmanager
+def _accurate_griffiths_rate():
+    saved = reference_module.transfer_griffiths
+    reference_module.transfer_griffiths = _transfer_griffiths_expm1
+    try:
+        yield
+    finally:
+        reference_module.transfer_griffiths = saved
+
+
+def reference_vjp(table, coupling, state, spec, upstream, accurate=False):
+    """Forward outputs and the VJP of ``upstream`` through the float64 reference scan
+    (``accurate``: with :func:`_transfer_griffiths_expm1` for the griffiths2022 rate)."""
     def fn(t, c, s):
         return _outputs(reference_scan(t, c, s, spec, check_divergence=False), spec)
 
     args = tuple(x.detach().double() for x in (table, coupling, state))
-    outs, vjp_fn = torch.func.vjp(fn, *args)
-    return outs, vjp_fn(tuple(u.double() for u in upstream))
+    with _accurate_griffiths_rate() if accurate else contextlib.nullcontext():
+        outs, vjp_fn = torch.func.vjp(fn, *args)
+        return outs, vjp_fn(tuple(u.double() for u in upstream))
 
 
 def backend_vjp(backend, table, coupling, state, spec, upstream):
@@ -358,7 +380,8 @@ def step_errors(backend, case_set, dtype, n_steps=1, seed=0):
     table, coupling, state, spec, _ = craft(case_set, dtype, n_steps, seed)
     preset = spec.preset.name
     up = _upstream(table, coupling, state, spec)
-    ref_outs, ref_grads = reference_vjp(table, coupling, state, spec, up)
+    ref_outs, ref_grads = reference_vjp(table, coupling, state, spec, up,
+                                        accurate=case_set == "griffiths2022-y0")
     outs, grads = backend_vjp(backend, table, coupling, state, spec, up)
     errs = {}
     errs.update(row_errors([outs[0]], [ref_outs[0]], ["bold"], ""))
@@ -382,3 +405,107 @@ def _upstream(table, coupling, state, spec):
                              check_divergence=False)
     up = upstream_gradients(ref, seed=7)
     return (up["bold"], up["state"]) + tuple(up["records"][k] for k in spec.record)
+
+
+# ---------------------------------------------------------------------------------- tolerances
+F32, F64 = torch.float32, torch.float64
+# (forward, gradient) relative max-norm per row, about 3-5x the worst error measured over craft
+# seeds 0-4 and n_steps 1 and 2 (test seed 0), in comments as (forward, gradient).
+TOL = {
+    # float32: numba (9.9e-7, 2.0e-6), triton (1.3e-6, 2.8e-6), torch-checkpoint (1.4e-6, 2.6e-6)
+    ("numba", "deco2014", F32): (5e-6, 1e-5),
+    ("triton", "deco2014", F32): (5e-6, 1e-5),
+    ("torch-checkpoint", "deco2014", F32): (5e-6, 1e-5),
+    # float32: numba (6.5e-7, 2.9e-6), triton (8.3e-7, 6.2e-6), torch-checkpoint (9.1e-7, 1.5e-5:
+    # float32 autograd through 1 - exp(-d y) at |d y| = 0.1, see test_griffiths_near_y0)
+    ("numba", "griffiths2022", F32): (3e-6, 1e-5),
+    ("triton", "griffiths2022", F32): (3e-6, 2.5e-5),
+    ("torch-checkpoint", "griffiths2022", F32): (3e-6, 5e-5),
+    # float32: numba (4.9e-6, 1.0e-5), triton (3.4e-6, 1.3e-5): the model's own float32 rounding
+    # of y = a*I - b (~4e-6) moves the slope near y = 0
+    ("numba", "griffiths2022-y0", F32): (2e-5, 5e-5),
+    ("triton", "griffiths2022-y0", F32): (2e-5, 5e-5),
+    ("torch-checkpoint", "griffiths2022-y0", F32): (2e-5, 5e-5),
+    # float64: numba (2.4e-15, 7.3e-13), (1.3e-15, 4.5e-14), (9.1e-15, 4.8e-12; against the
+    # accurate reference); torch-checkpoint runs the reference's own operations: 0 and 0 exactly
+    # on the first two sets
+    ("numba", "deco2014", F64): (1e-14, 3e-12),
+    ("numba", "griffiths2022", F64): (5e-15, 2e-13),
+    ("numba", "griffiths2022-y0", F64): (4e-14, 2e-11),
+    ("torch-checkpoint", "deco2014", F64): (0.0, 0.0),
+    ("torch-checkpoint", "griffiths2022", F64): (0.0, 0.0),
+    ("torch-checkpoint", "griffiths2022-y0", F64): (4e-14, 2e-11),
+}
+
+NEAR_Y0_FINDING = (
+    "torch-checkpoint (the reference equations under autograd) near y = 0 in griffiths2022: "
+    "autograd's slope of (1e-5 + |y|) / (1e-5 d + |1 - exp(-d y)|) cancels (two ~1/(1e-5 d + "
+    "|d y|) terms) and 1 - exp(-d y) loses ~eps absolutely. Measured over seeds 0-4 (relative "
+    "max-norm per row, against the float64 reference with expm1): float32 gradients off by up "
+    "to 11.7x the row's largest entry (I_0 row; forward r_E/r_I 5.6e-4) at |d y| = 1e-4..1e-3 "
+    "(slope at y = 6.25e-4, d = 0.16: 2.59 instead of 0.49989; at y = -1.4e-14: -625000 "
+    "instead of 1.4e-9); float64 gradients 1.9e-8 (tolerance 2e-11; slope at y = -1.4e-14: "
+    "2.0e-5 instead of 1.4e-9). The fused numba/triton kernels, whose slopes go through "
+    "phi's series, are accurate there (float64 4.8e-12)")
+
+
+def _cases():
+    out = []
+    for backend, case_set, dtype in TOL:
+        marks = []
+        if backend == "torch-checkpoint" and case_set == "griffiths2022-y0":
+            marks = [pytest.mark.xfail(strict=True, reason=NEAR_Y0_FINDING)]
+        out.append(pytest.param(backend, case_set, dtype, marks=marks,
+                                id=f"{backend}-{case_set}-{str(dtype)[6:]}"))
+    return out
+
+
+def _skip_unavailable(backend):
+    ok, why = backend_available(backend)
+    if not ok:
+        pytest.skip(why)
+    if backend == "triton":
+        from rww.ops.triton.backend import TritonBackend
+        ok, why = TritonBackend().supports(torch.device("cpu"))
+        if not ok:
+            pytest.skip(why)
+
+
+# ---------------------------------------------------------------------------------- tests
+@pytest.mark.parametrize("case_set", CASE_SETS)
+@pytest.mark.parametrize("dtype", [F32, F64], ids=["float32", "float64"])
+def test_crafted_cases_land_where_asked(case_set, dtype):
+    """craft() checks every landing itself (y on its target, pre-clamp values on theirs or at
+    least MARGIN from every kink, exact cases exactly on the bound); here also the coverage:
+    both clamp bounds hit exactly and from both sides (deco2014), both sides of 0 for the
+    squash and current relu (griffiths2022), both sides of every switch."""
+    table, coupling, state, spec, cases = craft(case_set, dtype)
+    land = landing(table, coupling, state, spec)
+    pre = torch.cat([land["pre_E"].flatten(), land["pre_I"].flatten()])
+    assert (pre < 0).any() and (pre > 0).any() and (pre == 0).any() == (case_set == "deco2014")
+    if case_set == "deco2014":
+        assert (pre == 1).any() and (pre > 1).any() and ((pre > 0) & (pre < 1)).any()
+        z = torch.cat([(land["y_E"] * table[PARAM_INDEX["d_E"]].double()).flatten(),
+                       (land["y_I"] * table[PARAM_INDEX["d_I"]].double()).flatten()]).abs()
+        for lo, hi in ((0.0999, 0.1), (0.1, 0.1001), (0.4999, 0.5), (0.5, 0.5001)):
+            assert ((z > lo) & (z < hi)).any(), (lo, hi)
+        assert (z < 1e-5).any()
+    if case_set == "griffiths2022":
+        raw = torch.cat([land["raw_E"].flatten(), land["raw_I"].flatten()])
+        assert ((raw > 0) & (raw < 1e-3)).any() and ((raw < 0) & (raw > -1e-3)).any()
+    if case_set == "griffiths2022-y0":
+        y = torch.cat([land["y_E"].flatten(), land["y_I"].flatten()])
+        assert ((y > 0) & (y < 2e-3)).any() and ((y < 0) & (y > -2e-3)).any()
+
+
+@pytest.mark.parametrize("n_steps", [1, 2])
+@pytest.mark.parametrize("backend, case_set, dtype", _cases())
+def test_step_matches_reference_vjp(backend, case_set, dtype, n_steps):
+    """Forward outputs and the VJP of one step (n_steps = 1; or two 1-step TRs in one segment)
+    against torch.func.vjp of the float64 reference, per row, at TOL."""
+    _skip_unavailable(backend)
+    errs = step_errors(backend, case_set, dtype, n_steps)
+    tol_fwd, tol_grad = TOL[(backend, case_set, dtype)]
+    bad = {k: f"{v:.2e}" for k, v in errs.items()
+           if v > (tol_grad if k.startswith("grad:") else tol_fwd)}
+    assert not bad, f"beyond tolerance ({tol_fwd:.0e} forward, {tol_grad:.0e} gradients): {bad}"

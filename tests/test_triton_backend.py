@@ -378,3 +378,29 @@ def test_saved_memory_is_checkpoints_only():
     cpu = tuple(t.detach().cpu().requires_grad_(True) for t in (table, coupling, state))
     reference_bytes = _saved_bytes(lambda: reference_scan(*cpu, spec))
     assert reference_bytes > 10 * triton_bytes, (reference_bytes, triton_bytes)
+
+
+def test_backward_checks_its_recomputation_against_the_checkpoints(monkeypatch):
+    """Each recomputed segment but the last runs one step further and its end state is compared
+    with the next checkpoint: equal to the last bit here (the same kernel, the same arithmetic).
+    A corrupted checkpoint is reported with a warning naming the difference."""
+    from rww.ops.triton import adjoint
+
+    compare(checkpoint_every=K_SHORT, preset="deco2014", batch=2, n_nodes=4, **SHORT)
+    assert adjoint.last_recompute_check() == (0, 0.0)
+    leaves, build, spec = make_problem("deco2014", batch=2, n_nodes=4, **SHORT)
+    table, coupling, state = (t.detach().to(DEVICE).float() for t in build())
+    table.requires_grad_(True)
+    real_bwd = adjoint.rww_bwd
+
+    def corrupt(params, coupling, checkpoints, *args, **kwargs):
+        checkpoints = checkpoints.clone()
+        checkpoints[1, 0] += 1e-3                  # S_E at the second checkpoint
+        return real_bwd(params, coupling, checkpoints, *args, **kwargs)
+
+    monkeypatch.setattr(adjoint, "rww_bwd", corrupt)
+    out = rww_scan(table, coupling, state, spec, backend="triton", checkpoint_every=K_SHORT)
+    with pytest.warns(RuntimeWarning, match="recomputed in the backward pass differ"):
+        out.bold.sum().backward()
+    mismatches, difference = adjoint.last_recompute_check()
+    assert mismatches > 0 and difference == pytest.approx(1e-3, rel=1e-2)

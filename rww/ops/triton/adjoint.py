@@ -39,6 +39,7 @@ read-modify-writes of C-sized partials would cost N^2 memory traffic per step.
 from __future__ import annotations
 
 import contextlib
+import warnings
 
 import torch
 import triton
@@ -372,6 +373,32 @@ def bwd_kernel_args(params, coupling, traj, gcoup, adj, gparam, grad_bold, grad_
     return grid, args, kwargs
 
 
+_LAST_CHECK = (0, 0.0)
+# A recomputed state further than this from its checkpoint (states are O(1)) is not rounding:
+# the backward would differentiate another trajectory than the forward ran.
+RECOMPUTE_WARN_DIFFERENCE = 1e-5
+
+
+def last_recompute_check() -> tuple[int, float]:
+    """``(mismatches, max_difference)`` of the last backward pass: how many state values at the
+    ends of the recomputed segments differed (bitwise) from the forward's checkpoints, and the
+    largest absolute difference. The recomputation runs the forward kernel again with the same
+    arithmetic, so both are 0 under the interpreter; compiled, the kernel variant that also
+    writes the trajectory could fuse multiply-adds differently (rounding only)."""
+    return _LAST_CHECK
+
+
+def _record_recompute_check(mismatches: int, max_difference: float):
+    global _LAST_CHECK
+    _LAST_CHECK = (mismatches, max_difference)
+    if not max_difference <= RECOMPUTE_WARN_DIFFERENCE:     # also catches NaN
+        warnings.warn(
+            f"triton backend: states recomputed in the backward pass differ from the forward's "
+            f"checkpoints by up to {max_difference:.3g} ({mismatches} values): gradients are "
+            "evaluated on another trajectory than the forward's. Please report this with the "
+            "problem size and the GPU.", RuntimeWarning, stacklevel=3)
+
+
 def _launch_adjoint(*launch):
     grid, args, kwargs = bwd_kernel_args(*launch)
     _rww_bwd_kernel[grid](*args, **kwargs)
@@ -408,20 +435,32 @@ def rww_bwd(params, coupling, checkpoints, consts: ScanConstants, n_steps: int,
     grad_records = {k: v.to(torch.float32).contiguous() for k, v in grad_records.items()
                     if v is not None}
     adj = grad_state.to(torch.float32).contiguous().clone()   # updated in place, segment by segment
-    gparam = adj.new_zeros(N_PARAMS, batch, n_nodes)
-    grad_c = torch.zeros_like(coupling)
+    # Sums over segments in float64 (each segment's own sum is float32, in registers): the
+    # kernel adds its float32 partials to this float64 buffer; dL/dC likewise below.
+    gparam = adj.new_zeros(N_PARAMS, batch, n_nodes, dtype=torch.float64)
+    grad_c = torch.zeros_like(coupling, dtype=torch.float64)
     seg_len = min(checkpoint_every, max(n_steps, 1))
-    traj_buf = new_output(adj, seg_len, 7, batch, n_nodes)
+    # One row more than a segment: the recomputation runs one step past each segment but the
+    # last, so that its end state can be checked against the next checkpoint.
+    traj_buf = new_output(adj, seg_len + 1, 7, batch, n_nodes)
     gcoup_buf = new_output(adj, seg_len, batch, n_nodes)
     n_seg = checkpoints.shape[0]
     c_op = forward_coupling_operand(coupling, fwd_cfg)
+    mismatches = torch.zeros((), dtype=torch.int64, device=adj.device)
+    max_difference = torch.zeros((), dtype=torch.float32, device=adj.device)
     for seg in reversed(range(n_seg)):
         start = seg * checkpoint_every
         length = min(start + checkpoint_every, n_steps) - start
         if length <= 0:
             continue
-        traj = rww_fwd_trajectory(params, coupling, checkpoints[seg], consts, start, length,
-                                  cfg=fwd_cfg, traj=traj_buf, c_op=c_op)
+        check = seg + 1 < n_seg
+        traj = rww_fwd_trajectory(params, coupling, checkpoints[seg], consts, start,
+                                  length + check, cfg=fwd_cfg, traj=traj_buf, c_op=c_op)
+        if check:
+            end, stored = traj[length, :6], checkpoints[seg + 1]
+            mismatches += (end != stored).sum()
+            max_difference = torch.maximum(max_difference, (end - stored).abs().max())
+            traj = traj[:length]
         gcoup = gcoup_buf[:length]
         _launch_adjoint(params, coupling, traj, gcoup, adj, gparam, grad_bold, grad_records,
                         consts, cfg, start, length, n_trs)
@@ -429,13 +468,15 @@ def rww_bwd(params, coupling, checkpoints, consts: ScanConstants, n_steps: int,
         with _full_fp32_matmul():
             if per_sim:
                 # dL/dC[b] += sum_k g_coup[k, b, :]^T S_E[k, b, :]
-                grad_c += torch.bmm(gcoup.permute(1, 2, 0), s_e.permute(1, 0, 2))
+                grad_c += torch.bmm(gcoup.permute(1, 2, 0), s_e.permute(1, 0, 2)).double()
             else:
-                grad_c += gcoup.reshape(-1, n_nodes).T @ s_e.reshape(-1, n_nodes)
+                grad_c += (gcoup.reshape(-1, n_nodes).T @ s_e.reshape(-1, n_nodes)).double()
+    _record_recompute_check(int(mismatches), float(max_difference))
+    grad_c = grad_c.to(torch.float32)
     _, bp, np_ = params.shape
     grad_params = gparam
     if bp == 1:
         grad_params = grad_params.sum(1, keepdim=True)
     if np_ == 1:
         grad_params = grad_params.sum(2, keepdim=True)
-    return grad_params, grad_c, adj
+    return grad_params.to(torch.float32), grad_c, adj

@@ -137,7 +137,8 @@ def _launch_args(v: Variant):
         kernel = forward._rww_fwd_kernel
     else:
         grads = {k: buf() for k in ("S_E", "S_I", "r_E", "r_I")}
-        _, args, kwargs = adjoint.bwd_kernel_args(params, coupling, buf(), buf(), state, buf(),
+        gparam = torch.empty(64, dtype=torch.float64)       # float64 sums across segments
+        _, args, kwargs = adjoint.bwd_kernel_args(params, coupling, buf(), buf(), state, gparam,
                                                   buf(), grads, consts, cfg, 0, 31, 10)
         kernel = adjoint._rww_bwd_kernel
     # The launcher's argument list uses the stand-in batch; restore the real one.

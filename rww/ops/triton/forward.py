@@ -146,8 +146,10 @@ def _rww_fwd_kernel(
     b_v = tl.load(p_state0 + 4 * plane + o_bn, mask=m, other=1.0)
     b_q = tl.load(p_state0 + 5 * plane + o_bn, mask=m, other=1.0)
 
-    b_sum_re = tl.zeros((BLOCK_B, BLOCK_N), dtype=tl.float32)
-    b_sum_ri = tl.zeros((BLOCK_B, BLOCK_N), dtype=tl.float32)
+    # TR means of the rates summed in float64 (thousands of steps per TR), as the CPU backend does;
+    # the division in float32 (a float64 division is a slow-path call that spilled on sm_90).
+    b_sum_re = tl.zeros((BLOCK_B, BLOCK_N), dtype=tl.float64)
+    b_sum_ri = tl.zeros((BLOCK_B, BLOCK_N), dtype=tl.float64)
     b_bad = tl.full((BLOCK_B, BLOCK_N), NO_DIVERGENCE, dtype=tl.int32)
 
     for jj in range(0, n_steps):
@@ -217,12 +219,14 @@ def _rww_fwd_kernel(
                 if REC & 2:
                     tl.store(p_rsi + o_out, b_si, mask=m)
                 if REC & 4:
-                    tl.store(p_rre + o_out, b_sum_re / spt.to(tl.float32), mask=m)
+                    tl.store(p_rre + o_out, b_sum_re.to(tl.float32) / spt.to(tl.float32),
+                             mask=m)
                 if REC & 8:
-                    tl.store(p_rri + o_out, b_sum_ri / spt.to(tl.float32), mask=m)
+                    tl.store(p_rri + o_out, b_sum_ri.to(tl.float32) / spt.to(tl.float32),
+                             mask=m)
                 if REC & 12:
-                    b_sum_re = tl.zeros((BLOCK_B, BLOCK_N), dtype=tl.float32)
-                    b_sum_ri = tl.zeros((BLOCK_B, BLOCK_N), dtype=tl.float32)
+                    b_sum_re = tl.zeros((BLOCK_B, BLOCK_N), dtype=tl.float64)
+                    b_sum_ri = tl.zeros((BLOCK_B, BLOCK_N), dtype=tl.float64)
 
     if WRITE_OUT:
         o_fin = p_final + o_bn
