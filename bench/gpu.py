@@ -144,7 +144,7 @@ class Problem:
         from rww.ops.scan import RWWScanFunction, default_checkpoint_every
 
         k = max(self.steps, 1) if forward_only else default_checkpoint_every(self.steps)
-        return RWWScanFunction.apply(self._pack(), self.coupling, self.state, self.spec, backend,
+        return RWWScanFunction.run(self._pack(), self.coupling, self.state, self.spec, backend,
                                      k)
 
 

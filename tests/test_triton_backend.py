@@ -60,7 +60,7 @@ pytestmark = pytest.mark.filterwarnings("error::RuntimeWarning")
 def _scan_with(backend, checkpoint_every):
     def scan(table, coupling, state, spec):
         k = checkpoint_every or default_checkpoint_every(spec.n_steps)
-        outs = RWWScanFunction.apply(table, coupling, state, spec, backend, k)
+        outs = RWWScanFunction.run(table, coupling, state, spec, backend, k)
         return ScanResult(bold=outs[0], state=outs[1], records=dict(zip(spec.record, outs[2:])))
     return scan
 

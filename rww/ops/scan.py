@@ -1,4 +1,5 @@
-"""The scan as one checkpointed ``torch.autograd.Function``, and backend dispatch.
+"""The scan as one checkpointed op (``torch.ops.rww.scan`` and its gradient
+``torch.ops.rww.scan_backward``, joined by :class:`RWWScanFunction`), and backend dispatch.
 
 Chain of names, from the kernels up: kernel launchers (:mod:`rww.ops.triton`,
 :mod:`rww.ops.numba`) -> a :class:`ScanBackend` -> :class:`RWWScanFunction` -> :func:`rww_scan`
@@ -21,7 +22,9 @@ segment is recomputed in backward.
 
 from __future__ import annotations
 
+import functools
 import importlib
+import json
 import math
 from dataclasses import dataclass
 
@@ -74,8 +77,10 @@ class ScanBackend:
         raise NotImplementedError
 
     def backward(self, params, coupling, checkpoints, spec: ScanSpec, checkpoint_every: int,
-                 grad_bold, grad_records: dict, grad_state):
-        """Returns ``(grad_params (P, Bp, Np), grad_coupling, grad_state0 (6, B, N))``."""
+                 grad_bold, grad_records: dict, grad_state, need_coupling_grad: bool = True):
+        """Returns ``(grad_params (P, Bp, Np), grad_coupling, grad_state0 (6, B, N))``; a backend
+        may skip dL/dcoupling (returning zeros) when ``need_coupling_grad`` is False. Runs
+        inside a custom op, where torch.autograd records nothing: use torch.func there."""
         raise NotImplementedError
 
     def segment_bytes(self, k: int, batch: int, n_nodes: int, itemsize: int) -> int:
@@ -128,10 +133,9 @@ class TorchCheckpointBackend(ScanBackend):
         return ForwardOutput(stack(bold), records, current, torch.stack(checkpoints), first_bad)
 
     def backward(self, params, coupling, checkpoints, spec, checkpoint_every,
-                 grad_bold, grad_records, grad_state):
+                 grad_bold, grad_records, grad_state, need_coupling_grad: bool = True):
         spt = spec.steps_per_tr
-        params = params.detach().requires_grad_(True)
-        coupling = coupling.detach().requires_grad_(True)
+        params, coupling = params.detach(), coupling.detach()
         grad_params = torch.zeros_like(params)
         grad_coupling = torch.zeros_like(coupling)
         adjoint = grad_state                                  # dL/d(state at segment end)
@@ -139,73 +143,232 @@ class TorchCheckpointBackend(ScanBackend):
         for seg_index in reversed(range(n_segments)):
             start = seg_index * checkpoint_every
             stop = min(start + checkpoint_every, spec.n_steps)
-            with torch.enable_grad():
-                state0 = checkpoints[seg_index].detach().requires_grad_(True)
+
+            def surrogate(params, coupling, state0, adjoint=adjoint, start=start, stop=stop):
+                # <outputs of the segment, their upstream gradients>: its gradient is the
+                # segment's vector-Jacobian product.
                 seg = simulate_steps(params, coupling, state0, spec, start, stop,
                                      check_divergence=False)
-                surrogate = (torch.stack(seg.state) * adjoint).sum()
+                total = (torch.stack(seg.state) * adjoint).sum()
                 for tr, s in seg.samples.items():
-                    surrogate = surrogate + (s["bold"] * grad_bold[:, tr]).sum()
+                    total = total + (s["bold"] * grad_bold[:, tr]).sum()
                     for name in ("S_E", "S_I"):
                         if name in grad_records:
-                            surrogate = surrogate + (s[name] * grad_records[name][:, tr]).sum()
+                            total = total + (s[name] * grad_records[name][:, tr]).sum()
                 for tr, (se, si) in seg.rate_sums.items():
-                    for name, total in (("r_E", se), ("r_I", si)):
+                    for name, rate_sum in (("r_E", se), ("r_I", si)):
                         if name in grad_records:
-                            surrogate = surrogate + (total * grad_records[name][:, tr]).sum() / spt
-                g_p, g_c, g_s = torch.autograd.grad(surrogate, (params, coupling, state0),
-                                                    allow_unused=True)
-            grad_params += g_p if g_p is not None else 0.0
-            grad_coupling += g_c if g_c is not None else 0.0
-            adjoint = g_s if g_s is not None else torch.zeros_like(state0)
+                            total = total + (rate_sum * grad_records[name][:, tr]).sum() / spt
+                return total
+
+            # torch.func rather than torch.autograd: it also works inside the scan's custom op.
+            g_p, g_c, g_s = torch.func.grad(surrogate, argnums=(0, 1, 2))(
+                params, coupling, checkpoints[seg_index].detach())
+            grad_params += g_p
+            grad_coupling += g_c
+            adjoint = g_s
         return grad_params, grad_coupling, adjoint
 
 
+# ---------------------------------------------------------------------------------------------
+# The scan as a registered custom op: torch.compile treats it as one opaque op (no tracing into
+# the kernels), and torch.func transforms see its registered gradient. Non-tensor arguments
+# travel as strings: the ScanSpec as JSON (parsed back, cached) and the backend as its name, or
+# a key into _CUSTOM_BACKENDS for backend objects built with non-default settings.
+# ---------------------------------------------------------------------------------------------
+
+_CUSTOM_BACKENDS: dict[str, ScanBackend] = {}
+
+
+def _spec_to_json(spec: ScanSpec) -> str:
+    return json.dumps({"preset": spec.preset.name, "dt": spec.dt,
+                       "steps_per_tr": spec.steps_per_tr, "n_steps": spec.n_steps,
+                       "seed": spec.seed, "t0": spec.t0, "sim_offset": spec.sim_offset,
+                       "haemo": spec.haemo, "record": list(spec.record)}, sort_keys=True)
+
+
+@functools.lru_cache(maxsize=512)
+def _spec_from_json(text: str) -> ScanSpec:
+    from ..params import get_preset
+
+    d = json.loads(text)
+    return ScanSpec(get_preset(d["preset"]), d["dt"], d["steps_per_tr"], d["n_steps"],
+                    seed=d["seed"], t0=d["t0"], sim_offset=d["sim_offset"], haemo=d["haemo"],
+                    record=tuple(d["record"]))
+
+
+def _backend_key(backend: ScanBackend) -> str:
+    """The op's name for ``backend``: its registry name when it is the shared instance of
+    :func:`get_backend`, else a key to the object itself (kept alive for its backward)."""
+    name = getattr(backend, "name", None)
+    if name in _BACKEND_CLASSES and backend is _load_backend(name):
+        return name
+    key = f"{name}#{id(backend)}"
+    _CUSTOM_BACKENDS[key] = backend
+    return key
+
+
+def _backend_from_key(key: str) -> ScanBackend:
+    return _CUSTOM_BACKENDS[key] if "#" in key else _load_backend(key)
+
+
+def _n_segments(n_steps: int, checkpoint_every: int) -> int:
+    return max(1, math.ceil(n_steps / checkpoint_every))
+
+
+@torch.library.custom_op("rww::scan", mutates_args=())
+def _scan_op(params: torch.Tensor, coupling: torch.Tensor, state: torch.Tensor, spec: str,
+             backend: str, checkpoint_every: int
+             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(bold (B, T, N), final state (6, B, N), checkpoints (S, 6, B, N), first_bad (B,) int64,
+    records (R, B, T, N))``; raises :class:`rww.errors.SimulationDiverged`."""
+    scan_spec = _spec_from_json(spec)
+    out = _backend_from_key(backend).forward(params, coupling, state, scan_spec, checkpoint_every)
+    raise_if_diverged(out.first_bad)
+    if out.checkpoints.shape[0] != _n_segments(scan_spec.n_steps, checkpoint_every):
+        raise RuntimeError(f"backend {backend}: {out.checkpoints.shape[0]} checkpoints for "
+                           f"{scan_spec.n_steps} steps at K = {checkpoint_every}")
+    records = (torch.stack([out.records[name] for name in scan_spec.record]) if scan_spec.record
+               else out.bold.new_zeros((0,) + tuple(out.bold.shape)))
+    # Outputs must not alias inputs (a custom op's contract): the state of a 0-step scan is.
+    final = out.state.clone() if out.state.data_ptr() == state.data_ptr() else out.state
+    return (out.bold.contiguous(), final.contiguous(), out.checkpoints.contiguous(),
+            out.first_bad.to(torch.int64), records.contiguous())
+
+
+@_scan_op.register_fake
+def _scan_op_fake(params, coupling, state, spec, backend, checkpoint_every):
+    scan_spec = _spec_from_json(spec)
+    _, batch, n_nodes = state.shape
+    n_trs = scan_spec.n_trs
+    return (state.new_empty(batch, n_trs, n_nodes), state.new_empty(6, batch, n_nodes),
+            state.new_empty(_n_segments(scan_spec.n_steps, checkpoint_every), 6, batch, n_nodes),
+            state.new_empty(batch, dtype=torch.int64),
+            state.new_empty(len(scan_spec.record), batch, n_trs, n_nodes))
+
+
+@torch.library.custom_op("rww::scan_backward", mutates_args=())
+def _scan_backward_op(params: torch.Tensor, coupling: torch.Tensor, checkpoints: torch.Tensor,
+                      grad_bold: torch.Tensor, grad_state: torch.Tensor,
+                      grad_records: torch.Tensor, spec: str, backend: str,
+                      checkpoint_every: int, need_coupling_grad: bool
+                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(dL/dparams, dL/dcoupling, dL/dstate0)`` by the backend's checkpointed adjoint."""
+    scan_spec = _spec_from_json(spec)
+    records = {name: grad_records[i].contiguous() for i, name in enumerate(scan_spec.record)}
+    g_params, g_coupling, g_state = _backend_from_key(backend).backward(
+        params, coupling, checkpoints, scan_spec, checkpoint_every, grad_bold.contiguous(),
+        records, grad_state.contiguous(), need_coupling_grad=need_coupling_grad)
+    return (g_params.to(params.dtype).contiguous(), g_coupling.to(coupling.dtype).contiguous(),
+            g_state.to(checkpoints.dtype).contiguous())
+
+
+@_scan_backward_op.register_fake
+def _scan_backward_op_fake(params, coupling, checkpoints, grad_bold, grad_state, grad_records,
+                           spec, backend, checkpoint_every, need_coupling_grad):
+    return torch.empty_like(params), torch.empty_like(coupling), torch.empty_like(grad_state)
+
+
+VMAP_MESSAGE = (
+    "torch.vmap over the RWW scan is not supported: the scan is already batched. Give each "
+    "simulation its own parameters instead (values of shape (B,) or (B, N), or a (B, N, N) "
+    "connectome) with RWWBold(batch=B), or rww_scan with a (P, B, N) parameter table")
+
+
+def raise_if_vmapped(*tensors):
+    """Raise the vmap advice when called under ``torch.vmap`` (batched tensors among
+    ``tensors``), before data-dependent checks would fail with torch's generic message."""
+    is_batched = getattr(getattr(torch._C, "_functorch", None), "is_batchedtensor", None)
+    if is_batched is not None and any(torch.is_tensor(t) and is_batched(t) for t in tensors):
+        raise ValueError(VMAP_MESSAGE)
+
+
+class _NoSecondDerivative(torch.autograd.Function):
+    """Identity on the scan's gradients whose own backward raises (see RWWScanFunction)."""
+
+    @staticmethod
+    def forward(g_params, g_coupling, g_state, params, coupling):
+        return g_params.clone(), g_coupling.clone(), g_state.clone()
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        pass
+
+    @staticmethod
+    def backward(ctx, *grads):
+        raise RuntimeError(
+            "second derivatives through the RWW scan are not supported (the checkpointed "
+            "scan's adjoint is not differentiable). Use backend='torch' (the plain loop, "
+            "differentiable to any order, slow), or finite differences of first derivatives")
+
+
 class RWWScanFunction(torch.autograd.Function):
-    """Checkpointed scan. Inputs: ``params (P, Bp, Np)``, ``coupling``, ``state (6, B, N)``;
-    outputs: ``bold (B, n_TR, N)``, ``state (6, B, N)``, then one ``(B, n_TR, N)`` tensor per
-    recorded name in ``spec.record`` order."""
+    """The checkpointed scan: forward ``torch.ops.rww.scan``, backward
+    ``torch.ops.rww.scan_backward``, both opaque custom ops (torch.compile does not trace into
+    the kernels), joined by this Function (whose ``setup_context`` form torch.func supports).
+
+    ``apply(params (P, Bp, Np), coupling, state (6, B, N), spec, backend, checkpoint_every)``
+    returns ``bold (B, n_TR, N)``, ``state (6, B, N)``, then one ``(B, n_TR, N)`` tensor per
+    recorded name in ``spec.record`` order. ``backend`` is a :class:`ScanBackend` object.
+    """
 
     @staticmethod
-    def forward(ctx, params, coupling, state, spec, backend, checkpoint_every):
-        out = backend.forward(params, coupling, state, spec, checkpoint_every)
-        raise_if_diverged(out.first_bad)
-        ctx.save_for_backward(params, coupling, out.checkpoints)
-        ctx.spec, ctx.backend, ctx.checkpoint_every = spec, backend, checkpoint_every
-        ctx.state_shape = state.shape
-        return (out.bold, out.state) + tuple(out.records[name] for name in spec.record)
+    def forward(params, coupling, state, spec: ScanSpec, backend: ScanBackend,
+                checkpoint_every: int):
+        bold, final, checkpoints, _, records = _scan_op(
+            params, coupling, state, _spec_to_json(spec), _backend_key(backend),
+            int(checkpoint_every))
+        return bold, final, checkpoints, records
 
     @staticmethod
-    def backward(ctx, grad_bold, grad_state, *grad_recs):
-        # The backends' adjoints are not themselves differentiable. Grad mode is on here only
-        # under create_graph=True; refuse then, rather than return gradients that a second
-        # derivative would treat as constants (torch's once_differentiable raises only when the
-        # graph is walked past it, so torch.autograd.grad(..., inputs) would silently drop the
-        # scan's part of a second derivative).
-        if torch.is_grad_enabled():
-            raise RuntimeError(
-                "second derivatives through the RWW scan are not supported (the checkpointed "
-                "scan's backward is not differentiable): this backward was called with "
-                "create_graph=True. Use backend='torch' (the plain loop, differentiable to any "
-                "order, slow), or finite differences of first derivatives")
+    def setup_context(ctx, inputs, output):
+        params, coupling, _, spec, backend, checkpoint_every = inputs
+        checkpoints = output[2]
+        ctx.save_for_backward(params, coupling, checkpoints)
+        ctx.spec, ctx.backend = _spec_to_json(spec), _backend_key(backend)
+        ctx.checkpoint_every = int(checkpoint_every)
+        ctx.mark_non_differentiable(checkpoints)
+
+    @staticmethod
+    def backward(ctx, grad_bold, grad_state, grad_checkpoints, grad_records):
         params, coupling, checkpoints = ctx.saved_tensors
-        spec = ctx.spec
-        batch, n_nodes = ctx.state_shape[1:]
-        zeros = params.new_zeros(batch, spec.n_trs, n_nodes)
-        grad_bold = zeros if grad_bold is None else grad_bold.contiguous()
-        grad_state = params.new_zeros(ctx.state_shape) if grad_state is None else grad_state.contiguous()
-        grad_records = {name: g.contiguous() for name, g in zip(spec.record, grad_recs)
-                        if g is not None}
-        g_params, g_coupling, g_state = ctx.backend.backward(
-            params, coupling, checkpoints, spec, ctx.checkpoint_every,
-            grad_bold, grad_records, grad_state)
-        return (g_params if ctx.needs_input_grad[0] else None,
-                g_coupling if ctx.needs_input_grad[1] else None,
-                g_state if ctx.needs_input_grad[2] else None, None, None, None)
+        shape = checkpoints.shape[1:]
+        spec = _spec_from_json(ctx.spec)
+        bold_shape = (shape[1], spec.n_trs, shape[2])
+        grad_bold = checkpoints.new_zeros(bold_shape) if grad_bold is None else grad_bold
+        grad_state = checkpoints.new_zeros(shape) if grad_state is None else grad_state
+        if grad_records is None:
+            grad_records = checkpoints.new_zeros((len(spec.record),) + bold_shape)
+        # Detached: the adjoint op is not differentiated (see below), and attached inputs would
+        # make torch wrap it in an autograd node that torch.func cannot run.
+        g_params, g_coupling, g_state = _scan_backward_op(
+            params.detach(), coupling.detach(), checkpoints.detach(), grad_bold.detach(),
+            grad_state.detach(), grad_records.detach(), ctx.spec, ctx.backend,
+            ctx.checkpoint_every, bool(ctx.needs_input_grad[1]))
+        if torch.is_grad_enabled():
+            # create_graph=True (or a torch.func transform): the adjoint is not itself
+            # differentiable, so the gradients are tied to the inputs through a node that
+            # raises if a second derivative reaches it, instead of being treated as constants
+            # (which would silently drop the scan's part of a second derivative).
+            g_params, g_coupling, g_state = _NoSecondDerivative.apply(
+                g_params, g_coupling, g_state, params, coupling)
+        return g_params, g_coupling, g_state, None, None, None
+
+    @staticmethod
+    def vmap(info, in_dims, *args):
+        raise ValueError(VMAP_MESSAGE)
+
+    @staticmethod
+    def run(params, coupling, state, spec: ScanSpec, backend: ScanBackend,
+            checkpoint_every: int):
+        """The scan's outputs ``(bold, final state, *records)`` (the public entry point)."""
+        bold, final, _, records = RWWScanFunction.apply(params, coupling, state, spec, backend,
+                                                        checkpoint_every)
+        return (bold, final) + tuple(records.unbind(0))
 
 
-# Backends by name: the plain loop ("torch", None here), and checkpointed implementations of
-# ScanBackend, imported lazily so that a missing optional dependency only disables its backend.
+_reference_scan_eager = torch.compiler.disable(reference_scan)
+
 _BACKEND_CLASSES = {
     "torch-checkpoint": ("rww.ops.scan", "TorchCheckpointBackend"),
     "numba": ("rww.ops.numba.backend", "NumbaBackend"),
@@ -214,10 +377,17 @@ _BACKEND_CLASSES = {
 BACKENDS = ("auto", "torch") + tuple(_BACKEND_CLASSES)
 
 
+_INSTANCES: dict[str, ScanBackend] = {}
+
+
 def _load_backend(name: str) -> ScanBackend:
-    module_name, class_name = _BACKEND_CLASSES[name]
-    module = importlib.import_module(module_name)
-    return getattr(module, class_name)()
+    """The shared instance of a named backend (imported on first use). A plain dict rather than
+    functools.cache, which torch.compile warns about when it traces the call."""
+    if name not in _INSTANCES:
+        module_name, class_name = _BACKEND_CLASSES[name]
+        module = importlib.import_module(module_name)
+        _INSTANCES[name] = getattr(module, class_name)()
+    return _INSTANCES[name]
 
 
 def backend_available(name: str) -> tuple[bool, str]:
@@ -299,11 +469,14 @@ def rww_scan(params: torch.Tensor, coupling: torch.Tensor, state: torch.Tensor, 
         >>> spec = ScanSpec(preset, dt=0.1, steps_per_tr=7200, n_steps=14400,
         ...                 haemo=resolve_haemo(preset, None))
     """
+    raise_if_vmapped(params, coupling, state)
     batch, _ = validate_scan_inputs(params, coupling, state)
     check_sim_offset(spec.sim_offset, batch)
     impl = get_backend(backend, state.device)
     if impl is None:
-        return reference_scan(params, coupling, state, spec)
+        # The plain loop runs eagerly under torch.compile: tracing thousands of steps would take
+        # minutes and gain nothing (it is the correctness reference, not the fast path).
+        return _reference_scan_eager(params, coupling, state, spec)
     if checkpoint_every is not None:
         k = checkpoint_every
     elif torch.is_grad_enabled() and any(t.requires_grad for t in (params, coupling, state)):
@@ -314,7 +487,7 @@ def rww_scan(params: torch.Tensor, coupling: torch.Tensor, state: torch.Tensor, 
         k = max(1, spec.n_steps)        # no backward will come: keep only the initial state
     if not isinstance(k, int) or k < 1:
         raise ValueError(f"checkpoint_every: must be a positive integer, got {k!r}")
-    outputs = RWWScanFunction.apply(params, coupling, state, spec, impl, k)
+    outputs = RWWScanFunction.run(params, coupling, state, spec, impl, k)
     bold, final = outputs[0], outputs[1]
     return ScanResult(bold=bold, state=final, records=dict(zip(spec.record, outputs[2:])))
 

@@ -300,15 +300,16 @@ class NumbaBackend(ScanBackend):
         return ForwardOutput(bold, records, final, ckpt, first_bad)
 
     def backward(self, params, coupling, checkpoints, spec: ScanSpec, checkpoint_every: int,
-                 grad_bold, grad_records: dict, grad_state):
+                 grad_bold, grad_records: dict, grad_state, need_coupling_grad: bool = True):
         _check_dtype(params, coupling, checkpoints)
         k = _kernels()
         dtype = checkpoints.dtype
         np_dtype = np.float32 if dtype == torch.float32 else np.float64
         batch, n_nodes = checkpoints.shape[2], checkpoints.shape[3]
-        params64 = params.detach().double().requires_grad_(True)
-        with torch.enable_grad():
-            coef64 = coefficient_table(params64, spec)
+        # Parameters -> coefficients and its vector-Jacobian product with torch.func (which,
+        # unlike torch.autograd, also works inside the scan's custom op).
+        coef64, coef_vjp = torch.func.vjp(lambda p: coefficient_table(p, spec),
+                                          params.detach().double())
         coef = _as_numpy(coef64.detach().to(dtype))
         ct = _padded_coupling(coupling, True, np_dtype)
         cm = _padded_coupling(coupling, False, np_dtype)
@@ -330,8 +331,8 @@ class NumbaBackend(ScanBackend):
         gstate = _as_numpy(grad_state.to(dtype))
 
         # The coupling gradient costs as much as the adjoint's own coupling product: skip it when
-        # autograd will not use it (the Function returns None for inputs that need no gradient).
-        want_gc = bool(coupling.requires_grad)
+        # autograd will not use it (the scan returns no gradient for inputs that need none).
+        want_gc = bool(need_coupling_grad)
         per_sim = coupling.dim() == 3
         if per_sim:
             gc_slot = np.arange(batch, dtype=np.int64)
@@ -379,8 +380,7 @@ class NumbaBackend(ScanBackend):
         axes = tuple(ax for ax, keep in ((1, bp > 1), (2, np_ > 1)) if not keep)
         if axes:
             g_coef = g_coef.sum(axis=axes, keepdims=True)
-        (grad_params,) = torch.autograd.grad(
-            coef64, params64, torch.from_numpy(g_coef).expand(coef64.shape))
+        (grad_params,) = coef_vjp(torch.from_numpy(g_coef).expand(coef64.shape))
         grad_params = grad_params.to(params.dtype)
         if not want_gc:
             grad_coupling = torch.zeros_like(coupling)

@@ -114,7 +114,7 @@ class TritonBackend(ScanBackend):
                              checkpoints=out["checkpoints"], first_bad=out["first_bad"])
 
     def backward(self, params, coupling, checkpoints, spec: ScanSpec, checkpoint_every: int,
-                 grad_bold, grad_records: dict, grad_state):
+                 grad_bold, grad_records: dict, grad_state, need_coupling_grad: bool = True):
         from .adjoint import rww_bwd
 
         self._check_dtype(params, coupling, checkpoints)
