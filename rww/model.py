@@ -6,9 +6,9 @@ import torch
 from torch import nn
 
 from .coupling import griffiths_laplacian, griffiths_normalise_sc, validate_connectome
-from .noise import check_seed, check_sim_offset, observation_noise
+from .noise import check_seed, check_sim_offset, draw_seed, observation_noise
 from .ops.reference import ScanResult
-from .ops.scan import BACKENDS, auto_backend_name, rww_scan
+from .ops.scan import BACKENDS, auto_backend_name, raise_if_vmapped, rww_scan
 from .ops.spec import STATE_NAMES, ScanSpec, steps_per_tr_from
 from .params import (PARAM_INDEX, PARAM_NAMES, canonical_name, get_preset, pack_parameters,
                      replace_row, resolve_haemo)
@@ -119,6 +119,7 @@ class RWWBold(nn.Module):
         self.haemo = resolve_haemo(self.preset, haemo)
         self.backend = backend
         self.checkpoint_every = checkpoint_every
+        self.last_seed: int | None = None      # the noise seed of the last simulation
         griffiths = self.preset.code == 1
         self.register_buffer("sc", griffiths_normalise_sc(sc) if griffiths else sc)
 
@@ -329,11 +330,15 @@ class RWWBold(nn.Module):
                         sim_offset=check_sim_offset(sim_offset, self.batch), haemo=self.haemo,
                         record=tuple(record))
 
-    def simulate(self, n_trs: int, state: torch.Tensor | None = None, seed: int = 0, t0: int = 0,
-                 record=(), sim_offset: int = 0) -> ScanResult:
+    def simulate(self, n_trs: int, state: torch.Tensor | None = None, seed: int | None = None,
+                 t0: int = 0, record=(), sim_offset: int = 0) -> ScanResult:
         """Simulate ``n_trs`` TRs; like :meth:`forward` but returns a
         :class:`rww.ops.reference.ScanResult` with ``records`` (``S_E``, ``S_I`` at TR ends;
         ``r_E``, ``r_I`` averaged over each TR, in Hz), each ``(B, n_trs, N)``."""
+        raise_if_vmapped(*self.parameters(), *self.buffers())
+        if seed is None:
+            seed = draw_seed()
+        self.last_seed = seed
         spec = self.spec(n_trs, seed, t0, record, sim_offset)
         if state is None:
             state = self.initial_state()
@@ -343,6 +348,7 @@ class RWWBold(nn.Module):
         result = rww_scan(self.parameter_table(), self.coupling(), state, spec,
                           backend=self.backend, checkpoint_every=self.checkpoint_every)
         result.bold = self._observe(result.bold, spec)
+        result.seed = spec.seed
         return result
 
     def _observe(self, bold: torch.Tensor, spec: ScanSpec) -> torch.Tensor:
@@ -357,14 +363,16 @@ class RWWBold(nn.Module):
                                spec.sim_offset)
         return bold + amplitude * xi
 
-    def forward(self, n_trs: int, state: torch.Tensor | None = None, seed: int = 0, t0: int = 0,
-                sim_offset: int = 0):
+    def forward(self, n_trs: int, state: torch.Tensor | None = None, seed: int | None = None,
+                t0: int = 0, sim_offset: int = 0):
         """Simulate ``n_trs`` TRs.
 
         Args:
             n_trs: number of BOLD samples to produce.
             state: ``(6, B, N)`` state to start from (default :meth:`initial_state`).
-            seed: noise seed in [0, 2**64).
+            seed: noise seed in [0, 2**64). None (the default): drawn from torch's random
+                number generator (so ``torch.manual_seed`` fixes it) and kept in
+                ``model.last_seed``; pass it back, with ``t0``, to continue the same noise.
             t0: global index of the first step; pass ``t0 = previous n_trs * steps_per_tr`` with
                 the returned state to continue a run exactly.
             sim_offset: noise index of this batch's first simulation: the noise of simulation b
@@ -381,6 +389,68 @@ class RWWBold(nn.Module):
         result = self.simulate(n_trs, state, seed, t0, sim_offset=sim_offset)
         return result.bold, result.state
 
+    # --- state dicts: the connectome is checked on load, never replaced silently ---------------
+    #: What :meth:`load_state_dict` may do with the saved connectome (``sc=``).
+    SC_ON_LOAD = ("check", "keep", "replace")
+    _sc_on_load = "check"
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False, *,
+                        sc: str = "check"):
+        """Load parameters and buffers, as :meth:`torch.nn.Module.load_state_dict`, with the
+        connectome (buffer ``sc``, which :meth:`state_dict` carries) handled by ``sc``:
+
+        - ``"check"`` (default): load only if the saved SC equals this model's (same shape,
+          values equal within 64 units in the last place of the coarser of the two dtypes), so
+          a state fitted on one subject cannot silently replace another subject's connectome.
+          Otherwise raise ``ValueError`` saying how they differ and what to do.
+        - ``"keep"``: load everything but the SC; this model keeps its own (to apply parameters
+          fitted on one connectome to another of the same number of regions).
+        - ``"replace"``: take the saved SC (``nn.Module``'s own behaviour).
+
+        The same check applies when the model is loaded as part of a larger module (through
+        that module's ``load_state_dict``), with ``"check"``. A state without ``sc`` (saved
+        with ``strict=False`` in mind) leaves the SC as it is.
+
+        Raises:
+            ValueError: ``sc="check"`` and the saved SC differs; or ``sc`` is not one of
+                :attr:`SC_ON_LOAD`.
+            RuntimeError: as ``nn.Module`` (missing or unexpected keys, shape mismatches).
+        """
+        if sc not in self.SC_ON_LOAD:
+            raise ValueError(f"load_state_dict: sc={sc!r} is not one of {self.SC_ON_LOAD}: "
+                             "'check' refuses a different connectome, 'keep' keeps this model's, "
+                             "'replace' takes the saved one")
+        self._sc_on_load = sc
+        try:
+            return super().load_state_dict(state_dict, strict=strict, assign=assign)
+        finally:
+            del self._sc_on_load                     # back to the class default, "check"
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
+                              unexpected_keys, error_msgs):
+        key = prefix + "sc"
+        policy = self._sc_on_load
+        if key in state_dict and policy == "check":
+            why = _sc_difference(state_dict[key], self.sc)
+            if why is not None:
+                raise ValueError(
+                    f"load_state_dict: the saved connectome '{key}' differs from this model's "
+                    f"({why}), and loading it would replace this model's SC. To apply the saved "
+                    "parameters to this model's connectome (e.g. another subject's), call "
+                    "load_state_dict(state, sc='keep'); to take the saved connectome, "
+                    "sc='replace'; or build the model on the connectome the state was saved "
+                    "from (rww fit --resume: the same connectome and preprocessing options as "
+                    "the run that wrote the checkpoint)")
+        if key in state_dict and policy == "keep":
+            state_dict = {k: v for k, v in state_dict.items() if k != key}
+            super()._load_from_state_dict(state_dict, prefix, local_metadata, strict,
+                                          missing_keys, unexpected_keys, error_msgs)
+            if key in missing_keys:
+                missing_keys.remove(key)
+            return
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
+                                      unexpected_keys, error_msgs)
+
     def extra_repr(self) -> str:
         backend = self.backend
         if backend == "auto":
@@ -392,3 +462,29 @@ class RWWBold(nn.Module):
                 f"dt={self.dt}, tr={self.tr} s ({self.steps_per_tr} steps), sc={shared}, "
                 f"learn={self.learnable}, backend={backend}, dtype={self.sc.dtype}, "
                 f"device={self.sc.device}")
+
+
+def _sc_difference(saved, current: torch.Tensor) -> str | None:
+    """How a saved connectome differs from a model's, or ``None`` if they are equal: same
+    shape and every entry within 64 units in the last place (of the coarser dtype) of the
+    largest weight, so a float32 copy of a float64 SC counts as equal."""
+    if not torch.is_tensor(saved):
+        return None                                  # nn.Module reports what is wrong with it
+    if tuple(saved.shape) != tuple(current.shape):
+        return f"shape {tuple(saved.shape)}, this model's {tuple(current.shape)}"
+    if saved.is_meta or current.is_meta or saved.numel() == 0:
+        return None                                  # no values to compare
+    a = saved.detach().to("cpu", torch.float64)
+    b = current.detach().to("cpu", torch.float64)
+    if not torch.isfinite(a).all():
+        return "the saved one has NaN or infinite entries"
+    eps = max(torch.finfo(saved.dtype).eps if saved.is_floating_point() else 0.0,
+              torch.finfo(current.dtype).eps)
+    scale = float(torch.maximum(a.abs().max(), b.abs().max()))
+    diff = (a - b).abs()
+    worst = float(diff.max())
+    if worst > 64 * eps * scale:
+        where = [int(i) for i in torch.nonzero(diff == worst)[0]]
+        return (f"largest difference {worst:.3g} at {where}, relative to the largest weight "
+                f"{scale:.3g}")
+    return None

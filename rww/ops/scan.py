@@ -367,7 +367,15 @@ class RWWScanFunction(torch.autograd.Function):
         return (bold, final) + tuple(records.unbind(0))
 
 
-_reference_scan_eager = torch.compiler.disable(reference_scan)
+_EAGER_REFERENCE = []
+
+
+def _reference_scan_eager(*args):
+    """reference_scan behind torch.compiler.disable, wrapped on first use: wrapping imports
+    torch._dynamo, which imports triton, and ``import rww`` must not."""
+    if not _EAGER_REFERENCE:
+        _EAGER_REFERENCE.append(torch.compiler.disable(reference_scan))
+    return _EAGER_REFERENCE[0](*args)
 
 _BACKEND_CLASSES = {
     "torch-checkpoint": ("rww.ops.scan", "TorchCheckpointBackend"),
