@@ -53,25 +53,25 @@ skipped where the interpreter is off: these cases were not run compiled on a GPU
 torch-checkpoint (float32, float64: the reference equations themselves, so its float32 error is
 that of float32 autograd through the reference formulas).
 
-The "griffiths2022-y0" set is compared with the reference's griffiths2022 rate evaluated through
-expm1 (:func:`_transfer_griffiths_expm1`, the same function without its cancellation), and
-torch-checkpoint fails there (strict xfail, NEAR_Y0_FINDING): it *is* the reference formula
-under autograd, whose slope near y = 0 is wrong by up to 12x the row's scale in float32 and by
-~1e-8 in float64.
+The "griffiths2022-y0" set found that the reference's griffiths2022 rate, differentiated by
+autograd through ``(1e-5 + |y|) / (1e-5 d + |1 - exp(-d y)|)``, had slopes near y = 0 wrong by
+up to 12x the row's scale in float32 (slope 2.59 instead of 0.49989 at y = 6.25e-4, d = 0.16)
+and by ~1e-8 in float64, so torch and torch-checkpoint gradients were wrong there while the
+fused kernels (slopes through phi's series) were right. The reference now computes the rate
+with expm1 and its slopes without cancellation (``rww.ops.reference._GriffithsRate``); this set
+holds every backend to the tolerances below.
 
 Tolerances are in ``TOL`` below, with the measured errors they come from.
 """
 
 from __future__ import annotations
 
-import contextlib
 import math
 
 import pytest
 import torch
 from helpers import upstream_gradients
 
-import rww.ops.reference as reference_module
 from rww.noise import state_noise
 from rww.ops.reference import H_SERIES_THRESHOLD, couple, reference_scan, transfer_deco, \
     transfer_griffiths
@@ -97,12 +97,9 @@ DECO_Z = (S1 * (1 - 1e-4), S1, S1 * (1 + 1e-4), -S1 * (1 - 1e-4), -S1, -S1 * (1 
 GRIFFITHS_Z = (0.5 * (1 - 1e-4), 0.5 * (1 + 1e-4), -0.5 * (1 - 1e-4), -0.5 * (1 + 1e-4),
                0.1, -0.1, 2.0, -2.0, 6.0, -6.0, 15.0, -10.0, ("raw", 1e-4),
                ("raw", -1e-4), ("raw", 0.3))
-# griffiths2022 around y = 0: a case set of its own, as the torch backends' slopes there are a
-# finding (NEAR_Y0_FINDING). The reference's autograd slope of |1 - exp(-d y)| has an absolute
-# error ~1e-16 / (1e-5 d + |d y|)^2 in float64 (against 50-digit values: 1.3e-10 at
-# y = 6.25e-4, 2.0e-5 at y = -1.4e-14 where the true slope is 1.4e-9), so this set is compared
-# with the expm1 form of the same rate (_transfer_griffiths_expm1: numba then agrees to 4.8e-12,
-# against 1.9e-8 with the plain reference). Not closer than |z| = 1e-4: with z = 0 the element
+# griffiths2022 around y = 0: a case set of its own (see the module docstring: the reference's
+# slopes there were wrong before they went through phi; numba agrees with it to 4.8e-12 in
+# float64). Not closer than |z| = 1e-4: with z = 0 the element
 # lands at |y| ~ 1e-14, where y's own float64 rounding (ulp(b_E) = 1.4e-14) moves the slope,
 # ~|y| / 1e-5 there, by ~1e-9 (measured 7.8e-9 relative for numba), and in float32 the rounding
 # of y = a*I - b (~4e-6) does the same from |y| ~ 1e-3 down (numba/triton 1.0e-5/1.3e-5 here).
@@ -345,34 +342,14 @@ def _outputs(result, spec):
     return (result.bold, result.state) + tuple(result.records[k] for k in spec.record)
 
 
-def _transfer_griffiths_expm1(current, a, b, d):
-    """:func:`rww.ops.reference.transfer_griffiths` with ``1 - exp(-d y)`` evaluated as
-    ``-expm1(-d y)``: the same function, without the cancellation that costs the float64
-    reference's slope ~1e-16 / (1e-5 d + |d y|)^2 near y = 0 (see GRIFFITHS_Y0_Z)."""
-    y = a * current - b
-    return (1e-5 + y.abs()) / (1e-5 * d + torch.expm1(-d * y).abs())
-
-
-@contextlib.contextmanager
-def _accurate_griffiths_rate():
-    saved = reference_module.transfer_griffiths
-    reference_module.transfer_griffiths = _transfer_griffiths_expm1
-    try:
-        yield
-    finally:
-        reference_module.transfer_griffiths = saved
-
-
-def reference_vjp(table, coupling, state, spec, upstream, accurate=False):
-    """Forward outputs and the VJP of ``upstream`` through the float64 reference scan
-    (``accurate``: with :func:`_transfer_griffiths_expm1` for the griffiths2022 rate)."""
+def reference_vjp(table, coupling, state, spec, upstream):
+    """Forward outputs and the VJP of ``upstream`` through the float64 reference scan."""
     def fn(t, c, s):
         return _outputs(reference_scan(t, c, s, spec, check_divergence=False), spec)
 
     args = tuple(x.detach().double() for x in (table, coupling, state))
-    with _accurate_griffiths_rate() if accurate else contextlib.nullcontext():
-        outs, vjp_fn = torch.func.vjp(fn, *args)
-        return outs, vjp_fn(tuple(u.double() for u in upstream))
+    outs, vjp_fn = torch.func.vjp(fn, *args)
+    return outs, vjp_fn(tuple(u.double() for u in upstream))
 
 
 def backend_vjp(backend, table, coupling, state, spec, upstream):
@@ -400,8 +377,7 @@ def step_errors(backend, case_set, dtype, n_steps=1, seed=0):
     table, coupling, state, spec, _ = craft(case_set, dtype, n_steps, seed)
     preset = spec.preset.name
     up = _upstream(table, coupling, state, spec)
-    ref_outs, ref_grads = reference_vjp(table, coupling, state, spec, up,
-                                        accurate=case_set == "griffiths2022-y0")
+    ref_outs, ref_grads = reference_vjp(table, coupling, state, spec, up)
     outs, grads = backend_vjp(backend, table, coupling, state, spec, up)
     errs = {}
     errs.update(row_errors([outs[0]], [ref_outs[0]], ["bold"], ""))
@@ -457,25 +433,10 @@ TOL = {
     ("torch-checkpoint", "griffiths2022-y0", F64): (4e-14, 2e-11),
 }
 
-NEAR_Y0_FINDING = (
-    "torch-checkpoint (the reference equations under autograd) near y = 0 in griffiths2022: "
-    "autograd's slope of (1e-5 + |y|) / (1e-5 d + |1 - exp(-d y)|) cancels (two ~1/(1e-5 d + "
-    "|d y|) terms) and 1 - exp(-d y) loses ~eps absolutely. Measured over seeds 0-4 (relative "
-    "max-norm per row, against the float64 reference with expm1): float32 gradients off by up "
-    "to 11.7x the row's largest entry (I_0 row; forward r_E/r_I 5.6e-4) at |d y| = 1e-4..1e-3 "
-    "(slope at y = 6.25e-4, d = 0.16: 2.59 instead of 0.49989; at y = -1.4e-14: -625000 "
-    "instead of 1.4e-9); float64 gradients 1.9e-8 (tolerance 2e-11; slope at y = -1.4e-14: "
-    "2.0e-5 instead of 1.4e-9). The fused numba/triton kernels, whose slopes go through "
-    "phi's series, are accurate there (float64 4.8e-12)")
-
-
 def _cases():
     out = []
     for backend, case_set, dtype in TOL:
-        marks = []
-        if backend == "torch-checkpoint" and case_set == "griffiths2022-y0":
-            marks = [pytest.mark.xfail(strict=True, reason=NEAR_Y0_FINDING)]
-        out.append(pytest.param(backend, case_set, dtype, marks=marks,
+        out.append(pytest.param(backend, case_set, dtype,
                                 id=f"{backend}-{case_set}-{str(dtype)[6:]}"))
     return out
 

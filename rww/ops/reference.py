@@ -43,10 +43,71 @@ def transfer_deco(current: torch.Tensor, a, b, d) -> torch.Tensor:
     return torch.where(small, series, exact)
 
 
+# Taylor coefficients (-1)^n (n-1)/n!, n = 2..16, of phi(z) = 1 - exp(-z) (1 + z).
+_PHI_SERIES = tuple((-1) ** n * (n - 1) / math.factorial(n) for n in range(2, 17))
+
+
+def phi(z: torch.Tensor) -> torch.Tensor:
+    """``1 - exp(-z) (1 + z)`` without cancellation: the Taylor series for |z| < 0.5
+    (truncation < 1e-17 relative), the direct form beyond. Both transfer functions' slopes
+    reduce to it; the fused kernels use the same function."""
+    small = z.abs() < 0.5
+    zs = torch.where(small, z, torch.zeros_like(z))
+    series = torch.full_like(zs, _PHI_SERIES[-1])
+    for c in reversed(_PHI_SERIES[:-1]):
+        series = series * zs + c
+    return torch.where(small, zs * zs * series, 1.0 - torch.exp(-z) * (1.0 + z))
+
+
+class _GriffithsRate(torch.autograd.Function):
+    """``H(y; d) = (1e-5 + |y|) / (1e-5 d + |w|)``, ``w = -expm1(-d y)``, with its slopes
+    written to avoid cancellation. Autograd's own slope of this formula is the difference of two
+    terms ~1/(1e-5 d + |d y|) that cancel near y = 0 (float32 slopes off by factors up to 1e6
+    at |y| ~ 1e-12..1e-5; float64 by ~1e-8); the same derivative is
+    ``dH/dy = (1e-5 d |w| + phi(d y)) / D^2`` for either sign of y (0 at y = 0, as torch's
+    sign(0) = 0 gives) and ``dH/dd = -(H / D) (1e-5 + sign(w) y exp(-d y))``. The backward is
+    written in differentiable torch operations, so second derivatives work (for d > 0)."""
+
+    @staticmethod
+    def forward(y, d):
+        w = -torch.expm1(-d * y)
+        return (1e-5 + y.abs()) / (1e-5 * d + w.abs())
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.save_for_backward(*inputs)
+
+    @staticmethod
+    def backward(ctx, grad):
+        y, d = ctx.saved_tensors
+        z = d * y
+        e = torch.exp(-z)
+        w = -torch.expm1(-z)
+        den = 1e-5 * d + w.abs()
+        rate = (1e-5 + y.abs()) / den
+        d_y = (1e-5 * d * w.abs() + phi(z)) / den / den
+        d_d = -(rate / den) * (1e-5 + torch.sign(w) * y * e)
+        g_y = grad * d_y if ctx.needs_input_grad[0] else None
+        g_d = _sum_to(grad * d_d, d.shape) if ctx.needs_input_grad[1] else None
+        return g_y, g_d
+
+
+def _sum_to(t: torch.Tensor, shape) -> torch.Tensor:
+    """Sum a broadcast gradient back to ``shape``."""
+    while t.dim() > len(shape):
+        t = t.sum(0)
+    for i, n in enumerate(shape):
+        if n == 1 and t.shape[i] != 1:
+            t = t.sum(i, keepdim=True)
+    return t
+
+
 def transfer_griffiths(current: torch.Tensor, a, b, d) -> torch.Tensor:
-    """The paper code's guarded rate ``(1e-5 + |y|) / (1e-5 d + |1 - exp(-d y)|)`` [Hz]."""
+    """The paper code's guarded rate ``(1e-5 + |y|) / (1e-5 d + |1 - exp(-d y)|)``, ``y = a I -
+    b`` [Hz], with ``1 - exp(-d y)`` as ``-expm1(-d y)`` and slopes free of cancellation
+    (:class:`_GriffithsRate`; same function, accurate near y = 0)."""
     y = a * current - b
-    return (1e-5 + y.abs()) / (1e-5 * d + (1.0 - torch.exp(-d * y)).abs())
+    return _GriffithsRate.apply(y, torch.as_tensor(d, dtype=y.dtype, device=y.device))
 
 
 def couple(coupling: torch.Tensor, s_e: torch.Tensor) -> torch.Tensor:
