@@ -268,7 +268,9 @@ def run_simulate(args) -> int:
     simulate_s = time.perf_counter() - tick
 
     tick = time.perf_counter()
-    warnings = []
+    from ..plausibility import check as plausibility
+
+    warnings = plausibility(model, rate)
     sim_fc = None
     if n_trs >= 2:
         try:
