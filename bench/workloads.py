@@ -181,7 +181,7 @@ FULL: dict[str, Workload] = {w.name: w for w in (
        dt=0.05, tr=0.75, preset="griffiths2022", mode="fit_epoch", window_trs=20,
        target=f">= 20x faster than whobpyt's {WHOBPYT_EPOCH_SECONDS} s per epoch, i.e. <= "
               f"{WHOBPYT_EPOCH_SECONDS / 20:.2f} s per epoch",
-       notes="Griffiths et al. 2022's HCP fit with the settings of `rww fit --demo` "
+       notes="Griffiths et al. 2022's HCP fit with the settings of `rww fit --demo --paper` "
              "(rww/cli/fit.py, read from it at run time): preset griffiths2022, 83 regions "
              "(the suite's connectome), 1200 TRs of 0.75 s (15 steps of 0.05 per TR, whobpyt "
              "v0.2.0's count), 20-TR windows with the state detached between windows, one Adam "

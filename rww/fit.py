@@ -13,9 +13,25 @@ over them. Each epoch draws fresh noise (seed ``config.seed + epoch``) and start
 model's initial state after a burn-in simulated without gradient, so an epoch is a pure function
 of the parameters and the epoch number: that is what makes resume exact.
 
+Optimizers: any ``torch.optim.Optimizer``. Every step is taken as ``optimizer.step(closure)``,
+the closure re-simulating the step's window (same state, noise seed and time) and returning its
+loss, so optimizers that evaluate the loss several times per step work: L-BFGS evaluates it up to
+``max_eval`` times per step (default ``1.25 * max_iter`` = 25), each evaluation a forward and
+backward simulation of the window, so an L-BFGS epoch costs up to that many Adam epochs
+(``history["evaluations"]`` counts them). The history logs the first evaluation of each step
+(the loss at the parameters the step started from, as for Adam), and that evaluation's BOLD and
+final state are the ones kept and carried to the next window. An optional learning-rate scheduler
+is stepped once per epoch (``ReduceLROnPlateau`` with the epoch's loss).
+
+Convergence: :func:`convergence` judges the last ``config.convergence_window`` epochs (the trend
+of every learned parameter and of the loss); the verdict is in ``history["converged"]`` (per
+epoch) and :attr:`FitResult.convergence`, and ``config.early_stop`` ends the fit at the first
+epoch where it holds.
+
 Checkpoints (``checkpoint=path``) are written atomically after every epoch (model, optimizer,
-history, config); ``resume=True`` continues from the last one and reproduces the uninterrupted fit
-exactly. Files are plain tensors and lists, loaded with ``torch.load(weights_only=True)``.
+scheduler, history, config); ``resume=True`` continues from the last one and reproduces the
+uninterrupted fit exactly. Files are plain tensors and lists, loaded with
+``torch.load(weights_only=True)``.
 """
 
 from __future__ import annotations
@@ -30,6 +46,9 @@ import numpy as np
 import torch
 
 from . import objectives as obj
+from .fit_control import (StopFit, _atomic_torch_save, _atomic_write_text, _build_optimizer,
+                          _build_scheduler, _step_takes_closure, convergence)
+from .fit_target import MIN_FCD_PAIRS, FitTarget, _pair_kind, fcd_counts, fcd_min_trs
 from .model import RWWBold
 
 LOSS_TERMS = ("fc_corr", "fc_log", "fc_l1", "fc_mse", "fc_level", "fcd", "fcd_ks", "bold_std",
@@ -46,79 +65,6 @@ LOSS_TERMS = ("fc_corr", "fc_log", "fc_l1", "fc_mse", "fc_level", "fcd", "fcd_ks
 - ``bifurcation``, ``entropy``: the paper's constraints; ``smoothness``: graph smoothness of
   per-region parameters.
 """
-
-
-@dataclass
-class FitTarget:
-    """What the model is fitted to.
-
-    Attributes:
-        fc: ``(N, N)`` target FC (computed from ``bold`` when not given).
-        bold: optional ``(T, N)`` BOLD; windowed fits then compare each window with the same
-            window of the data (the paper's scheme), and its length sets the scan length.
-        fcd_values: optional ``(M,)`` FCD values (above the diagonal) for the FCD term;
-            computed from ``bold`` when not given (if it spans two windows).
-        fcd_window, fcd_step: FCD convention of ``fcd_values``, in TRs.
-        fcd_exclude_overlapping: whether ``fcd_values`` leave out pairs of overlapping windows
-            (rww's :func:`rww.objectives.fcd_values` with window and step); ``False`` for values
-            over every pair of distinct windows (cuBNM's pooled values, the embedded demo's).
-            The simulated FCD is reduced the same way.
-    """
-
-    fc: torch.Tensor | None = None
-    bold: torch.Tensor | None = None
-    fcd_values: torch.Tensor | None = None
-    fcd_window: int = 30
-    fcd_step: int = 5
-    fcd_exclude_overlapping: bool = True
-
-    def validate(self, n_nodes: int, dtype, device) -> "FitTarget":
-        """Check shapes and values; returns a copy with tensors of ``dtype`` on ``device``."""
-        bold = self.bold
-        if bold is not None:
-            bold = torch.as_tensor(bold).to(dtype=dtype, device=device)
-            if bold.dim() != 2 or bold.shape[1] != n_nodes:
-                raise ValueError(f"target bold: expected shape (T, {n_nodes}) (time x regions), "
-                                 f"got {tuple(bold.shape)}")
-            if not torch.isfinite(bold).all():
-                raise ValueError("target bold: contains NaN or infinite values")
-            if bold.shape[0] < 3:
-                raise ValueError(f"target bold: needs at least 3 time points, got {bold.shape[0]}")
-            constant = torch.nonzero(bold.std(0) == 0).flatten().tolist()
-            if constant:
-                raise ValueError(f"target bold: regions {constant[:10]} have constant time series; "
-                                 "their FC is undefined (remove or fix them)")
-        fc = self.fc
-        if fc is None:
-            if bold is None:
-                raise ValueError("target: give an FC matrix (fc=) or BOLD time series (bold=)")
-            fc = obj.fc(bold)
-        fc = torch.as_tensor(fc).to(dtype=dtype, device=device)
-        if fc.shape != (n_nodes, n_nodes):
-            raise ValueError(f"target fc: expected shape ({n_nodes}, {n_nodes}), got {tuple(fc.shape)}")
-        if not torch.isfinite(fc).all():
-            raise ValueError("target fc: contains NaN or infinite values")
-        if (fc.abs() > 1 + 1e-6).any():
-            raise ValueError("target fc: values outside [-1, 1]; expected a correlation matrix")
-        fcd_vals = self.fcd_values
-        if fcd_vals is not None:
-            fcd_vals = torch.as_tensor(fcd_vals).to(dtype=dtype, device=device).flatten()
-            if not torch.isfinite(fcd_vals).all() or fcd_vals.numel() < 2:
-                raise ValueError("target fcd_values: expected at least 2 finite values")
-        elif bold is not None and bold.shape[0] >= self.fcd_window + self.fcd_step:
-            # The data's own FCD, in the convention the simulated FCD is reduced with.
-            fcd_vals = FitTarget(fcd_window=self.fcd_window, fcd_step=self.fcd_step,
-                                 fcd_exclude_overlapping=self.fcd_exclude_overlapping
-                                 ).simulated_fcd_values(bold.unsqueeze(0))[0]
-        return FitTarget(fc, bold, fcd_vals, self.fcd_window, self.fcd_step,
-                         self.fcd_exclude_overlapping)
-
-    def simulated_fcd_values(self, bold: torch.Tensor) -> torch.Tensor:
-        """FCD values of simulated ``bold (B, T, N)`` -> ``(B, M)``, in this target's convention."""
-        matrix = obj.fcd(bold, self.fcd_window, self.fcd_step)
-        if self.fcd_exclude_overlapping:
-            return obj.fcd_values(matrix, self.fcd_window, self.fcd_step)
-        return obj.fcd_values(matrix)
 
 
 @dataclass
@@ -139,6 +85,17 @@ class FitConfig:
         rate_band_hz: ``(low, high)`` band of the rate-band term [Hz] (default 1-10 Hz, see
             :data:`rww.objectives.RATE_BAND_HZ`).
         grad_clip: clip the gradient norm (``None``: no clipping).
+        convergence_window: epochs (>= 3) the convergence verdict judges, the last ones (see
+            :func:`convergence`).
+        param_rtol: a learned parameter has settled when its drift over the window (the change
+            of its least-squares trend line) is at most this fraction of its mean value there
+            (vectors: Euclidean norms; N x N matrices: their mean).
+        loss_rtol: the loss has settled when its drift is at most this fraction of its mean, or
+            within twice the drift's standard error (a trend the epoch-to-epoch noise of fresh
+            realisations cannot tell from zero).
+        early_stop: end the fit at the first epoch after which the verdict is "converged"
+            (default ``False``: run every epoch and only report the verdict). A fit stopped early
+            and resumed stays stopped; ``epochs`` and these four settings may change on resume.
     """
 
     epochs: int = 50
@@ -153,6 +110,10 @@ class FitConfig:
     firing_rate_hz: float = 3.0
     rate_band_hz: tuple = obj.RATE_BAND_HZ
     grad_clip: float | None = None
+    convergence_window: int = 10
+    param_rtol: float = 0.02
+    loss_rtol: float = 0.01
+    early_stop: bool = False
 
     def validate(self):
         if not isinstance(self.epochs, int) or self.epochs < 0:
@@ -175,6 +136,17 @@ class FitConfig:
             raise ValueError(f"rate_band_hz: expected (low, high) in Hz, got {band!r}") from None
         if not (math.isfinite(low) and math.isfinite(high) and 0 <= low < high):
             raise ValueError(f"rate_band_hz: need finite 0 <= low < high, got {band!r}")
+        if (not isinstance(self.convergence_window, int) or isinstance(self.convergence_window, bool)
+                or self.convergence_window < 3):
+            raise ValueError(f"convergence_window: must be an integer >= 3 (epochs; a trend and "
+                             f"its noise need 3 points), got {self.convergence_window!r}")
+        for name in ("param_rtol", "loss_rtol"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0 \
+                    or not math.isfinite(value):
+                raise ValueError(f"{name}: must be a finite fraction >= 0 (0.02 = 2%), got {value!r}")
+        if not isinstance(self.early_stop, bool):
+            raise ValueError(f"early_stop: must be True or False, got {self.early_stop!r}")
 
 
 class FitState(torch.nn.Module):
@@ -197,8 +169,15 @@ class FitResult:
         history: per-epoch lists: ``loss``, ``terms/<name>``, ``fc_r``, ``G_over_Gc`` (models
             with FIC: G over the critical coupling), ``params/<name>``
             (scalars and N-vectors; for matrices such as ``w_bb``, ``params/<name>/mean`` and
-            ``params/<name>/std``), ``seconds``.
+            ``params/<name>/std``), ``lr`` (learning rate of the first parameter group during
+            the epoch), ``evaluations`` (loss evaluations, i.e. simulations with gradient, in
+            the epoch: one per step for Adam, several for L-BFGS), ``converged`` (the verdict of
+            :func:`convergence` after the epoch), ``seconds``. Entries of epochs run by a version
+            that did not record a series are ``None``.
         config: the :class:`FitConfig` as a dict.
+        convergence: the verdict of :func:`convergence` on the whole history, plus ``stopped``
+            (``None``, ``"early_stop"`` or ``"callback: <reason>"``), ``epochs_run`` and
+            ``epochs`` (asked for).
     """
 
     params: dict
@@ -206,10 +185,18 @@ class FitResult:
     fc: torch.Tensor
     history: dict
     config: dict
+    convergence: dict | None = None
+
+    @property
+    def converged(self) -> bool:
+        """Whether the fit converged (:attr:`convergence`); the reason is
+        ``convergence["reason"]``."""
+        return bool(self.convergence and self.convergence.get("converged"))
 
     def save(self, path: str) -> tuple[str, str]:
-        """Write ``path.json`` (history, config, parameters) and ``path.npz`` (arrays)."""
-        meta = {"config": self.config, "history": self.history,
+        """Write ``path.json`` (history, config, parameters, convergence) and ``path.npz``
+        (arrays)."""
+        meta = {"config": self.config, "history": self.history, "convergence": self.convergence,
                 "params": {k: v.detach().cpu().tolist() for k, v in self.params.items()}}
         _atomic_write_text(path + ".json", json.dumps(meta, indent=1))
         arrays = {"bold": self.bold.detach().cpu().numpy(), "fc": self.fc.detach().cpu().numpy()}
@@ -225,26 +212,17 @@ class FitResult:
             meta = json.load(fh)
         arrays = np.load(path + ".npz")
         params = {k: torch.as_tensor(arrays[f"param_{k}"]) for k in meta["params"]}
+        verdict = meta.get("convergence")
+        if verdict is None:           # written before rww recorded it: judge the history now
+            verdict = convergence(meta["history"], **_verdict_settings(meta["config"]))
         return cls(params, torch.as_tensor(arrays["bold"]), torch.as_tensor(arrays["fc"]),
-                   meta["history"], meta["config"])
+                   meta["history"], meta["config"], verdict)
 
 
-def _atomic_write_text(path: str, text: str):
-    tmp = path + ".tmp"
-    with open(tmp, "w") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-
-
-def _atomic_torch_save(obj_, path: str):
-    tmp = path + ".tmp"
-    with open(tmp, "wb") as fh:
-        torch.save(obj_, fh)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+def _verdict_settings(config: dict) -> dict:
+    defaults = FitConfig()
+    return {k: config.get(k, getattr(defaults, k))
+            for k in ("convergence_window", "param_rtol", "loss_rtol")}
 
 
 def loss_terms(model: RWWBold, result, target: FitTarget, emp_fc: torch.Tensor, config: FitConfig,
@@ -271,7 +249,8 @@ def loss_terms(model: RWWBold, result, target: FitTarget, emp_fc: torch.Tensor, 
     if w.get("fcd") or w.get("fcd_ks"):
         if target.fcd_values is None:
             term = "fcd" if w.get("fcd") else "fcd_ks"
-            raise ValueError(f"weights: the {term} term needs target fcd_values")
+            raise ValueError(f"weights: the {term} term needs target fcd_values, and "
+                             f"{target.fcd_unavailable or 'the target has none'}")
         sim = target.simulated_fcd_values(result.bold)                # (B, M)
         if w.get("fcd"):
             terms["fcd"] = obj.wasserstein1(sim, target.fcd_values).mean()
@@ -313,21 +292,21 @@ def _total(terms: dict, config: FitConfig, model: RWWBold) -> tuple[torch.Tensor
     return total, logged
 
 
-def _check_fcd_piece(target: FitTarget, piece_trs: int):
-    """The FCD term compares distributions of FCD values of each simulated piece: a piece too
-    short for two non-overlapping window pairs would fail deep inside ``torch.quantile``."""
+def _check_fcd_piece(target: FitTarget, piece_trs: int, term: str):
+    """The FCD term compares distributions of FCD values of each simulated piece: a target
+    without FCD values, or a piece too short for two pairs of windows, would fail deep inside
+    ``torch.quantile``; both are said here, with the numbers."""
     if target.fcd_values is None:
-        raise ValueError("weights: the fcd term needs target fcd_values (fcd and fcd_ks)")
-    w, s = target.fcd_window, target.fcd_step
-    n_win = (piece_trs - w) // s + 1 if piece_trs >= w else 0
-    # rww's convention skips pairs of overlapping windows; the pooled (cuBNM) one keeps them.
-    gap = max(1, -(-w // s)) if target.fcd_exclude_overlapping else 1
-    n_pairs = sum(n_win - d for d in range(gap, n_win))
-    if n_pairs < 2:
-        kind = "non-overlapping windows" if target.fcd_exclude_overlapping else "windows"
+        raise ValueError(f"weights: the {term} term needs target fcd_values, and "
+                         f"{target.fcd_unavailable or 'the target has none'}")
+    w, s, exclude = target.fcd_window, target.fcd_step, target.fcd_exclude_overlapping
+    n_win, n_pairs = fcd_counts(piece_trs, w, s, exclude)
+    if n_pairs < MIN_FCD_PAIRS:
         raise ValueError(f"fcd: a simulated piece of {piece_trs} TRs has {n_win} FCD windows ({w} TRs "
-                         f"every {s}) and {n_pairs} pairs of {kind}; the fcd term needs "
-                         "at least 2: simulate longer pieces (n_trs, window_trs) or use shorter windows")
+                         f"every {s}) and {n_pairs} pairs of {_pair_kind(exclude)}; the {term} term "
+                         f"needs at least {MIN_FCD_PAIRS}, i.e. pieces of at least "
+                         f"{fcd_min_trs(w, s, exclude)} TRs: simulate longer pieces (n_trs, "
+                         "window_trs; window_trs=None for the whole scan) or use shorter windows")
 
 
 def _records_needed(config: FitConfig) -> tuple:
@@ -347,9 +326,41 @@ def _burn_in(model: RWWBold, config: FitConfig, seed: int):
     return state.detach(), config.burn_in_trs * model.steps_per_tr
 
 
+def _check_resumable(saved: dict, checkpoint: str, config: FitConfig, optimizer, scheduler):
+    # Everything but the epoch count and the stopping rule must match: a finished fit may be
+    # extended, or judged and stopped differently.
+    changed = _config_changes(saved["config"], _config_dict(config))
+    if changed:
+        raise ValueError(f"resume: {checkpoint} was written by a fit with other settings "
+                         f"({', '.join(changed)} differ); use the same settings, or another "
+                         "checkpoint path to start afresh")
+    for what, now, key in (("optimizer", optimizer, "optimizer_class"),
+                           ("scheduler", scheduler, "scheduler_class")):
+        before = saved.get(key, "?")            # "?": written before rww recorded it
+        name = None if now is None else type(now).__name__
+        if before != "?" and before != name:
+            raise ValueError(f"resume: {checkpoint} was written with {what} {before}, this fit "
+                             f"has {name}; pass the same {what}, or another checkpoint path to "
+                             "start afresh")
+
+
+def _fill_history(history: dict, config: FitConfig):
+    """Series this version records every epoch, added to a history of an earlier version
+    (``None`` where not recorded; the verdicts recomputed)."""
+    n = len(history["epoch"])
+    for key in ("lr", "evaluations"):
+        if len(history.get(key, [])) < n:
+            history[key] = [None] * (n - len(history.get(key, []))) + list(history.get(key, []))
+    if len(history.get("converged", [])) < n:
+        settings = _verdict_settings(_config_dict(config))
+        history["converged"] = [
+            convergence({k: v[:i + 1] for k, v in history.items() if isinstance(v, list)},
+                        **settings)["converged"] for i in range(n)]
+
+
 def fit(model: RWWBold, target: FitTarget, config: FitConfig | None = None, optimizer=None,
         checkpoint: str | None = None, resume: bool = False, progress: bool = True,
-        callback=None) -> FitResult:
+        callback=None, scheduler=None) -> FitResult:
     """Fit the learnable parameters of ``model`` to ``target``.
 
     Args:
@@ -357,16 +368,29 @@ def fit(model: RWWBold, target: FitTarget, config: FitConfig | None = None, opti
             realisations averaged in every loss term.
         target: :class:`FitTarget`.
         config: :class:`FitConfig` (defaults: 50 epochs, Adam lr 0.01, 20-TR windows, 1 - r).
-        optimizer: a ``torch.optim.Optimizer`` over ``model.parameters()`` (and the fit's own
-            parameters if the bifurcation term is on: pass a callable ``params -> optimizer`` to
-            include them); default Adam(lr).
+        optimizer: any ``torch.optim.Optimizer`` over ``model.parameters()``, or a callable
+            ``params -> optimizer`` (it also gets the fit's own parameters when the bifurcation
+            term is on); default ``Adam(lr)``. Steps are ``optimizer.step(closure)``: the closure
+            re-simulates the step's window and returns its loss, so L-BFGS works, at up to
+            ``max_eval`` simulations per step (see the module docstring).
         checkpoint: path of the checkpoint file written atomically after every epoch.
-        resume: continue from ``checkpoint`` if it exists (the result equals an uninterrupted fit).
+        resume: continue from ``checkpoint`` if it exists (the result equals an uninterrupted fit;
+            the same optimizer and scheduler types are required).
         progress: show a progress bar (tqdm) over epochs.
-        callback: called as ``callback(epoch, history)`` after every epoch.
+        callback: called as ``callback(epoch, history)`` after every epoch (after its
+            checkpoint); raising :class:`StopFit` ends the fit there, other exceptions propagate.
+        scheduler: a learning-rate scheduler (``torch.optim.lr_scheduler``) on ``optimizer``, or
+            a callable ``optimizer -> scheduler`` (for the default Adam); stepped once after every
+            epoch (``ReduceLROnPlateau`` with the epoch's mean loss), checkpointed with the fit.
 
     Returns:
-        :class:`FitResult`.
+        :class:`FitResult`; ``result.converged`` and ``result.convergence["reason"]`` give the
+        verdict of :func:`convergence`.
+
+    Raises:
+        ValueError: settings, target or schedule that cannot work (each message names the
+            setting), e.g. an FCD term without FCD values or with pieces too short for them.
+        TypeError: an optimizer or scheduler of the wrong kind.
     """
     config = config or FitConfig()
     config.validate()
@@ -384,63 +408,89 @@ def fit(model: RWWBold, target: FitTarget, config: FitConfig | None = None, opti
         raise ValueError(f"n_trs={n_trs} in windows of {window} TRs runs past the target bold "
                          f"({target.bold.shape[0]} TRs); use n_trs <= {target.bold.shape[0]}")
     if config.weights.get("fcd") or config.weights.get("fcd_ks"):
-        _check_fcd_piece(target, window if config.window_trs else n_trs)
+        _check_fcd_piece(target, window if config.window_trs else n_trs,
+                         "fcd" if config.weights.get("fcd") else "fcd_ks")
     extra = FitState(config, dtype, device)
     params = list(model.parameters()) + (list(extra.parameters()) if config.weights.get("bifurcation") else [])
-    if optimizer is None:
-        optimizer = torch.optim.Adam(params, lr=config.lr)
-    elif callable(optimizer) and not isinstance(optimizer, torch.optim.Optimizer):
-        optimizer = optimizer(params)
+    optimizer = _build_optimizer(optimizer, params, model, config.lr)
+    scheduler = _build_scheduler(scheduler, optimizer)
+    plateau = isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau)
+    with_closure = _step_takes_closure(optimizer)
     record = _records_needed(config)
+    verdict_settings = _verdict_settings(_config_dict(config))
 
     history = {"epoch": [], "loss": [], "fc_r": [], "seconds": []}
     start_epoch = 0
     saved_bold = None
+    stopped = None
     if resume and checkpoint and os.path.exists(checkpoint):
         saved = torch.load(checkpoint, weights_only=True)
-        # Everything but the epoch count must match: a finished fit may be extended.
-        changed = _config_changes(saved["config"], _config_dict(config))
-        if changed:
-            raise ValueError(f"resume: {checkpoint} was written by a fit with other settings "
-                             f"({', '.join(changed)} differ); use the same settings, or another "
-                             "checkpoint path to start afresh")
+        _check_resumable(saved, checkpoint, config, optimizer, scheduler)
         model.load_state_dict(saved["model"])
         extra.load_state_dict(saved["extra"])
         optimizer.load_state_dict(saved["optimizer"])
+        if scheduler is not None and saved.get("scheduler") is not None:
+            scheduler.load_state_dict(saved["scheduler"])
         history = saved["history"]
+        _fill_history(history, config)
         start_epoch = saved["epoch"] + 1
         saved_bold = saved.get("last_bold")        # absent in checkpoints of rww < 0.2
+        if config.early_stop and convergence(history, **verdict_settings)["converged"]:
+            stopped = "early_stop"                 # the fit stopped there: it stays stopped
 
     bar = None
     if progress:
         from tqdm.auto import tqdm
         bar = tqdm(total=config.epochs, initial=start_epoch, desc="fit", unit="epoch")
     last_bold = None
+    pieces_per_epoch = n_windows if config.window_trs else 1
     for epoch in range(start_epoch, config.epochs):
+        if stopped:
+            break
         tick = time.perf_counter()
         seed = config.seed + epoch
+        lr = optimizer.param_groups[0]["lr"]
         state, t0 = _burn_in(model, config, seed)
-        logged_sum, pieces = {}, []
-        for w_index in range(n_windows if config.window_trs else 1):
+        logged_sum, pieces, evaluations = {}, [], 0
+        for w_index in range(pieces_per_epoch):
             length = window if config.window_trs else n_trs
-            result = model.simulate(length, state=state, seed=seed, t0=t0, record=record)
             if target.bold is not None and config.window_trs:
                 emp_fc = obj.pearson_matrix(target.bold[w_index * window:(w_index + 1) * window], eps=1e-20)
             else:
                 emp_fc = target.fc
-            terms = loss_terms(model, result, target, emp_fc, config, extra)
-            total, logged = _total(terms, config, model)
-            optimizer.zero_grad(set_to_none=True)
-            total.backward()
-            if config.grad_clip:
-                torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
-            optimizer.step()
-            pieces_per_epoch = n_windows if config.window_trs else 1
-            for k, v in logged.items():
-                logged_sum[k] = logged_sum.get(k, 0.0) + v.item() / pieces_per_epoch
-            logged_sum["total"] = logged_sum.get("total", 0.0) + total.item() / pieces_per_epoch
-            pieces.append(result.bold.detach())
-            state, t0 = result.state.detach(), t0 + length * model.steps_per_tr
+            first = {}
+
+            def closure():
+                # One loss evaluation of this window: the same start state, noise and time at
+                # every call, so an optimizer evaluating several times sees one function.
+                nonlocal evaluations
+                optimizer.zero_grad(set_to_none=True)
+                result = model.simulate(length, state=state, seed=seed, t0=t0, record=record)
+                terms = loss_terms(model, result, target, emp_fc, config, extra)
+                total, logged = _total(terms, config, model)
+                total.backward()
+                if config.grad_clip:
+                    torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
+                evaluations += 1
+                if not first:
+                    first.update(total=total.item(), logged={k: v.item() for k, v in logged.items()},
+                                 bold=result.bold.detach(), state=result.state.detach())
+                return total
+
+            if with_closure:
+                optimizer.step(closure)
+            else:                                   # an optimizer whose step takes no closure
+                closure()
+                optimizer.step()
+            if not first:
+                raise RuntimeError(f"optimizer: {type(optimizer).__name__}.step(closure) did not "
+                                   "call the closure; the fit cannot log or carry the window's "
+                                   "simulation (use an optimizer that evaluates it)")
+            for k, v in first["logged"].items():
+                logged_sum[k] = logged_sum.get(k, 0.0) + v / pieces_per_epoch
+            logged_sum["total"] = logged_sum.get("total", 0.0) + first["total"] / pieces_per_epoch
+            pieces.append(first["bold"])
+            state, t0 = first["state"], t0 + length * model.steps_per_tr
         last_bold = torch.cat(pieces, dim=1)
         sim_fc = obj.pearson_matrix(last_bold, eps=1e-20).mean(0)
         fc_r = float(obj.fc_correlation(sim_fc, target.fc))
@@ -454,6 +504,8 @@ def fit(model: RWWBold, target: FitTarget, config: FitConfig | None = None, opti
             except ValueError:
                 ratio = float("nan")
             history.setdefault("G_over_Gc", []).append(ratio)
+        history.setdefault("lr", []).append(float(lr))
+        history.setdefault("evaluations", []).append(evaluations)
         history["seconds"].append(time.perf_counter() - tick)
         for k, v in logged_sum.items():
             history.setdefault(f"terms/{k}", []).append(v)
@@ -467,18 +519,33 @@ def fit(model: RWWBold, target: FitTarget, config: FitConfig | None = None, opti
                 history.setdefault(f"params/{name}/std", []).append(value.double().std().item())
             else:
                 history.setdefault(f"params/{name}", []).append(value.tolist())
+        converged = convergence(history, **verdict_settings)["converged"]
+        history.setdefault("converged", []).append(converged)
+        if scheduler is not None:
+            if plateau:
+                scheduler.step(history["loss"][-1])
+            else:
+                scheduler.step()
         if checkpoint:
             # last_bold: what a resumed, already finished fit returns (the last epoch's BOLD,
             # simulated with the parameters of each of its windows).
             _atomic_torch_save({"model": model.state_dict(), "extra": extra.state_dict(),
-                                "optimizer": optimizer.state_dict(), "history": history,
-                                "epoch": epoch, "config": _config_dict(config),
+                                "optimizer": optimizer.state_dict(),
+                                "optimizer_class": type(optimizer).__name__,
+                                "scheduler": None if scheduler is None else scheduler.state_dict(),
+                                "scheduler_class": None if scheduler is None else type(scheduler).__name__,
+                                "history": history, "epoch": epoch, "config": _config_dict(config),
                                 "last_bold": last_bold.cpu()}, checkpoint)
         if bar is not None:
             bar.set_postfix(loss=f"{history['loss'][-1]:.4f}", fc_r=f"{fc_r:.3f}")
             bar.update(1)
         if callback is not None:
-            callback(epoch, history)
+            try:
+                callback(epoch, history)
+            except StopFit as stop:
+                stopped = f"callback: {stop}" if str(stop) else "callback"
+        if config.early_stop and converged and not stopped:
+            stopped = "early_stop"
     if bar is not None:
         bar.close()
     if last_bold is None and saved_bold is not None:   # resumed a finished fit
@@ -487,12 +554,14 @@ def fit(model: RWWBold, target: FitTarget, config: FitConfig | None = None, opti
         # A finished fit's checkpoint from rww < 0.2 (no BOLD saved): simulate the last epoch's
         # noise (seed and burn-in as in the loop) with the final parameters.
         with torch.no_grad():
-            seed = config.seed + max(config.epochs - 1, 0)
+            seed = config.seed + (history["epoch"][-1] if history["epoch"] else 0)
             state, t0 = _burn_in(model, config, seed)
             last_bold = model.simulate(n_trs, state=state, seed=seed, t0=t0).bold
     params_out = {name: getattr(model, name).detach().clone() for name in model.learnable}
     sim_fc = obj.pearson_matrix(last_bold, eps=1e-20).mean(0)
-    return FitResult(params_out, last_bold, sim_fc, history, _config_dict(config))
+    verdict = convergence(history, **verdict_settings)
+    verdict.update(stopped=stopped, epochs_run=len(history["epoch"]), epochs=config.epochs)
+    return FitResult(params_out, last_bold, sim_fc, history, _config_dict(config), verdict)
 
 
 def _config_dict(config: FitConfig) -> dict:
@@ -504,12 +573,17 @@ def _config_dict(config: FitConfig) -> dict:
 
 
 def _config_changes(saved: dict, current: dict) -> list:
-    """Settings (other than ``epochs``) in which a checkpoint's config differs from ``current``.
+    """Settings (other than those of :data:`_RESUMABLE_CHANGES`) in which a checkpoint's config
+    differs from ``current``.
     A setting the checkpoint lacks (written before the setting existed) counts as its default,
     so checkpoints of earlier versions resume."""
     defaults = _config_dict(FitConfig())
     return sorted(k for k in set(saved) | set(current)
-                  if k != "epochs" and saved.get(k, defaults.get(k)) != current.get(k))
+                  if k not in _RESUMABLE_CHANGES and saved.get(k, defaults.get(k)) != current.get(k))
+
+
+# Settings a resumed fit may change: they decide when the fit ends, not what an epoch computes.
+_RESUMABLE_CHANGES = ("epochs", "early_stop", "convergence_window", "param_rtol", "loss_rtol")
 
 
 def evaluate(model: RWWBold, target_fc: torch.Tensor, n_trs: int, burn_in_trs: int = 10,
@@ -539,3 +613,8 @@ def evaluate(model: RWWBold, target_fc: torch.Tensor, n_trs: int, burn_in_trs: i
         out["fcd_ks"] = ev["fcd_ks_nonoverlap"]
         out["fcd_w1"] = ev["fcd_w1_nonoverlap"]
     return out
+
+
+__all__ = ["FitConfig", "FitResult", "FitState", "FitTarget", "LOSS_TERMS", "MIN_FCD_PAIRS",
+           "StopFit", "convergence", "evaluate", "fcd_counts", "fcd_min_trs", "fit",
+           "loss_terms"]

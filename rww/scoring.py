@@ -47,7 +47,7 @@ from dataclasses import dataclass, field
 import torch
 
 from . import objectives as obj
-from .fit import FitTarget
+from .fit import FitTarget, fcd_min_trs
 
 FCD_VARIANTS = ("all", "nonoverlap")
 
@@ -164,7 +164,7 @@ def _n_pairs(n_windows: int, separation: int) -> int:
     return sum(n_windows - d for d in range(separation, n_windows))
 
 
-def prepare_target(target, n_nodes: int | None = None, *, fcd: bool = True,
+def prepare_target(target, n_nodes: int | None = None, *, fcd: bool | str = True,
                    device=None) -> ScoringTarget:
     """Validate a :class:`rww.fit.FitTarget` and compute what scoring needs, once.
 
@@ -176,14 +176,17 @@ def prepare_target(target, n_nodes: int | None = None, *, fcd: bool = True,
     Args:
         target: a :class:`rww.fit.FitTarget` (or a :class:`ScoringTarget`, returned as is).
         n_nodes: number of regions expected (default: the target's).
-        fcd: compute FCD values (``False``: FC scores only).
+        fcd: compute FCD values (``False``: FC scores only; ``"auto"``: where the target allows,
+            a target BOLD too short for two FCD windows leaving FCD unavailable, with the reason
+            in ``sources`` and :func:`fcd_unavailable`).
         device: of the returned tensors (default CPU).
 
     Raises:
-        ValueError: shapes or values that :meth:`FitTarget.validate` rejects; a target BOLD too
-            short for two FCD windows when no ``fcd_values`` are given (pass ``fcd=False`` to
-            score FC only).
+        ValueError: shapes or values that :meth:`FitTarget.validate` rejects; with ``fcd=True``,
+            a target BOLD too short for two FCD windows when no ``fcd_values`` are given (pass
+            ``fcd=False`` to score FC only, ``"auto"`` to skip FCD where unavailable).
     """
+    _check_fcd_mode(fcd)
     if isinstance(target, ScoringTarget):
         if n_nodes is not None and target.n_nodes != n_nodes:
             raise ValueError(f"target: has {target.n_nodes} regions, the simulation {n_nodes}")
@@ -223,14 +226,20 @@ def prepare_target(target, n_nodes: int | None = None, *, fcd: bool = True,
                         sources[f"fcd_{variant}"] = (f"FCD of target.bold ({bold.shape[0]} TRs, "
                                                      f"{n_win} windows, {vals.numel()} values)")
                     else:
-                        sources[f"fcd_{variant}"] = (f"unavailable: target.bold ({bold.shape[0]} "
-                                                     f"TRs, {n_win} windows) has no pair of "
-                                                     "windows sharing no TR")
-            elif not explicit:
+                        sources[f"fcd_{variant}"] = (
+                            f"unavailable: target.bold ({bold.shape[0]} TRs, {n_win} windows of {w} "
+                            f"TRs every {s}) has no pair of windows sharing no TR (needs >= "
+                            f"{fcd_min_trs(w, s, True, min_pairs=1)} TRs)")
+            elif not explicit and fcd != "auto":
                 raise ValueError(
                     f"target bold: {bold.shape[0]} TRs hold {n_win} FCD window(s) of {w} TRs every "
                     f"{s}; FCD needs at least 2 (>= {w + s} TRs). Use a longer target, a shorter "
                     "fcd_window, or fcd=False to score FC only")
+            elif not explicit:
+                for variant in FCD_VARIANTS:
+                    sources[f"fcd_{variant}"] = (
+                        f"unavailable: target.bold ({bold.shape[0]} TRs) holds {n_win} FCD "
+                        f"window(s) of {w} TRs every {s}; FCD needs at least 2 (>= {w + s} TRs)")
         for variant in FCD_VARIANTS:
             if values[variant] is None and f"fcd_{variant}" not in sources:
                 if explicit:
@@ -247,6 +256,43 @@ def prepare_target(target, n_nodes: int | None = None, *, fcd: bool = True,
         sources["fcd_all"] = sources["fcd_nonoverlap"] = "not computed (fcd=False)"
     return ScoringTarget(valid.fc, values["all"], values["nonoverlap"], w, s, convention,
                          None if bold is None else int(bold.shape[0]), sources)
+
+
+def _check_fcd_mode(fcd):
+    if not (isinstance(fcd, str) and fcd == "auto") and fcd not in (True, False):
+        raise ValueError(f"fcd: expected True, False or 'auto', got {fcd!r}")
+
+
+def fcd_unavailable(target: ScoringTarget, n_trs: int | None = None) -> str | None:
+    """Why ``fcd_ks`` / ``fcd_w1`` (the target's own convention) cannot be scored, or ``None``.
+
+    Args:
+        target: a :class:`ScoringTarget` (:func:`prepare_target`, e.g. with ``fcd="auto"``).
+        n_trs: length of the simulated BOLD to score, in TRs (``None``: judge the target only).
+
+    Returns:
+        ``None`` when the target has FCD values in its convention and ``n_trs`` TRs hold at least
+        one pair of windows in it; else one sentence with the numbers.
+    """
+    convention = target.convention
+    if target.fcd(convention) is None:
+        source = target.sources.get(f"fcd_{convention}", "unavailable: no FCD values")
+        if source.startswith("unavailable: "):
+            return "target FCD values unavailable: " + source[len("unavailable: "):]
+        return "FCD " + source
+    if n_trs is None:
+        return None
+    w, s = target.fcd_window, target.fcd_step
+    n_win = _n_windows(n_trs, w, s)
+    separation = target.min_separation if convention == "nonoverlap" else 1
+    n_pairs = _n_pairs(n_win, separation)
+    if n_win < 2 or n_pairs < 1:
+        kind = "windows sharing no TR" if convention == "nonoverlap" else "distinct windows"
+        need = w + separation * s
+        return (f"the simulated BOLD's {n_trs} TRs hold {n_win} FCD window(s) of {w} TRs every "
+                f"{s} and {n_pairs} pair(s) of {kind}; scoring FCD needs at least one (>= {need} "
+                "TRs): simulate longer")
+    return None
 
 
 # ------------------------------------------------------------------------------ scoring
@@ -285,6 +331,8 @@ def _score(bold: torch.Tensor, st: ScoringTarget, hemispheres, fcd: bool):
         rows, cols = intra_hemispheric_pairs(hemispheres)
         per["fc_r_intra"] = _pearson_last(_entries(sim_fc, rows, cols), _entries(tfc, rows, cols))
     sim_fcd = {}
+    if fcd == "auto" and _n_windows(x.shape[1], st.fcd_window, st.fcd_step) < 2:
+        fcd = False                       # too short to score FCD: skipped (fcd_unavailable says why)
     if fcd and st.has_fcd:
         _check_fcd_length(x.shape[1], st, "sim_bold")
         matrix = obj.fcd(x, st.fcd_window, st.fcd_step)          # (B, W, W)
@@ -304,13 +352,14 @@ def _score(bold: torch.Tensor, st: ScoringTarget, hemispheres, fcd: bool):
 
 
 def _prepare(bold, target, hemispheres, fcd):
+    _check_fcd_mode(fcd)
     bold = _check_bold(bold)
     st = prepare_target(target, bold.shape[-1], fcd=fcd)
     hem = None if hemispheres is None else check_hemispheres(hemispheres, bold.shape[-1])
     return bold, st, hem
 
 
-def score_batch(bold: torch.Tensor, target, hemispheres=None, *, fcd: bool = True) -> dict:
+def score_batch(bold: torch.Tensor, target, hemispheres=None, *, fcd: bool | str = True) -> dict:
     """Score each of B simulations separately (e.g. B candidate parameter sets of a search).
 
     Args:
@@ -318,7 +367,8 @@ def score_batch(bold: torch.Tensor, target, hemispheres=None, *, fcd: bool = Tru
         target: :class:`rww.fit.FitTarget` or :class:`ScoringTarget` (prepare it once with
             :func:`prepare_target` when scoring many batches).
         hemispheres: ``(N,)`` hemisphere labels for ``fc_r_intra`` (:func:`demo_hemispheres`).
-        fcd: compute the FCD distances.
+        fcd: compute the FCD distances (``"auto"``: where the target and the simulation's length
+            allow; :func:`fcd_unavailable` says why not).
 
     Returns:
         name -> ``(B,)`` float64 tensor: ``fc_r``, ``fc_mse``, ``fc_level`` (simulated mean
@@ -347,7 +397,7 @@ SCORE_NAMES = (
 
 
 def score_bold(sim_bold: torch.Tensor, target, hemispheres=None, *, rate_e: torch.Tensor | None = None,
-               fcd: bool = True) -> dict:
+               fcd: bool | str = True) -> dict:
     """Score R noise realisations of one model against the target.
 
     Args:
@@ -355,7 +405,8 @@ def score_bold(sim_bold: torch.Tensor, target, hemispheres=None, *, rate_e: torc
         target: :class:`rww.fit.FitTarget` or :class:`ScoringTarget`.
         hemispheres: ``(N,)`` hemisphere labels (for ``fc_r_intra*``), or ``None``.
         rate_e: ``(R, T, N)`` excitatory rates [Hz] (the scan's ``r_E`` record), or ``None``.
-        fcd: compute the FCD distances.
+        fcd: compute the FCD distances (``"auto"``: where the target and the simulation's length
+            allow, the others ``None``; :func:`fcd_unavailable` says why).
 
     Returns:
         name -> float, or ``None`` where unavailable; every name of :data:`SCORE_NAMES` (see the
@@ -443,6 +494,7 @@ def describe_conventions(target: ScoringTarget, hemispheres=None) -> dict:
 
 __all__ = [
     "SCORE_NAMES", "FCD_VARIANTS", "ScoringTarget", "prepare_target", "score_bold", "score_batch",
+    "fcd_unavailable",
     "describe_conventions", "split_hemispheres", "demo_hemispheres", "check_hemispheres",
     "intra_hemispheric_pairs",
 ]

@@ -259,6 +259,8 @@ def test_recipe_on_an_fc_file_uses_fc_terms_only(tmp_path, capsys, problem):
     (["--bounds", "G_rel=0.5:1.0,w_EE=-1:2"], r"--bounds: w_EE is a positive physical quantity"),
     (["--bounds", "G_rel=1.0:0.5"], r"--bounds: bounds of G_rel must be finite with low < high"),
     (["--search", "cma", "--candidates", "1"], r"--candidates: CMA-ES needs a population of at least 2"),
+    (["--early-stop", "--loss-rtol", "0"], r"--early-stop, --loss-rtol: the convergence settings "
+                                           r"apply to plain fits"),
 ])
 def test_recipe_option_errors(tmp_path, capsys, problem, extra, message):
     paths, _, _ = problem
@@ -273,3 +275,125 @@ def test_g_relative_refuses_an_absolute_g_from_a_parameter_file(tmp_path, capsys
     code, _, err = run(capsys, "simulate", "--demo", "--params", params, "--g-relative", "--trs", 3,
                        "--no-progress", "--out", tmp_path / "s")
     assert code == 1 and "the parameter file's G is absolute" in err, err
+
+
+# ---------------------------------------------------------------- after the fit (issue 16)
+@pytest.mark.parametrize("trs", [35, 40, 59])
+def test_a_bold_too_short_for_fcd_fits_and_writes_every_output(tmp_path, capsys, problem, trs):
+    """A 4-region BOLD of 35-59 TRs holds no pair of 30-TR FCD windows sharing no TR: the
+    scoring after the fit skips FCD, saying why, instead of failing in torch.quantile after
+    fit.json was written (and losing summary.json and the figures)."""
+    paths, _, _ = problem
+    bold = np.random.default_rng(trs).standard_normal((trs, 4))
+    np.save(tmp_path / "b.npy", bold)
+    out = tmp_path / "fit"
+    code, stdout, err = run(capsys, "fit", paths["sc"], "--bold", tmp_path / "b.npy", *TINY,
+                            "--epochs", 1, "--window-trs", 0, "--out", out)
+    assert code == 0, err
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["fcd_train"].startswith("not computed: target FCD values unavailable: "
+                                           f"target.bold ({trs} TRs")
+    assert summary["errors"] == {}
+    for name in ("fit.json", "fit.npz", "fit.ckpt", "fc.png", "history.png"):
+        assert (out / name).stat().st_size > 0, name
+    assert not (out / "fcd.png").exists()
+
+
+def test_a_failure_after_the_fit_keeps_its_outputs(tmp_path, capsys, problem, monkeypatch):
+    from rww import figures
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("no display")
+
+    monkeypatch.setattr(figures, "fc_comparison", broken)
+    paths, _, _ = problem
+    out = tmp_path / "fit"
+    code, stdout, err = run(capsys, "fit", paths["sc"], "--fc", paths["fc"], *TINY, "--epochs", 1,
+                            "--n-trs", 16, "--window-trs", 8, "--out", out)
+    assert code == 1
+    assert "rww fit: warning: figure fc.png failed after the fit: RuntimeError: no display" in err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("rww fit: error: the fit finished and its outputs are written (")
+    assert "1 step(s) after it failed: figure fc.png: RuntimeError: no display" in last
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["errors"] == {"figure fc.png": "RuntimeError: no display"}
+    assert -1 <= summary["fc_r_train"] <= 1 and (out / "history.png").stat().st_size > 5000
+    assert FitResult.load(str(out / "fit")).history["epoch"] == [0]
+    assert str(out / "fc.png") not in summary["outputs"]
+
+
+@pytest.mark.parametrize("trs, extra, message", [
+    (25, [], r"the target BOLD's 25 TRs hold 0 FCD window\(s\) of 30 TRs every 5 TRs and 0 "
+             r"pair\(s\) of windows sharing no TR; FCD values need at least 2 pairs, i.e. a BOLD "
+             r"of at least 65 TRs"),
+    (40, ["--n-trs", 80, "--window-trs", 0], r"the target BOLD's 40 TRs hold 3 FCD window\(s\) .* "
+                                             r"a BOLD of at least 65 TRs"),
+    # The target is long enough for these windows; the 20-TR pieces of a windowed fit are not.
+    (40, ["--fcd-window", 10, "--fcd-step", 4], r"fcd: a simulated piece of 20 TRs has 3 FCD "
+                                                r"windows \(10 TRs every 4\) and 0 pairs of windows "
+                                                r"sharing no TR; the fcd term needs at least 2, i.e. "
+                                                r"pieces of at least 26 TRs"),
+])
+def test_fcd_errors_say_the_real_cause(tmp_path, capsys, problem, trs, extra, message):
+    paths, _, _ = problem
+    np.save(tmp_path / "b.npy", np.random.default_rng(trs).standard_normal((trs, 4)))
+    code, _, err = run(capsys, "fit", paths["sc"], "--bold", tmp_path / "b.npy", *TINY,
+                       "--epochs", 1, "--weights", "fc_corr=1,fcd=1", "--out", tmp_path / "o",
+                       *extra)
+    assert code == 1
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("rww fit: error: "), err
+    assert re.search(message, lines[0]), lines[0]
+    code, _, err = run(capsys, "fit", paths["sc"], "--fc", paths["fc"], *TINY, "--epochs", 1,
+                       "--weights", "fc_corr=1,fcd_ks=1", "--out", tmp_path / "o")
+    assert code == 1 and "--weights fcd_ks: needs --fcd FILE or --bold FILE" in err, err
+
+
+def test_summary_reports_the_fitted_firing_rate(tmp_path, capsys, problem):
+    """The mean r_E of the fitted parameters on the last epoch's noise, recomputed here from the
+    saved parameters with the library."""
+    import rww
+    from rww.fit import FitConfig, _burn_in
+    paths, _, _ = problem
+    out = tmp_path / "fit"
+    code, stdout, err = run(capsys, "fit", paths["sc"], "--fc", paths["fc"], *TINY, "--epochs", 2,
+                            "--n-trs", 16, "--window-trs", 8, "--lr", 0.05, "--param", "G=0.4",
+                            "--no-figures", "--out", out)
+    assert code == 0, err
+    summary = json.loads((out / "summary.json").read_text())
+    sc = torch.tensor(np.loadtxt(paths["sc"], delimiter=","), dtype=torch.float32)
+    model = rww.RWWBold(sc / sc.sum(1).mean(), G=summary["learned"]["G"], tr=0.01, dt=1.0,
+                        backend="torch")
+    config = FitConfig(burn_in_trs=4, seed=0)
+    with torch.no_grad():
+        state, t0 = _burn_in(model, config, 1)                           # epoch 1's noise
+        rates = model.simulate(16, state=state, seed=1, t0=t0, record=("r_E",)).records["r_E"]
+    regional = rates.double().mean(dim=(0, 1))
+    rate = summary["firing_rate"]
+    assert rate["r_E_mean_hz"] == pytest.approx(regional.mean().item(), rel=1e-5)
+    assert rate["r_E_min_hz"] == pytest.approx(regional.min().item(), rel=1e-5)
+    assert rate["r_E_max_hz"] == pytest.approx(regional.max().item(), rel=1e-5)
+    assert f"mean r_E {rate['r_E_mean_hz']:.2f} Hz" in stdout
+
+
+def test_convergence_verdict_and_early_stop(tmp_path, capsys, problem):
+    paths, _, _ = problem
+    common = ["fit", paths["sc"], "--fc", paths["fc"], *TINY, "--n-trs", 16, "--window-trs", 8,
+              "--param", "G=0.4", "--no-figures", "--convergence-window", 3]
+    code, stdout, err = run(capsys, *common, "--epochs", 4, "--lr", 0.5, "--out", tmp_path / "a")
+    assert code == 0, err
+    verdict = json.loads((tmp_path / "a" / "summary.json").read_text())["convergence"]
+    assert verdict["converged"] is False and verdict["epochs_run"] == 4
+    assert verdict["reason"].startswith("not converged: over the last 3 epochs G drifted")
+    assert f"rww fit: warning: {verdict['reason']}; the fitted parameters may still change" in err
+    # Parameters that do not move (lr 1e-9) and a loosely judged loss: stopped after 3 epochs.
+    code, stdout, err = run(capsys, *common, "--epochs", 10, "--lr", 1e-9, "--early-stop",
+                            "--loss-rtol", 1, "--out", tmp_path / "b")
+    assert code == 0, err
+    summary = json.loads((tmp_path / "b" / "summary.json").read_text())
+    assert summary["epochs_run"] == 3 and summary["convergence"]["converged"] is True
+    assert summary["convergence"]["stopped"] == "early_stop"
+    assert "in 3 epochs (stopped early: converged)" in stdout and "warning" not in err
+    code, _, err = run(capsys, *common, "--epochs", 4, "--convergence-window", 2,
+                       "--out", tmp_path / "c")
+    assert code == 1 and "--convergence-window: must be >= 3, got 2" in err

@@ -276,3 +276,44 @@ def test_target_fcd_values_come_from_the_target_bold():
     assert torch.equal(pooled.validate(5, torch.float64, "cpu").fcd_values, obj.fcd_values(obj.fcd(bold, 6, 2)))
     short = FitTarget(bold=bold[:7], fcd_window=6, fcd_step=2).validate(5, torch.float64, "cpu")
     assert short.fcd_values is None                    # shorter than two windows: no FCD target
+
+
+@pytest.mark.parametrize("exclude_overlapping", [True, False])
+@pytest.mark.parametrize("window, step", [(6, 2), (5, 5), (4, 3), (30, 5)])
+def test_fcd_counts_and_the_shortest_length_match_the_fcd_values(window, step, exclude_overlapping):
+    from rww.fit import fcd_counts, fcd_min_trs
+    g = torch.Generator().manual_seed(4)
+    for n_trs in range(window - 1, window + 12 * step):
+        n_win, n_pairs = fcd_counts(n_trs, window, step, exclude_overlapping)
+        if n_trs < window:
+            assert (n_win, n_pairs) == (0, 0)
+            continue
+        matrix = obj.fcd(torch.randn(n_trs, 3, generator=g, dtype=torch.float64), window, step)
+        values = obj.fcd_values(matrix, window, step) if exclude_overlapping else obj.fcd_values(matrix)
+        assert (n_win, n_pairs) == (matrix.shape[-1], values.numel()), n_trs
+    shortest = fcd_min_trs(window, step, exclude_overlapping)
+    assert fcd_counts(shortest, window, step, exclude_overlapping)[1] >= 2
+    assert fcd_counts(shortest - 1, window, step, exclude_overlapping)[1] < 2
+
+
+def test_a_bold_too_short_for_fcd_says_so_with_the_numbers():
+    """The issue's cases: a 40-TR BOLD holds 3 windows of 30 TRs every 5 and no pair sharing no
+    TR (its FCD target was an empty tensor, and torch.quantile failed on it); a 25-TR BOLD holds
+    no window (its FCD target was dropped silently, and the fit blamed missing fcd_values)."""
+    g = torch.Generator().manual_seed(5)
+    bold40 = torch.randn(40, N, generator=g, dtype=torch.float64)
+    target = FitTarget(bold=bold40).validate(N, torch.float64, "cpu")
+    assert target.fcd_values is None
+    assert ("the target BOLD's 40 TRs hold 3 FCD window(s) of 30 TRs every 5 TRs and 0 pair(s) of "
+            "windows sharing no TR; FCD values need at least 2 pairs, i.e. a BOLD of at least 65 "
+            "TRs") in target.fcd_unavailable
+    pooled = FitTarget(bold=bold40, fcd_exclude_overlapping=False).validate(N, torch.float64, "cpu")
+    assert pooled.fcd_values.numel() == 3 and pooled.fcd_unavailable is None
+    model = rww.RWWBold(connectome(), G=0.5, learn=["G"], tr=0.01)
+    for bold, n_trs, held in ((torch.randn(25, N, generator=g), None, r"25 TRs hold 0 FCD window\(s\)"),
+                              (bold40, 80, r"40 TRs hold 3 FCD window\(s\)")):
+        with pytest.raises(ValueError, match=rf"weights: the fcd term needs target fcd_values, and the "
+                                             rf"target BOLD's {held} .* at least 65 TRs"):
+            fit(model, FitTarget(bold=bold), FitConfig(epochs=1, window_trs=None, n_trs=n_trs,
+                                                       weights={"fc_corr": 1.0, "fcd": 1.0}),
+                progress=False)

@@ -7,8 +7,12 @@ Registered into the ``rww`` command line by :mod:`rww.cli` (``add_parser``; the 
   it exactly (the result equals an uninterrupted fit);
 - ``fit.json`` / ``fit.npz``: :class:`rww.fit.FitResult` (history of every loss term, parameter
   and FC r per epoch; fitted parameters; simulated BOLD and FC of the last epoch);
-- ``summary.json``: settings, fitted parameters, FC r on the training target and, with held-out
-  data (``--held-out-bold``, or the demo subject's scans), FC r and FCD distances there;
+- ``summary.json``: settings, fitted parameters, the convergence verdict (``convergence``; a
+  warning is printed when the fit has not converged), FC r and FCD distances on the training
+  target (FCD ``"not computed: <reason>"`` when the target has no FCD values or the BOLD is too
+  short), the fitted model's excitatory rates (``firing_rate``, Hz) and, with held-out data
+  (``--held-out-bold``, or the demo subject's scans), FC r and FCD distances there; ``errors``:
+  steps after the fit that failed (the exit status is then 1, every other output still written);
 - ``fc.png``, ``history.png`` (and ``fcd.png`` with an FCD target): figures.
 """
 
@@ -49,7 +53,8 @@ def add_parser(subparsers):
                     "embedded subject's scans; --demo --paper runs the seed paper's setting "
                     "(griffiths2022, 20-TR windows, 1200 TRs). Without either: a plain Adam fit "
                     "with a checkpoint every epoch (--resume continues exactly), fit.json/fit.npz, "
-                    "summary.json and figures.",
+                    "summary.json (with a convergence verdict; a warning when the fit has not "
+                    "converged) and figures.",
         epilog="Examples: rww fit --demo --epochs 3 --out demo-fit; "
                "rww fit sc.csv --fc fc.csv --learn G,w_IE --epochs 100 --out fit1; "
                "rww fit sc.npy --bold bold.npy --layout time-regions --weights fc_corr=1,fcd=0.5 "
@@ -108,6 +113,19 @@ def add_parser(subparsers):
     opt.add_argument("--prior", action="append", default=[], metavar="NAME=MEAN,STD",
                      help="Gaussian prior on a parameter's physical value, repeatable")
     opt.add_argument("--seed", type=int, default=0, help="noise seed of epoch 0 (epoch e: seed + e)")
+    opt.add_argument("--early-stop", action="store_true",
+                     help="stop at the first epoch after which the fit has converged (see "
+                          "--convergence-window); default: run every epoch")
+    opt.add_argument("--convergence-window", type=int, metavar="EPOCHS",
+                     help="epochs judged by the convergence verdict, the last ones (default 10); "
+                          "a fit that has not converged is reported with a warning")
+    opt.add_argument("--param-rtol", type=float, metavar="FRACTION",
+                     help="converged only if every learned parameter's trend moved it by at most "
+                          "this fraction over the window (default 0.02)")
+    opt.add_argument("--loss-rtol", type=float, metavar="FRACTION",
+                     help="converged only if the loss's trend moved it by at most this fraction "
+                          "over the window, or by no more than twice its standard error (default "
+                          "0.01)")
     opt.add_argument("--backend", default="auto", help="auto, torch, torch-checkpoint, numba, triton")
     opt.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     opt.add_argument("--threads", type=int, help="torch CPU threads")
@@ -164,10 +182,9 @@ def run(args) -> int:
     import torch
 
     from .. import data as rdata
-    from .. import objectives as obj
     from .common import (_check_device, _collect_parameters, _resolve_backend,
                       load_connectome_from_args, model_options)
-    from ..fit import FitConfig, FitTarget, evaluate, fit
+    from ..fit import FitConfig, FitTarget, _atomic_write_text, fit
     from ..model import RWWBold
     from ..params import get_preset
 
@@ -190,8 +207,12 @@ def run(args) -> int:
                              ("--realisations", args.realisations, 1),
                              ("--window-trs", settings["window_trs"], 0),
                              ("--n-trs", settings["n_trs"], 3), ("--threads", args.threads, 1),
-                             ("--fcd-window", args.fcd_window, 2), ("--fcd-step", args.fcd_step, 1)):
+                             ("--fcd-window", args.fcd_window, 2), ("--fcd-step", args.fcd_step, 1),
+                             ("--convergence-window", args.convergence_window, 3)):
         _positive(flag, value, low)
+    for flag, value in (("--param-rtol", args.param_rtol), ("--loss-rtol", args.loss_rtol)):
+        if value is not None and not (0 <= value < float("inf")):
+            raise ValueError(f"{flag}: must be a finite fraction >= 0 (0.02 = 2%), got {value}")
     if args.threads:
         torch.set_num_threads(args.threads)
     if settings["lr"] is not None and not (settings["lr"] > 0):
@@ -235,15 +256,25 @@ def run(args) -> int:
     fcd_window = args.fcd_window or fcd_window
     fcd_step = args.fcd_step or fcd_step
     if recipe:
+        given = [flag for flag, value in (("--early-stop", args.early_stop),
+                                          ("--convergence-window", args.convergence_window),
+                                          ("--param-rtol", args.param_rtol),
+                                          ("--loss-rtol", args.loss_rtol))
+                 if value is not None and value is not False]
+        if given:
+            raise ValueError(f"{', '.join(given)}: the convergence settings apply to plain fits; "
+                             "the recipe (--demo, --recipe) runs its refinement epochs as set "
+                             "(--epochs): drop them, or fit without the recipe")
         from .recipe import run_recipe
         target = FitTarget(fc=target_fc, bold=bold, fcd_values=fcd_values, fcd_window=fcd_window,
                            fcd_step=fcd_step, fcd_exclude_overlapping=demo is None)
         os.makedirs(args.out, exist_ok=True)
         return run_recipe(args, sc, labels, connectome, demo, target, held_out)
     weights = _parse_pairs(settings["weights"], "--weights")
-    if weights.get("fcd") and fcd_values is None and bold is None:
-        raise ValueError("--weights fcd: needs --fcd FILE or --bold FILE")      # (FCD of --bold:
-                                                                               # rww.fit computes it)
+    for term in ("fcd", "fcd_ks"):
+        if weights.get(term) and fcd_values is None and bold is None:
+            # (the FCD of --bold: rww.fit computes it, and says when the BOLD is too short)
+            raise ValueError(f"--weights {term}: needs --fcd FILE or --bold FILE")
 
     file_options: dict = {}
     params = _collect_parameters(args, preset, file_options)
@@ -260,7 +291,10 @@ def run(args) -> int:
     config = FitConfig(epochs=int(settings["epochs"]), lr=float(settings["lr"]),
                        window_trs=int(settings["window_trs"]) or None, n_trs=settings["n_trs"],
                        burn_in_trs=args.burn_in, seed=args.seed, weights=weights,
-                       priors=_parse_priors(args.prior, preset))
+                       priors=_parse_priors(args.prior, preset), early_stop=args.early_stop,
+                       **{key: getattr(args, key) for key in
+                          ("convergence_window", "param_rtol", "loss_rtol")
+                          if getattr(args, key) is not None})
     target = FitTarget(fc=target_fc, bold=bold, fcd_values=fcd_values, fcd_window=fcd_window,
                        fcd_step=fcd_step, fcd_exclude_overlapping=demo is None)
     checkpoint = os.path.join(args.out, "fit.ckpt")
@@ -279,63 +313,166 @@ def run(args) -> int:
         raise
     fit_s = time.perf_counter() - tick
     result_json, result_npz = result.save(os.path.join(args.out, "fit"))
-
-    target_v = target.validate(model.n_nodes, torch.float64, torch.device("cpu"))
-    sim_fc = result.fc.detach().cpu().double()
+    outputs = [checkpoint, result_json, result_npz]
     summary = {
         "command": "rww " + shlex.join(getattr(args, "argv", [])),
         "preset": preset.name, "connectome": connectome, "n_regions": n,
         "learned": {k: v.tolist() for k, v in result.params.items()},
-        "fc_r_train": float(obj.fc_correlation(sim_fc, target_v.fc)),
-        "epochs": config.epochs, "fit_seconds": fit_s,
+        "epochs": config.epochs, "epochs_run": len(result.history["epoch"]),
+        "convergence": result.convergence, "fit_seconds": fit_s,
         "backend": backend, "device": str(device), "model": repr(model),
         "config": result.config, "held_out": {},
     }
     summary["seconds_per_epoch"] = (sum(result.history["seconds"]) / len(result.history["seconds"])
                                     if result.history["seconds"] else None)
-    simulated_trs = result.bold.shape[1]
-    if target_v.fcd_values is not None and simulated_trs < fcd_window + fcd_step:
-        summary["fcd_train"] = (f"not computed: {simulated_trs} simulated TRs are fewer than one "
-                                f"FCD window and step ({fcd_window} + {fcd_step})")
-    elif target_v.fcd_values is not None:
-        sim_fcd = target_v.simulated_fcd_values(result.bold.detach().cpu().double()).flatten()
-        summary["fcd_train"] = {"ks": obj.ks_statistic(sim_fcd, target_v.fcd_values),
-                                "w1": float(obj.wasserstein1(sim_fcd, target_v.fcd_values))}
-    for i, (name, data) in enumerate(held_out.items()):
-        data = torch.as_tensor(data, dtype=torch.float64)
-        # FCD of the held-out scan itself, with the same window convention.
-        emp_fcd = (obj.fcd_values(obj.fcd(data, fcd_window, fcd_step), fcd_window, fcd_step)
-                   if data.shape[0] >= fcd_window + fcd_step else None)
-        summary["held_out"][name] = evaluate(
-            model, obj.fc(data), n_trs=data.shape[0], burn_in_trs=args.burn_in,
-            seed=10_000 + args.seed + i, target_fcd_values=emp_fcd, fcd_window=fcd_window,
-            fcd_step=fcd_step)
-    outputs = [checkpoint, result_json, result_npz]
+    errors = summary["errors"] = {}
+    # Scores and figures after the fit: a failure in one is recorded and reported (exit status 1
+    # at the end), never losing the fit's outputs, summary.json or the other steps.
+    scoring = _score_after_fit(args, summary, result, model, config, target, held_out, fcd_window,
+                               fcd_step, errors)
     if not args.no_figures:
-        from .. import figures
-        outputs.append(figures.fc_comparison(target_v.fc, sim_fc, os.path.join(args.out, "fc.png"),
-                                             title=f"target vs fitted FC ({preset.name})"))
-        outputs.append(figures.history(result.history, os.path.join(args.out, "history.png")))
-        if isinstance(summary.get("fcd_train"), dict):
-            outputs.append(figures.fcd_comparison(
-                target_v.fcd_values, obj.fcd(result.bold[0].detach().cpu().double(), fcd_window,
-                                             fcd_step),
-                os.path.join(args.out, "fcd.png"), window=fcd_window, step=fcd_step, tr=model.tr,
-                names=("target", "fitted (realisation 0)"),
-                exclude_overlapping=target_v.fcd_exclude_overlapping))
+        outputs += _figures_after_fit(args, summary, result, model, preset, scoring, errors)
     summary["outputs"] = outputs + [os.path.join(args.out, "summary.json")]
     summary["total_seconds"] = time.perf_counter() - tick_all
-    with open(os.path.join(args.out, "summary.json"), "w") as fh:
-        json.dump(summary, fh, indent=1)
+    _atomic_write_text(os.path.join(args.out, "summary.json"), json.dumps(summary, indent=1))
+
     learned = ", ".join(f"{k}={v.item():.4g}" if v.numel() == 1 else
                         f"{k}=({'x'.join(map(str, v.shape))} values, mean {v.double().mean():.4g})"
                         for k, v in result.params.items())
-    line = (f"fitted {learned} in {config.epochs} epochs ({fit_s:.1f} s on {backend}); "
-            f"FC r train {summary['fc_r_train']:.3f}")
+    verdict = result.convergence
+    stopped = " (stopped early: converged)" if verdict.get("stopped") == "early_stop" else ""
+    line = f"fitted {learned} in {summary['epochs_run']} epochs{stopped} ({fit_s:.1f} s on {backend})"
+    if summary.get("fc_r_train") is not None:
+        line += f"; FC r train {summary['fc_r_train']:.3f}"
+    if isinstance(summary.get("fcd_train"), dict):
+        line += f", FCD KS {summary['fcd_train']['ks']:.3f}"
+    if summary.get("firing_rate"):
+        line += f"; mean r_E {summary['firing_rate']['r_E_mean_hz']:.2f} Hz"
     for name, scores in summary["held_out"].items():
         line += f"; held-out {name}: FC r {scores['fc_r']:.3f}"
         if "fcd_ks" in scores:
             line += f", FCD KS {scores['fcd_ks']:.3f}"
     print(line)
     print("wrote " + ", ".join(summary["outputs"]))
+    for warning in summary.get("warnings", []):
+        print(f"rww fit: warning: {warning}", file=sys.stderr)
+    if not result.converged:
+        print(f"rww fit: warning: {verdict['reason']}; the fitted parameters may still change: "
+              "continue with the same command plus --resume and more --epochs (history.png shows "
+              "the trajectories)", file=sys.stderr)
+    if errors:
+        raise RuntimeError(
+            f"the fit finished and its outputs are written ({', '.join(summary['outputs'])}), but "
+            f"{len(errors)} step(s) after it failed: "
+            + "; ".join(f"{step}: {message}" for step, message in errors.items())
+            + " (summary.json 'errors'; --debug prints the tracebacks)")
     return 0
+
+
+def _attempt(args, errors: dict, step: str, fn):
+    """Run one step after the fit; a failure is recorded in ``errors`` and reported, not raised."""
+    try:
+        return fn()
+    except Exception as err:                 # recorded, reported, and the exit status is 1
+        if getattr(args, "debug", False):
+            import traceback
+            traceback.print_exc()
+        errors[step] = f"{type(err).__name__}: {' '.join(str(err).split())}"
+        print(f"rww fit: warning: {step} failed after the fit: {errors[step]}", file=sys.stderr)
+        return None
+
+
+def _score_after_fit(args, summary, result, model, config, target, held_out, fcd_window,
+                     fcd_step, errors):
+    """FC r and FCD distances on the training target, the firing rates of the fitted model and
+    the held-out scores, into ``summary``; FCD is skipped, with the reason, where the target has
+    no FCD values or the BOLD is too short. Returns the :class:`rww.scoring.ScoringTarget` (or
+    ``None`` if it could not be built)."""
+    import torch
+
+    from .. import objectives as obj
+    from ..fit import FitTarget, _burn_in, evaluate
+    from ..scoring import fcd_unavailable, prepare_target, score_bold
+
+    n = model.n_nodes
+    sim_bold = result.bold.detach().cpu().double()
+    scoring = _attempt(args, errors, "target", lambda: prepare_target(target, n, fcd="auto"))
+    if scoring is not None:
+        summary["fc_r_train"] = _attempt(args, errors, "fc_r_train", lambda: float(
+            obj.fc_correlation(result.fc.detach().cpu().double(), scoring.fc)))
+        reason = fcd_unavailable(scoring, sim_bold.shape[1])
+        if reason:
+            summary["fcd_train"] = f"not computed: {reason}"
+        else:
+            scores = _attempt(args, errors, "fcd_train", lambda: score_bold(sim_bold, scoring))
+            if scores is not None:
+                summary["fcd_train"] = {"ks": scores["fcd_ks"], "w1": scores["fcd_w1"]}
+
+    def firing_rate():
+        # The fitted parameters on the last epoch's noise (seed, burn-in), without gradient.
+        epoch = result.history["epoch"][-1]
+        with torch.no_grad():
+            state, t0 = _burn_in(model, config, config.seed + epoch)
+            run = model.simulate(sim_bold.shape[1], state=state, seed=config.seed + epoch, t0=t0,
+                                 record=("r_E",))
+        regional = run.records["r_E"].detach().cpu().double().mean(dim=(0, 1))      # (N,) Hz
+        summary["warnings"] = plausibility(model, run.records["r_E"].detach().mean(1))
+        return {"r_E_mean_hz": float(regional.mean()), "r_E_min_hz": float(regional.min()),
+                "r_E_max_hz": float(regional.max()),
+                "simulation": (f"the fitted parameters, {run.records['r_E'].shape[0]} "
+                               f"realisation(s) of {sim_bold.shape[1]} TRs after a "
+                               f"{config.burn_in_trs}-TR burn-in (epoch {epoch}'s noise seed); "
+                               "r_E averaged over each TR, then over TRs and realisations per "
+                               "region; mean, min and max over regions")}
+
+    from ..plausibility import check as plausibility
+
+    summary["warnings"] = plausibility(model)           # with the rates below when they run
+    if result.history["epoch"]:
+        summary["firing_rate"] = _attempt(args, errors, "firing_rate", firing_rate)
+
+    for i, (name, data) in enumerate(held_out.items()):
+        def score_held_out(i=i, data=data):
+            data = torch.as_tensor(data, dtype=torch.float64)
+            # The held-out scan's own FC and FCD (windows sharing no TR), when it is long enough.
+            own = FitTarget(bold=data, fcd_window=fcd_window, fcd_step=fcd_step).validate(
+                n, torch.float64, torch.device("cpu"))
+            scores = evaluate(model, own.fc, n_trs=data.shape[0], burn_in_trs=args.burn_in,
+                              seed=10_000 + args.seed + i, target_fcd_values=own.fcd_values,
+                              fcd_window=fcd_window, fcd_step=fcd_step)
+            if own.fcd_values is None:
+                scores["fcd"] = f"not computed: {own.fcd_unavailable}"
+            return scores
+
+        scores = _attempt(args, errors, f"held_out {name}", score_held_out)
+        if scores is not None:
+            summary["held_out"][name] = scores
+    return scoring
+
+
+def _figures_after_fit(args, summary, result, model, preset, scoring, errors) -> list:
+    """fc.png, history.png and (with FCD scores) fcd.png; returns the paths written."""
+    from .. import figures
+    from .. import objectives as obj
+
+    written = []
+    sim_fc = result.fc.detach().cpu().double()
+    # The per-epoch verdicts and evaluation counts are in fit.json; a panel each would say little.
+    history = {k: v for k, v in result.history.items() if k not in ("converged", "evaluations")}
+    steps = [("history.png", lambda path: figures.history(history, path))]
+    if scoring is not None:
+        steps.insert(0, ("fc.png", lambda path: figures.fc_comparison(
+            scoring.fc, sim_fc, path, title=f"target vs fitted FC ({preset.name})")))
+    if scoring is not None and isinstance(summary.get("fcd_train"), dict):
+        steps.append(("fcd.png", lambda path: figures.fcd_comparison(
+            scoring.fcd(scoring.convention),
+            obj.fcd(result.bold[0].detach().cpu().double(), scoring.fcd_window, scoring.fcd_step),
+            path, window=scoring.fcd_window, step=scoring.fcd_step, tr=model.tr,
+            names=("target", "fitted (realisation 0)"),
+            exclude_overlapping=scoring.convention == "nonoverlap")))
+    for name, draw in steps:
+        path = _attempt(args, errors, f"figure {name}",
+                        lambda draw=draw, name=name: draw(os.path.join(args.out, name)))
+        if path is not None:
+            written.append(path)
+    return written
