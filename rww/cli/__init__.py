@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import warnings
 
 from .common import _add_debug, _one_line
 from .info import add_info_parser
@@ -84,8 +85,14 @@ def main(argv=None) -> int:
     args.argv = list(sys.argv[1:] if argv is None else argv)
     prog = f"rww {args.command}"
     debug = getattr(args, "debug", False)
+    def one_line_warning(message, category, filename, lineno, file=None, line=None):
+        # Library warnings (precision, data, plausibility) as one line each, like errors.
+        print(f"{prog}: warning: {_one_line(message)}", file=sys.stderr)
+
     try:
-        return int(args.handler(args) or 0)
+        with warnings.catch_warnings():
+            warnings.showwarning = one_line_warning
+            return int(args.handler(args) or 0)
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
         return 130
