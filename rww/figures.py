@@ -78,18 +78,20 @@ def fc_comparison(empirical, simulated, path, title: str | None = None, dpi: int
         raise ValueError(f"fc_comparison: shapes {emp.shape} and {sim.shape} differ")
     e, s = _lower(emp), _lower(sim)
     r = _pearson(e, s)
-    limit = float(np.nanmax(np.abs(np.concatenate([e, s])))) if e.size else 1.0
-    limit = limit if np.isfinite(limit) and limit > 0 else 1.0
-    fig = _figure(13.5, 4.4)
+    fig = _figure(14.5, 4.4)
     axes = fig.subplots(1, 3)
-    for ax, mat, name in ((axes[0], emp, "empirical FC"), (axes[1], sim, "simulated FC")):
+    # Each matrix on its own symmetric scale (a weak simulated FC on the empirical scale would
+    # look blank); the scatter compares the values themselves.
+    for ax, mat, low, name in ((axes[0], emp, e, "empirical FC"), (axes[1], sim, s, "simulated FC")):
+        limit = float(np.nanmax(np.abs(low))) if low.size else 1.0
+        limit = limit if np.isfinite(limit) and limit > 0 else 1.0
         shown = mat.copy()
         np.fill_diagonal(shown, np.nan)
         image = ax.imshow(shown, cmap="RdBu_r", vmin=-limit, vmax=limit, interpolation="nearest")
-        ax.set_title(name)
+        ax.set_title(f"{name} (mean {np.nanmean(low):.3f})")
         ax.set_xlabel("region")
         ax.set_ylabel("region")
-    fig.colorbar(image, ax=axes[:2].tolist(), shrink=0.85, label="Pearson r")
+        fig.colorbar(image, ax=ax, shrink=0.85, label="Pearson r (own scale)")
     ax = axes[2]
     ax.scatter(e, s, s=4, alpha=0.35, color="tab:blue", linewidths=0)
     lo = float(np.nanmin(np.concatenate([e, s]))) if e.size else -1.0
@@ -223,8 +225,9 @@ def fcd_comparison(empirical, simulated=None, path="fcd.png", window: int | None
 
 
 def bold_traces(bold, path, tr: float | None = None, regions=None, max_regions: int = 10,
-                labels=None, title: str | None = None, dpi: int = 110) -> str:
-    """BOLD time series of a few regions, stacked with offsets.
+                labels=None, title: str | None = None, dpi: int = 110,
+                unit: str = "BOLD units") -> str:
+    """BOLD time series of a few regions, stacked with offsets, with a scale bar.
 
     Args:
         bold: ``(T, N)`` or ``(B, T, N)`` (the first simulation is drawn).
@@ -232,6 +235,7 @@ def bold_traces(bold, path, tr: float | None = None, regions=None, max_regions: 
         tr: repetition time [s] (x axis in seconds; TR index otherwise).
         regions: indices of the regions to draw (default: up to ``max_regions`` spread evenly).
         labels: N region names for the legend.
+        unit: what one unit of ``bold`` is (the scale bar's label), e.g. ``"% signal change"``.
 
     Returns:
         ``path``.
@@ -261,10 +265,34 @@ def bold_traces(bold, path, tr: float | None = None, regions=None, max_regions: 
                   [labels[r] if labels is not None else str(r) for r in regions])
     ax.set_xlabel("time [s]" if tr is not None else "TR")
     ax.set_ylabel("region (each trace centred, offset)")
-    scale = f"; offset between traces {offset:.3g}" if spread > 0 else ""
+    if spread > 0:
+        # A vertical scale bar of one trace offset, labelled in the signal's unit.
+        bar = offset / 2
+        x_bar = x[-1] + 0.01 * (x[-1] - x[0] if len(x) > 1 else 1.0)
+        ax.plot([x_bar, x_bar], [0, bar], color="k", lw=2, clip_on=False)
+        ax.text(x_bar, bar / 2, f" {bar:.2g} {unit}", va="center", ha="left", fontsize="small")
+    scale = f"; offset between traces {offset:.3g} {unit}" if spread > 0 else ""
     ax.set_title((title + "\n" if title else "") + f"BOLD, {len(regions)} of {n_regions} regions{scale}")
     ax.margins(x=0)
     return _save(fig, path, dpi)
+
+
+def _decades(ax) -> float:
+    """How many decades the positive data drawn on ``ax`` span (0 when none)."""
+    values = [line.get_ydata() for line in ax.get_lines()]
+    values = np.concatenate([np.asarray(v, dtype=float).ravel() for v in values]) if values else []
+    values = np.asarray(values)[np.isfinite(values) & (np.asarray(values) > 0)] if len(values) else []
+    return float(np.log10(values.max() / values.min())) if len(values) else 0.0
+
+
+def _plain_formatter():
+    from matplotlib.ticker import FuncFormatter
+    return FuncFormatter(lambda v, _: f"{v:g}")
+
+
+def _integer_locator():
+    from matplotlib.ticker import MaxNLocator
+    return MaxNLocator(integer=True)
 
 
 def history(history: dict, path, title: str | None = None, dpi: int = 110) -> str:
@@ -274,8 +302,9 @@ def history(history: dict, path, title: str | None = None, dpi: int = 110) -> st
         history: name -> list of per-epoch values (floats, or lists of floats for per-region
             parameters, or nested lists such as an N x N matrix, drawn as their mean with a
             min-max band). ``"epoch"`` gives the x axis if
-            present; ``"loss"`` and ``"terms/<name>"`` share one panel (log scale when all are
-            positive); ``"seconds"`` is ignored; every other key (``"fc_r"``, ``"params/<name>"``,
+            present; ``"loss"`` has a panel, and the ``"terms/<name>"`` share one, each divided
+            by its first value (log scales only where values span more than 1.5 decades);
+            ``"seconds"`` is ignored; every other key (``"fc_r"``, ``"params/<name>"``,
             ...) gets a panel of its own.
         path: PNG file to write.
 
@@ -290,8 +319,12 @@ def history(history: dict, path, title: str | None = None, dpi: int = 110) -> st
     lengths = {k: len(v) for k, v in series.items()}
     n = max(lengths.values())
     x = np.asarray(history.get("epoch", range(n)), dtype=float)
-    losses = [k for k in series if k == "loss" or k.startswith("terms/")]
-    panels = ([("loss terms", losses)] if losses else []) + [(k, [k]) for k in series if k not in losses]
+    terms = [k for k in series if k.startswith("terms/")]
+    # The total on its own panel; the terms together, each divided by its first finite value so
+    # that one large term (the bifurcation penalty, say) does not flatten the others.
+    panels = ([("loss", ["loss"])] if "loss" in series else []) + \
+        ([("loss terms (relative to their first value)", terms)] if terms else []) + \
+        [(k, [k]) for k in series if k != "loss" and k not in terms]
     ncols = min(3, len(panels))
     nrows = math.ceil(len(panels) / ncols)
     fig = _figure(4.6 * ncols, 3.3 * nrows)
@@ -311,13 +344,22 @@ def history(history: dict, path, title: str | None = None, dpi: int = 110) -> st
                 positive = positive and bool(np.all(arr[np.isfinite(arr)] > 0))
                 legend = True
             else:
-                ax.plot(xs, arr, marker="o" if len(arr) < 30 else None, ms=3,
-                        label=key.split("/", 1)[-1] if len(keys) > 1 else key)
+                label = key.split("/", 1)[-1] if len(keys) > 1 else key
+                if name.startswith("loss terms"):
+                    finite = arr[np.isfinite(arr) & (arr != 0)]
+                    first = float(finite[0]) if finite.size else 1.0
+                    arr = arr / first
+                    label = f"{label} (/ {first:.3g})"
+                ax.plot(xs, arr, marker="o" if len(arr) < 30 else None, ms=3, label=label)
                 positive = positive and bool(np.all(arr[np.isfinite(arr)] > 0))
-        if name == "loss terms" and positive:
-            ax.set_yscale("log")
+        spread = _decades(ax)
+        if name in ("loss", ) or name.startswith("loss terms"):
+            if positive and spread > 1.5:       # log only where values span decades
+                ax.set_yscale("log")
+                ax.yaxis.set_major_formatter(_plain_formatter())
         ax.set_title(name.replace("params/", "parameter "))
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(_integer_locator())
         if legend:
             ax.legend(frameon=False, fontsize="small")
     for ax in axes[len(panels):]:

@@ -216,8 +216,11 @@ def _write_figures(args, model, preset, bold, sim_fc, demo, labels) -> list:
         return []
     from .. import figures as fig
 
+    # BOLD = V_0 (...) is a fractional signal change (deco2014); griffiths2022 scales it by
+    # 100 / rho as the paper's code does (rww.params.bold_coefficients).
+    unit = "(fractional signal change)" if preset.code == 0 else "(paper units: 100/rho x frac.)"
     figures = [fig.bold_traces(bold[0], os.path.join(args.out, "bold_traces.png"), tr=model.tr,
-                               labels=labels,
+                               labels=labels, unit=unit,
                                title=f"simulation 0 of {model.batch} ({preset.name})")]
     if sim_fc is not None:
         figures.append(fig.fc_matrix(sim_fc[0], os.path.join(args.out, "fc_simulated.png"),
