@@ -415,8 +415,8 @@ def _score_after_fit(args, summary, result, model, config, target, held_out, fcd
             state, t0 = _burn_in(model, config, config.seed + epoch)
             run = model.simulate(sim_bold.shape[1], state=state, seed=config.seed + epoch, t0=t0,
                                  record=("r_E",))
+        rates.append(run.records["r_E"].detach().mean(1))                          # (B, N) Hz
         regional = run.records["r_E"].detach().cpu().double().mean(dim=(0, 1))      # (N,) Hz
-        summary["warnings"] = plausibility(model, run.records["r_E"].detach().mean(1))
         return {"r_E_mean_hz": float(regional.mean()), "r_E_min_hz": float(regional.min()),
                 "r_E_max_hz": float(regional.max()),
                 "simulation": (f"the fitted parameters, {run.records['r_E'].shape[0]} "
@@ -427,9 +427,11 @@ def _score_after_fit(args, summary, result, model, config, target, held_out, fcd
 
     from ..plausibility import check as plausibility
 
-    summary["warnings"] = plausibility(model)           # with the rates below when they run
+    rates = []                                      # the firing-rate run's, when it succeeds
     if result.history["epoch"]:
         summary["firing_rate"] = _attempt(args, errors, "firing_rate", firing_rate)
+    # Once (with FIC it solves for G_c), with the rates when there are some.
+    summary["warnings"] = plausibility(model, rates[0] if rates else None)
 
     for i, (name, data) in enumerate(held_out.items()):
         def score_held_out(i=i, data=data):

@@ -66,6 +66,11 @@ def memory_budget(device) -> int | None:
     return None
 
 
+def default_checkpoint_every(n_steps: int) -> int:
+    """Checkpoint interval K minimising O(T/K + K) memory: ceil(sqrt(T)), at least 1."""
+    return max(1, math.ceil(math.sqrt(max(n_steps, 1))))
+
+
 def gradient_bytes(backend, n_steps: int, k: int, batch: int, n_nodes: int, itemsize: int) -> int:
     """Peak bytes of a gradient through the scan with checkpoint interval ``k``: the checkpoints
     ``(ceil(T/k), 6, B, N)`` plus ``backend.segment_bytes`` for one segment."""
@@ -95,7 +100,7 @@ def choose_checkpoint_every(backend, n_steps: int, batch: int, n_nodes: int, ite
             needed and how many simulations would fit.
     """
     t = max(n_steps, 1)
-    k_default = max(1, math.ceil(math.sqrt(t)))
+    k_default = default_checkpoint_every(t)
     budget = memory_budget(device) if budget is None else budget
     if budget is None:
         return k_default
@@ -122,4 +127,5 @@ def choose_checkpoint_every(backend, n_steps: int, batch: int, n_nodes: int, ite
         needed=least, budget=budget, max_batch=fits)
 
 
-__all__ = ["choose_checkpoint_every", "gradient_bytes", "memory_budget", "parse_bytes"]
+__all__ = ["choose_checkpoint_every", "default_checkpoint_every", "gradient_bytes",
+           "memory_budget", "parse_bytes"]

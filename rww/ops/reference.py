@@ -43,8 +43,9 @@ def transfer_deco(current: torch.Tensor, a, b, d) -> torch.Tensor:
     return torch.where(small, series, exact)
 
 
-# Taylor coefficients (-1)^n (n-1)/n!, n = 2..16, of phi(z) = 1 - exp(-z) (1 + z).
-_PHI_SERIES = tuple((-1) ** n * (n - 1) / math.factorial(n) for n in range(2, 17))
+# Taylor coefficients (-1)^n (n-1)/n!, n = 2..16, of phi(z) = 1 - exp(-z) (1 + z) (the numba
+# kernels' phi uses them too).
+PHI_SERIES = tuple((-1) ** n * (n - 1) / math.factorial(n) for n in range(2, 17))
 
 
 def phi(z: torch.Tensor) -> torch.Tensor:
@@ -53,8 +54,8 @@ def phi(z: torch.Tensor) -> torch.Tensor:
     reduce to it; the fused kernels use the same function."""
     small = z.abs() < 0.5
     zs = torch.where(small, z, torch.zeros_like(z))
-    series = torch.full_like(zs, _PHI_SERIES[-1])
-    for c in reversed(_PHI_SERIES[:-1]):
+    series = torch.full_like(zs, PHI_SERIES[-1])
+    for c in reversed(PHI_SERIES[:-1]):
         series = series * zs + c
     return torch.where(small, zs * zs * series, 1.0 - torch.exp(-z) * (1.0 + z))
 

@@ -31,14 +31,9 @@ from dataclasses import dataclass
 import torch
 
 from ..noise import check_sim_offset
-from .memory import choose_checkpoint_every
+from .memory import choose_checkpoint_every, default_checkpoint_every
 from .reference import ScanResult, raise_if_diverged, reference_scan, simulate_steps
 from .spec import RECORDABLE, ScanSpec, validate_scan_inputs
-
-
-def default_checkpoint_every(n_steps: int) -> int:
-    """Checkpoint interval K minimising O(T/K + K) memory: ceil(sqrt(T)), at least 1."""
-    return max(1, math.ceil(math.sqrt(max(n_steps, 1))))
 
 
 @dataclass

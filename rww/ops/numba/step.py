@@ -14,6 +14,7 @@ from .layout import (C_AE, C_AI, C_AMP, C_BE, C_BI, C_DE, C_DI, C_E0, C_EE, C_EI
                      H_ITAU0, H_KAPPA, H_LNR, LANES, N_COEF, W_COEF, W_CS, W_F, W_HDE, W_HDI,
                      W_HYE, W_HYI, W_IE, W_II, W_P, W_PE, W_PI, W_Q, W_R, W_RE, W_RI, W_SE, W_SI,
                      W_U0, W_U1, W_V, W_X, W_XIE, W_XII)
+from ..reference import PHI_SERIES
 from .mathfn import exp_expm1, log_, sincos_2pi, tanh_
 
 # ----------------------------------------------------------------------------- Philox
@@ -116,9 +117,8 @@ def _couple(W, ct, bc, N, NP):
     _rows_times_vector(W, ct, bc, N, NP, W_SE, W_CS)
 
 
-# Taylor coefficients (-1)^n (n-1)/n!, n = 2..16, of phi(z) = 1 - exp(-z) (1 + z).
-(_P2, _P3, _P4, _P5, _P6, _P7, _P8, _P9, _P10, _P11, _P12, _P13, _P14, _P15,
- _P16) = ((-1) ** n * (n - 1) / math.factorial(n) for n in range(2, 17))
+# phi's Taylor coefficients, highest order first (Horner), from the reference's statement.
+_PHI_HORNER = tuple(reversed(PHI_SERIES))
 
 
 @njit(forceinline=True, error_model="numpy", fastmath=FASTMATH)
@@ -131,8 +131,8 @@ def _phi(z, e):
     recomputation only: the forward kernel never evaluates the slopes (dead code there)."""
     T = type(z)
     if abs(z) < T(0.5):
-        p = T(_P16)
-        for c in (_P15, _P14, _P13, _P12, _P11, _P10, _P9, _P8, _P7, _P6, _P5, _P4, _P3, _P2):
+        p = T(0.0)
+        for c in _PHI_HORNER:
             p = p * z + T(c)
         return z * z * p
     return T(1.0) - e * (T(1.0) + z)
