@@ -238,7 +238,8 @@ def rww_initial_state(batch, n, torch):
 
     state = initial_state(batch, n, torch.float64).clone()
     state[0] = INIT_S            # S_E
-    state[1] = INIT_S            # S_I   (x = 0, f = v = q = 1 are rww's defaults already)
+    state[1] = INIT_S            # S_I   (x = 0 and the Balloon at rest, f - 1 = v - 1 = q - 1 = 0,
+                                 # are rww's defaults already)
     return state
 
 

@@ -18,7 +18,8 @@ from .transforms import make_learnable
 
 # Initial state used when none is given: low activity, haemodynamics at rest. Transients from it
 # last a few seconds of simulated time (tau_E = 100 ms; Balloon ~10 s): discard a burn-in.
-DEFAULT_INITIAL = {"S_E": 0.1, "S_I": 0.1, "x": 0.0, "f": 1.0, "v": 1.0, "q": 1.0}
+#: Default initial state: gating variables at 0.1, the Balloon at rest (``f_dev = f - 1`` etc.).
+DEFAULT_INITIAL = {"S_E": 0.1, "S_I": 0.1, "x": 0.0, "f_dev": 0.0, "v_dev": 0.0, "q_dev": 0.0}
 
 
 def initial_state(batch: int, n_nodes: int, dtype=torch.float32, device="cpu") -> torch.Tensor:
@@ -37,10 +38,13 @@ def _normalise_learn(learn, griffiths: bool) -> dict:
     return {name: defaults.get(name, "positive") for name in learn}
 
 
-# Smallest haemodynamic step (s) float32 resolves to ~1% of the BOLD fluctuation: measured
-# float32-vs-float64 BOLD errors (deco2014, 5 regions, 4 s) of 0.19%, 0.39%, 1.7% and 6.7% of the
-# BOLD's standard deviation at dt = 0.1, 0.05, 0.02 and 0.01 ms.
-FLOAT32_MIN_BALLOON_DT_S = 3e-5
+# Smallest neural step float32 resolves, as dt / (largest synaptic time constant): each Euler step
+# changes S_E and S_I by about dt/tau of their value, and below ~1e-5 that change is only a few
+# hundred float32 roundings. Measured float32-vs-float64 S_E (deco2014, 7 regions, 4 ms, tau_E =
+# 100 ms): 2.5e-6 relative at dt = 1e-3 ms, 8.1e-5 at 1e-4 ms, 5.1e-3 at 1e-5 ms. (The Balloon
+# state, held as deviations from rest, resolves any step: float32 BOLD is within 5e-6 of float64
+# from the first TR at dt = 1e-3 to 0.1 ms.)
+FLOAT32_MIN_STEP_OVER_TAU = 1e-5
 
 
 class RWWBold(nn.Module):
@@ -118,14 +122,6 @@ class RWWBold(nn.Module):
                              f"got batch={batch}")
         self.n_nodes, self.batch = sc.shape[-1], batch
         self.dt = float(self.preset.dt if dt is None else dt)
-        balloon_dt = self.dt * self.preset.balloon_dt_scale
-        if dtype == torch.float32 and balloon_dt < FLOAT32_MIN_BALLOON_DT_S:
-            warnings.warn(
-                f"dt = {self.dt:g} ({balloon_dt:g} s per haemodynamic step) is too small for "
-                "float32: the Balloon states sit near 1 and their per-step increments round "
-                "away (float32 BOLD against float64, deco2014: 0.2% of the BOLD fluctuation at "
-                "dt 0.1 ms, 1.7% at 0.02 ms, 6.7% at 0.01 ms). Use dtype=torch.float64 (rww "
-                "simulate --dtype float64) or a larger dt", RuntimeWarning, stacklevel=2)
         self.tr = float((0.72 if self.preset.code == 0 else 0.75) if tr is None else tr)
         if steps_per_tr is None:
             steps_per_tr = steps_per_tr_from(self.tr, self.dt, self.preset.balloon_dt_scale)
@@ -172,6 +168,22 @@ class RWWBold(nn.Module):
             self.learned["w_bb"] = make_learnable("w_bb", init, learn_canon.get("w_bb", "identity"))
         self.has_w_bb = "w_bb" in self.learned
         self._init_fic(fic, g_relative, learn_canon, dtype, sc.device)
+        if dtype == torch.float32:
+            self._warn_if_float32_cannot_resolve(values)
+
+    def _warn_if_float32_cannot_resolve(self, values: dict):
+        """RuntimeWarning when dt is too small a fraction of the synaptic time constants for
+        float32 (see :data:`FLOAT32_MIN_STEP_OVER_TAU`)."""
+        tau = max(float(torch.as_tensor(values.get(n, self.preset.defaults[n])).max())
+                  for n in ("tau_E", "tau_I"))
+        ratio = self.dt / tau
+        if ratio < FLOAT32_MIN_STEP_OVER_TAU:
+            warnings.warn(
+                f"dt = {self.dt:g} ms is too small for float32: each step changes S_E and S_I by "
+                f"about dt/tau = {ratio:.1e} of their value (tau = {tau:g} ms), only a few float32 "
+                "roundings (measured S_E error against float64 after 4 ms: 8e-5 at dt 1e-4 ms, "
+                "5e-3 at 1e-5 ms). Use dtype=torch.float64 (rww simulate --dtype float64) or "
+                f"dt >= {FLOAT32_MIN_STEP_OVER_TAU * tau:g} ms", RuntimeWarning, stacklevel=3)
 
     def _init_fic(self, fic, g_relative: bool, learn_canon: dict, dtype, device):
         """Validate and store the FIC and relative-coupling settings (see the class docstring)."""

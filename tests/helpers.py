@@ -154,23 +154,48 @@ def compare_with_reference(backend: str, checkpoint_every: int | None = None,
                         checkpoint_every=checkpoint_every)
 
     out, _, grads = run_with_grads(scan, leaves, build, spec, upstream)
-    assert_scan_close(out, grads, ref, ref_grads, dtype)
+    conditioning = None
+    if dtype == torch.float32 and reference_dtype == torch.float64:
+        _, _, ref32_grads = run_with_grads(reference_scan, leaves, build, spec, upstream)
+        conditioning = {n: relative_error(ref32_grads[n], ref_grads[n]) for n in ref_grads}
+    assert_scan_close(out, grads, ref, ref_grads, dtype, conditioning)
     return out, grads
 
 
-def assert_scan_close(out, grads: dict, ref, ref_grads: dict, dtype):
+# A float32 gradient can be ill-conditioned: on griffiths2022, N = 68, per-simulation C, seed 0,
+# dL/dG moves by 4.8e-5 (relative) when only the float64 inputs are perturbed by float32's
+# rounding (2^-24 relative), and the float32 reference loop itself is 1.9e-5 off, against ~5e-7 on
+# other seeds. Two float32 implementations of such a gradient differ by a few times either one's
+# error (numba measured 5.5x the float32 reference loop there). So a float32 gradient may miss
+# TOLERANCES by up to this factor times the float32 reference loop's own error on the same
+# problem; a real fault is off by orders of magnitude more.
+FLOAT32_CONDITIONING_FACTOR = 8.0
+
+
+def assert_scan_close(out, grads: dict, ref, ref_grads: dict, dtype, conditioning: dict | None = None):
     """A scan's outputs (BOLD, final state, every record) and every gradient against expected
-    ones, at the tolerances of ``dtype`` (tensors compared on the CPU)."""
+    ones, at the tolerances of ``dtype`` (tensors compared on the CPU). ``conditioning`` maps a
+    gradient's name to the float32 reference loop's own relative error on the problem (see
+    :data:`FLOAT32_CONDITIONING_FACTOR`)."""
     tol = TOLERANCES[dtype]
+    conditioning = conditioning or {}
     assert_close(out.bold.cpu(), ref.bold, tol["forward"], "bold")
     assert_close(out.state.cpu(), ref.state, tol["forward"], "final state")
     for name in ref.records:
         assert_close(out.records[name].cpu(), ref.records[name], tol["forward"], f"record {name}")
     for name in ref_grads:
-        assert_close(grads[name].cpu(), ref_grads[name], tol["grad"], f"grad {name}")
+        rtol = max(tol["grad"], FLOAT32_CONDITIONING_FACTOR * conditioning.get(name, 0.0))
+        assert_close(grads[name].cpu(), ref_grads[name], rtol, f"grad {name}")
 
 
-__all__ = ["TOLERANCES", "assert_close", "assert_scan_close", "make_problem", "run_with_grads", "compare_with_reference",
+def relative_error(actual: torch.Tensor, expected: torch.Tensor) -> float:
+    """``max|actual - expected| / max|expected|`` (0 where expected is all zero)."""
+    actual, expected = actual.detach().double().cpu(), expected.detach().double().cpu()
+    scale = expected.abs().max().item() if expected.numel() else 0.0
+    return (actual - expected).abs().max().item() / scale if scale else 0.0
+
+
+__all__ = ["TOLERANCES", "FLOAT32_CONDITIONING_FACTOR", "relative_error", "assert_close", "assert_scan_close", "make_problem", "run_with_grads", "compare_with_reference",
            "upstream_gradients", "N_PARAMS", "PARAM_INDEX"]
 
 

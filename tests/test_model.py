@@ -152,16 +152,19 @@ def test_connectome_check_applies_to_other_shapes_and_inside_larger_modules():
     same.load_state_dict({f"rww.{k}": v for k, v in state.items()})
 
 
-def test_float32_warns_where_it_cannot_resolve_the_balloon_step():
-    """float32 at dt = 0.02 ms (2e-5 s per Balloon step): the increments of f, v, q (near 1)
-    round away; a RuntimeWarning names the measured error and the remedy. None at the default
-    0.1 ms, none in float64."""
+def test_float32_warns_where_it_cannot_resolve_the_step():
+    """float32 at dt = 1e-4 ms (dt/tau_E = 1e-6): S_E's per-step change is a few roundings; a
+    RuntimeWarning names the cause and the remedy. None at 1e-3 ms or the default 0.1 ms (the
+    Balloon, held as deviations from rest, resolves those), none in float64."""
     import warnings
 
     sc = torch.rand(4, 4, dtype=torch.float64)
-    with pytest.warns(RuntimeWarning, match=r"too small for float32.*dtype=torch\.float64"):
-        RWWBold(sc, dt=0.02, dtype=torch.float32)
+    with pytest.warns(RuntimeWarning, match=r"too small for float32.*dtype=torch\.float64.*dt >= 0\.001 ms"):
+        RWWBold(sc, dt=1e-4, dtype=torch.float32)
+    with pytest.warns(RuntimeWarning, match=r"tau = 1000 ms.*dt >= 0\.01 ms"):
+        RWWBold(sc, dt=5e-3, tau_E=1000.0, dtype=torch.float32)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         RWWBold(sc, dt=0.1, dtype=torch.float32)
-        RWWBold(sc, dt=0.02, dtype=torch.float64)
+        RWWBold(sc, dt=1e-3, dtype=torch.float32)
+        RWWBold(sc, dt=1e-4, dtype=torch.float64)

@@ -285,8 +285,8 @@ def test_divergence_reported_like_the_reference(dtype):
     with torch.no_grad():
         table, coupling, healthy = build()
         state = healthy.clone()
-        state[2, 1, 2], state[3, 1, 2] = -1.0, 4.5e-4
-        state[2, 2, 0], state[3, 2, 0] = -1.0, 1.25e-3
+        state[2, 1, 2], state[3, 1, 2] = -1.0, 4.5e-4 - 1.0     # x, f - 1
+        state[2, 2, 0], state[3, 2, 0] = -1.0, 1.25e-3 - 1.0
         ref = simulate_steps(table.double(), coupling.double(), state.double(), spec, 0,
                              spec.n_steps)
         out = numba_backend.NumbaBackend().forward(table, coupling, state, spec, 7)
@@ -436,6 +436,11 @@ def test_float32_math_accuracy():
     assert np.max(np.abs(apply(4, u) - np.cos(angle))) <= EPS32
     t = np.concatenate([rng.uniform(-25, 25, 200_000), rng.uniform(-1e-2, 1e-2, 200_000)])
     assert rel(apply(5, t), np.tanh(t.astype(np.float32).astype(np.float64))) <= 2.0
+    # log1p where the Balloon state lives (deviations from rest, > -1), tiny values included
+    w = np.concatenate([rng.uniform(-0.99, 3, 200_000), rng.uniform(-1e-3, 1e-3, 200_000),
+                        np.sign(rng.uniform(-1, 1, 50_000)) * 10 ** rng.uniform(-30, -7, 50_000)]
+                       ).astype(np.float32)
+    assert rel(apply(6, w), np.log1p(w.astype(np.float64))) <= 3.0
 
 
 def test_float32_math_special_values():

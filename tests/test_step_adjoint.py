@@ -112,10 +112,10 @@ DECO_S = (("exact", 0.0), ("exact", 1.0), ("pre", -1e-5), ("pre", 1e-5), ("pre",
 GRIFFITHS_S = (("pre", -1e-5), ("pre", 1e-5), ("pre", -1e-3), ("pre", 1e-3), ("init", 0.0),
                ("init", 1.0), ("init", 1e-6), ("init", -1e-6), ("init", 1 - 1e-6),
                ("init", 0.2), ("init", 0.5), ("init", 0.8))
-BALLOON = ((0.0, 1.0, 1.0, 1.0), (1e-6, 1 + 1e-6, 1 - 1e-6, 1 + 1e-6),
-           (-1e-6, 1 - 1e-6, 1 + 1e-6, 1 - 1e-6), (1e-3, 1 + 1e-3, 1 - 1e-3, 1 + 1e-3),
-           (-1e-3, 1 - 1e-3, 1 + 1e-3, 1 - 1e-3), (0.05, 1.05, 0.98, 1.02),
-           (-0.05, 0.95, 1.02, 0.97))
+# (x, f - 1, v - 1, q - 1): rest, tiny and moderate deviations of both signs
+BALLOON = ((0.0, 0.0, 0.0, 0.0), (1e-6, 1e-6, -1e-6, 1e-6), (-1e-6, -1e-6, 1e-6, -1e-6),
+           (1e-3, 1e-3, -1e-3, 1e-3), (-1e-3, -1e-3, 1e-3, -1e-3), (0.05, 0.05, -0.02, 0.02),
+           (-0.05, -0.05, 0.02, -0.03), (1e-30, 1e-20, -3e-12, 2e-9))
 # griffiths2022 relu kinks of the gains and of the noise amplitude: element -> overrides.
 GRIFFITHS_RELU = {1: {"w_EE": 0.0}, 4: {"w_IE": 0.0}, 7: {"sigma": 0.0}, 10: {"w_EE": -0.01},
                   13: {"w_EI": -0.01}, 16: {"sigma": -0.01}, 19: {"w_EE": 0.0, "sigma": 0.0}}
@@ -290,7 +290,7 @@ def craft(case_set: str, dtype, n_steps: int = 1, seed: int = 0):
             state[2:, b, n] = torch.tensor(_cycle(BALLOON, k), dtype=f64)
         else:
             state[2, b, n] = 0.2 * (rand(()) - 0.5)
-            state[3:, b, n] = 1 + 0.4 * (rand(3) - 0.5)
+            state[3:, b, n] = 0.4 * (rand(3) - 0.5)
     state = rnd(state)
 
     # I_0 puts the excitatory current sum on raw_E, then W_I the inhibitory one on raw_I

@@ -325,14 +325,14 @@ def test_backward_is_deterministic():
 
 def test_divergence_is_reported_like_the_reference():
     """Simulation 1 overflows (G so large that the current is inf in float32, S_E saturates at 1,
-    then (1 - S_E) * inf is NaN one step later); simulation 2 starts with f < 0 (invalid from its
+    then (1 - S_E) * inf is NaN one step later); simulation 2 starts with f < 0 (f - 1 < -1) (invalid from its
     first step). The first bad global step of each must match the float32 reference loop."""
     batch, n_nodes = 3, 4
     leaves, build, spec = make_problem(batch=batch, n_nodes=n_nodes, t0=1000,
                                        shapes={"G": "sim"}, **SHORT)
     table, coupling, state = (t.detach().clone() for t in build())
     table[PARAM_INDEX["G"], 1] = 3e38
-    state[3, 2, 1] = -0.5
+    state[3, 2, 1] = -1.5             # f - 1: f = -0.5
     expected = simulate_steps(table, coupling, state, spec, 0, spec.n_steps).first_bad
     assert expected.tolist()[0] == -1 and expected.tolist()[1] > 1000 and expected.tolist()[2] == 1000
     # The overflow is the point here. (A filterwarnings mark on this function would not do: the

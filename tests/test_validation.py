@@ -122,7 +122,7 @@ def test_divergence_is_reported_with_simulation_and_step():
     table, coupling, state, spec = scan_inputs(batch=3, dtype=torch.float64)
     spec = ScanSpec(spec.preset, spec.dt, spec.steps_per_tr, spec.n_steps, t0=100, haemo=spec.haemo)
     state = state.clone()
-    state[2, 1], state[3, 1] = -50.0, 0.0123
+    state[2, 1], state[3, 1] = -50.0, 0.0123 - 1.0   # x, f - 1
     with pytest.raises(SimulationDiverged, match=r"simulation 1 diverged at step 102 \(1 simulation") as info:
         reference_scan(table, coupling.double(), state, spec)
     assert (info.value.simulation, info.value.step, info.value.n_diverged) == (1, 102, 1)

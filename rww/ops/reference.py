@@ -118,22 +118,51 @@ def couple(coupling: torch.Tensor, s_e: torch.Tensor) -> torch.Tensor:
     return torch.bmm(coupling, s_e.unsqueeze(-1)).squeeze(-1)
 
 
-def balloon_derivatives(s_e, x, f, v, q, haemo: dict):
-    """Right-hand sides of the Balloon-Windkessel equations (time in seconds)."""
+def balloon_derivatives(s_e, x, f_dev, v_dev, q_dev, haemo: dict):
+    """Right-hand sides of the Balloon-Windkessel equations (time in seconds), on the state held
+    as deviations from rest: ``f_dev = f - 1``, ``v_dev = v - 1``, ``q_dev = q - 1`` (each
+    ``(B, N)``).
+
+    The equations (Friston et al. 2000, "Nonlinear responses in fMRI: the Balloon model, Volterra
+    kernels and other hemodynamics", NeuroImage 12:466; the constants' meaning per model in
+    :data:`rww.params.HAEMO_MODELS`)::
+
+        dx/dt = S_E - kappa x - gamma (f - 1)
+        df/dt = x
+        dv/dt = (f - v**(1/alpha)) / tau_0
+        dq/dt = (f (1 - (1 - rho)**(1/f)) / rho - v**(1/alpha) q / v) / tau_0
+
+    are written in the deviations so that every term that vanishes at rest is formed without
+    subtracting numbers near 1 (in float32 the increments of f, v, q near 1 would otherwise round
+    away; at dt = 0.1 ms the first TRs' BOLD came out exactly 0):
+
+        v**(1/alpha) - 1 = expm1(log1p(v_dev) / alpha)
+        f (1 - (1 - rho)**(1/f)) / rho - 1 = f_dev - f (1 - rho) / rho * expm1(-ln(1 - rho) f_dev / f)
+        v**(1/alpha) q / v - 1 = q_dev + (v**(1/alpha) - 1 - v_dev) / v * q
+
+    (the second uses ``(1 - rho)**(1/f) = (1 - rho) exp(-ln(1 - rho) f_dev / f)``). The
+    derivatives of ``x``, ``f_dev``, ``v_dev``, ``q_dev`` equal those of ``x``, ``f``, ``v``, ``q``.
+    """
     kappa, gamma_h, tau_0 = haemo["kappa"], haemo["gamma_h"], haemo["tau_0"]
     alpha, rho = haemo["alpha"], haemo["rho"]
-    v_pow = v ** (1.0 / alpha)
-    dx = s_e - kappa * x - gamma_h * (f - 1.0)
+    f, v, q = 1.0 + f_dev, 1.0 + v_dev, 1.0 + q_dev
+    v_pow_m1 = torch.expm1(torch.log1p(v_dev) / alpha)
+    flow = f_dev - f * ((1.0 - rho) / rho) * torch.expm1(-math.log1p(-rho) * f_dev / f)
+    wash = q_dev + (v_pow_m1 - v_dev) / v * q
+    dx = s_e - kappa * x - gamma_h * f_dev
     df = x
-    dv = (f - v_pow) / tau_0
-    dq = (f * (1.0 - (1.0 - rho) ** (1.0 / f)) / rho - v_pow * q / v) / tau_0
+    dv = (f_dev - v_pow_m1) / tau_0
+    dq = (flow - wash) / tau_0
     return dx, df, dv, dq
 
 
-def bold_signal(q: torch.Tensor, v: torch.Tensor, spec: ScanSpec) -> torch.Tensor:
-    """BOLD from deoxyhaemoglobin q and volume v (preset-dependent scale)."""
+def bold_signal(q_dev: torch.Tensor, v_dev: torch.Tensor, spec: ScanSpec) -> torch.Tensor:
+    """BOLD ``V_0 (k_1 (1 - q) + k_2 (1 - q/v) + k_3 (1 - v))`` (dimensionless; scale and k's of
+    the preset's haemodynamic model, :attr:`ScanSpec.bold_coefficients`) from the deviations
+    ``q_dev = q - 1``, ``v_dev = v - 1`` ``(B, N)``, as ``-k_1 q_dev + k_2 (v_dev - q_dev) / v
+    - k_3 v_dev`` so that nothing cancels near rest."""
     scale, k1, k2, k3 = spec.bold_coefficients
-    return scale * (k1 * (1.0 - q) + k2 * (1.0 - q / v) + k3 * (1.0 - v))
+    return scale * (-k1 * q_dev + k2 * ((v_dev - q_dev) / (1.0 + v_dev)) - k3 * v_dev)
 
 
 def rww_step(state: tuple, p: dict, coupling: torch.Tensor, xi_e: torch.Tensor,
@@ -141,7 +170,8 @@ def rww_step(state: tuple, p: dict, coupling: torch.Tensor, xi_e: torch.Tensor,
     """One Euler-Maruyama step of the coupled system.
 
     Args:
-        state: ``(S_E, S_I, x, f, v, q)``, each ``(B, N)``.
+        state: ``(S_E, S_I, x, f - 1, v - 1, q - 1)``, each ``(B, N)`` (the Balloon's flow,
+            volume and deoxyhaemoglobin as deviations from rest, :data:`rww.ops.spec.STATE_NAMES`).
         p: parameter name -> tensor broadcastable to ``(B, N)``.
         coupling: ``(N, N)`` or ``(B, N, N)``.
         xi_e, xi_i: standard normal noise ``(B, N)``.
@@ -181,9 +211,9 @@ def rww_step(state: tuple, p: dict, coupling: torch.Tensor, xi_e: torch.Tensor,
         # The paper code squashes every state after every step.
         s_e_new = torch.tanh(1e-5 + torch.relu(s_e_new))
         s_i_new = torch.tanh(1e-5 + torch.relu(s_i_new))
+        # (the paper's 1 + tanh(f - 1) on f, v, q is tanh of the deviation)
         x_new = torch.tanh(x_new)
-        f_new, v_new, q_new = (1.0 + torch.tanh(f_new - 1.0), 1.0 + torch.tanh(v_new - 1.0),
-                               1.0 + torch.tanh(q_new - 1.0))
+        f_new, v_new, q_new = torch.tanh(f_new), torch.tanh(v_new), torch.tanh(q_new)
     else:
         s_e_new = torch.clamp(s_e_new, 0.0, 1.0)
         s_i_new = torch.clamp(s_i_new, 0.0, 1.0)
@@ -208,10 +238,10 @@ class ScanResult:
 
 def _bad_mask(state: tuple, griffiths: bool) -> torch.Tensor:
     """``(B,)``: some state of the simulation is non-finite (or, deco2014, f, v or q <= 0)."""
-    s_e, s_i, x, f, v, q = state
-    bad = ~torch.isfinite(s_e + s_i + x + f + v + q)
+    s_e, s_i, x, f_dev, v_dev, q_dev = state
+    bad = ~torch.isfinite(s_e + s_i + x + f_dev + v_dev + q_dev)
     if not griffiths:
-        bad |= ~(torch.minimum(torch.minimum(f, v), q) > 0)
+        bad |= ~(torch.minimum(torch.minimum(f_dev, v_dev), q_dev) > -1.0)
     return bad.any(dim=-1)
 
 

@@ -448,7 +448,8 @@ def rww_scan(params: torch.Tensor, coupling: torch.Tensor, state: torch.Tensor, 
             (``P = len(PARAM_NAMES)``, ``Bp`` in {1, B}, ``Np`` in {1, N}).
         coupling: ``(N, N)`` shared or ``(B, N, N)`` per-simulation effective coupling matrix
             (for griffiths2022, the Laplacian from :func:`rww.coupling.griffiths_laplacian`).
-        state: ``(6, B, N)`` initial state ``(S_E, S_I, x, f, v, q)``.
+        state: ``(6, B, N)`` initial state ``(S_E, S_I, x, f - 1, v - 1, q - 1)``
+            (:data:`rww.ops.spec.STATE_NAMES`: the Balloon as deviations from rest).
         spec: :class:`ScanSpec` (preset, dt, steps per TR, steps, seed, t0, haemo, record).
         backend: ``"auto"`` (see :func:`auto_backend_name`), ``"torch"`` (plain loop, autograd
             stores every step), ``"torch-checkpoint"`` (same equations, checkpointed: memory

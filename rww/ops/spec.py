@@ -11,7 +11,10 @@ from ..noise import check_seed, check_sim_offset
 from ..params import HAEMO_NAMES, N_PARAMS, Preset, bold_coefficients, same_device
 
 # Rows of the state tensor (6, B, N). Every backend uses this order.
-STATE_NAMES: tuple[str, ...] = ("S_E", "S_I", "x", "f", "v", "q")
+# The Balloon's flow f, volume v and deoxyhaemoglobin q are held as deviations from rest (f - 1,
+# v - 1, q - 1, all 0 at rest): in float32 their small changes would round away against the 1
+# (rww.ops.reference.balloon_derivatives gives the equations in this form).
+STATE_NAMES: tuple[str, ...] = ("S_E", "S_I", "x", "f_dev", "v_dev", "q_dev")
 # Quantities that may be recorded at TR resolution: S_E, S_I instantaneous at the end of each TR
 # (like BOLD); r_E, r_I averaged over the steps of the TR (the rates that drove them).
 RECORDABLE: tuple[str, ...] = ("S_E", "S_I", "r_E", "r_I")

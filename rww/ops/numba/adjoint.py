@@ -46,18 +46,18 @@ def _adjoint_step(W, hc, griffiths, NP):
         l_v1 = W[(W_LAM + 4) * LANES + i]
         l_q1 = W[(W_LAM + 5) * LANES + i]
         if griffiths:
-            # x = tanh(.), f, v, q = 1 + tanh(. - 1): d tanh(u)/du = 1 - tanh(u)**2
+            # x = tanh(.), f - 1, v - 1, q - 1 = tanh(.): d tanh(u)/du = 1 - tanh(u)**2
             x1 = W[(W_NXT + 2) * LANES + i]
-            fm = W[(W_NXT + 3) * LANES + i] - one
-            vm = W[(W_NXT + 4) * LANES + i] - one
-            qm = W[(W_NXT + 5) * LANES + i] - one
+            fm = W[(W_NXT + 3) * LANES + i]       # the rows hold f - 1, v - 1, q - 1
+            vm = W[(W_NXT + 4) * LANES + i]
+            qm = W[(W_NXT + 5) * LANES + i]
             l_x1 = l_x1 * (one - x1 * x1)
             l_f1 = l_f1 * (one - fm * fm)
             l_v1 = l_v1 * (one - vm * vm)
             l_q1 = l_q1 * (one - qm * qm)
-        f = W[W_F * LANES + i]
-        v = W[W_V * LANES + i]
-        q = W[W_Q * LANES + i]
+        f = one + W[W_F * LANES + i]       # the Jacobian is that of f, v, q: d/d(f - 1) = d/df
+        v = one + W[W_V * LANES + i]
+        q = one + W[W_Q * LANES + i]
         vp = W[W_P * LANES + i]
         rp = W[W_R * LANES + i]
         vpv = vp / v
@@ -242,6 +242,7 @@ def _sweep_segment(W, tape, b, seg, cm, bc, hc, griffiths, steps_per_tr, n_steps
     coefficient and coupling sums are added into ``acc`` and ``gacc`` (float64)."""
     T = W.dtype.type
     zero = T(0.0)
+    one = T(1.0)
     scale = hc[H_SCALE]
     k1 = hc[H_K1]
     k2 = hc[H_K2]
@@ -267,8 +268,8 @@ def _sweep_segment(W, tape, b, seg, cm, bc, hc, griffiths, steps_per_tr, n_steps
         if (k + 1) % steps_per_tr == 0:
             # outputs sampled from the state after this step
             for i in range(N):
-                v1 = W[(W_NXT + 4) * LANES + i]
-                q1 = W[(W_NXT + 5) * LANES + i]
+                v1 = one + W[(W_NXT + 4) * LANES + i]
+                q1 = one + W[(W_NXT + 5) * LANES + i]
                 g = grad_bold[b, tr, i] * scale
                 W[(W_LAM + 5) * LANES + i] += g * (-k1 - k2 / v1)
                 W[(W_LAM + 4) * LANES + i] += g * (k2 * q1 / (v1 * v1) - k3)

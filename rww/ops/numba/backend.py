@@ -179,9 +179,10 @@ def _coefficient_signs(dt: float) -> np.ndarray:
 def _haemo_vector(spec: ScanSpec) -> np.ndarray:
     h = spec.haemo
     scale, k1, k2, k3 = spec.bold_coefficients
+    rho = h["rho"]
     return np.array([spec.dt, spec.balloon_dt, h["kappa"], h["gamma_h"], 1.0 / h["tau_0"],
-                     1.0 / h["alpha"], math.log(1.0 - h["rho"]), 1.0 / h["rho"], scale, k1, k2,
-                     k3], dtype=np.float64)
+                     1.0 / h["alpha"], math.log1p(-rho), 1.0 / rho, scale, k1, k2, k3, 1.0 - rho,
+                     (1.0 - rho) / rho], dtype=np.float64)
 
 
 # Lanes of the kernels' node loops: N rounded up to a multiple of LANE_ALIGN (the padding lanes

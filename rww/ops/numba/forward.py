@@ -76,10 +76,11 @@ def rww_fwd_kernel(sims, coef, ct, state0, hc64, griffiths, steps_per_tr, n_step
                 if (k + 1) % steps_per_tr == 0:
                     tr = k // steps_per_tr
                     for i in range(N):
-                        v = W[W_V * LANES + i]
-                        q = W[W_Q * LANES + i]
-                        bold[b, tr, i] = scale * (k1 * (one - q) + k2 * (one - q / v)
-                                                  + k3 * (one - v))
+                        # deviations from rest: 1 - q/v = (v - q) / v, no cancellation
+                        vd = W[W_V * LANES + i]
+                        qd = W[W_Q * LANES + i]
+                        bold[b, tr, i] = scale * (-(k1 * qd) + k2 * ((vd - qd) / (one + vd))
+                                                  - k3 * vd)
                     if rec_slot[0] >= 0:
                         for i in range(N):
                             rec[rec_slot[0], b, tr, i] = W[W_SE * LANES + i]

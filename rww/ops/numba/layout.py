@@ -56,9 +56,9 @@ N_COEF = len(COEF_NAMES)
 
 # Haemodynamic constants, as a float64 vector (cast to the state dtype inside the kernels).
 HAEMO_FIELDS = ("dt", "dtb", "kappa", "gamma_h", "inv_tau0", "inv_alpha", "ln_1mrho", "inv_rho",
-                "bold_scale", "k1", "k2", "k3")
+                "bold_scale", "k1", "k2", "k3", "one_m_rho", "one_m_rho_over_rho")
 (H_DT, H_DTB, H_KAPPA, H_GAMMA, H_ITAU0, H_IALPHA, H_LNR, H_IRHO, H_SCALE, H_K1, H_K2,
- H_K3) = range(len(HAEMO_FIELDS))
+ H_K3, H_OMR, H_OMRR) = range(len(HAEMO_FIELDS))
 
 # Workspace of one simulation: a local (N_WROWS, LANES) array. LANES is a compile-time constant,
 # so the distance between any two rows is known to LLVM and the node loops, which read and write
@@ -71,6 +71,7 @@ LANES = MAX_NODES + 72
 # Rows 0..N_TAPE-1 are also the fields of the backward pass's tape (the state before every step
 # and what the adjoint needs from it, so that the sweep evaluates no transcendental function and
 # regenerates no noise): copying them is one loop per row.
+# The state rows hold S_E, S_I, x and the Balloon's deviations from rest f - 1, v - 1, q - 1.
 (W_SE, W_SI, W_X, W_F, W_V, W_Q,                         # state
  W_CS,                                                   # C @ S_E
  W_RE, W_HYE, W_HDE, W_RI, W_HYI, W_HDI,                 # rates, dr/dy, dr/dd

@@ -1,4 +1,4 @@
-"""float32 math for the numba kernels that LLVM can vectorise (exp/expm1, log, sincos, tanh), as
+"""float32 math for the numba kernels that LLVM can vectorise (exp/expm1, log, log1p, sincos, tanh), as
 ``@overload``-ed functions generic over float32 and float64 (float64 calls libm), and
 :func:`math_check` to test them elementwise."""
 
@@ -125,6 +125,18 @@ def _log_f32(x):
     return y
 
 
+@njit(forceinline=True, error_model="numpy", fastmath=FASTMATH)
+def _log1p_f32(x):
+    """``log(1 + x)`` of float32 ``x`` > -1, accurate to a few ulp relative for tiny ``x`` too:
+    ``u = 1 + x`` rounds, but ``u - 1`` is exact, and ``log(u) * x / (u - 1)`` corrects the
+    rounding to first order (Goldberg 1991, "What every computer scientist should know about
+    floating-point arithmetic", theorem 4). ``u == 1`` returns ``x``."""
+    u = _ONE + x
+    d = u - _ONE
+    y = _log_f32(u) * (x / d)
+    return x if d == _ZERO else y
+
+
 _TWO_PI = _f(2.0 * math.pi)
 _FOUR, _QUARTER = _f(4.0), _f(0.25)
 # Taylor coefficients of sin and cos on |theta| <= pi/4 (truncation < 2e-9).
@@ -180,6 +192,11 @@ def log_(x):
     raise NotImplementedError("numba-only")
 
 
+def log1p_(x):
+    """``log(1 + x)`` (float32 vectorisable / float64 libm)."""
+    raise NotImplementedError("numba-only")
+
+
 def sincos_2pi(u):
     """``(sin(2 pi u), cos(2 pi u))`` (float32 vectorisable / float64 libm)."""
     raise NotImplementedError("numba-only")
@@ -209,6 +226,15 @@ def _ov_log(x):
     return None
 
 
+@overload(log1p_, jit_options=_OV_OPTIONS)
+def _ov_log1p(x):
+    if x == types.float32:
+        return lambda x: _log1p_f32(x)
+    if x == types.float64:
+        return lambda x: math.log1p(x)
+    return None
+
+
 @overload(sincos_2pi, jit_options=_OV_OPTIONS)
 def _ov_sincos(u):
     if u == types.float32:
@@ -235,7 +261,7 @@ def math_check(kind, x, out):
     """Apply one of the kernels' math functions elementwise (for tests).
 
     Args:
-        kind: 0 exp, 1 expm1, 2 log, 3 sin(2 pi x), 4 cos(2 pi x), 5 tanh.
+        kind: 0 exp, 1 expm1, 2 log, 3 sin(2 pi x), 4 cos(2 pi x), 5 tanh, 6 log1p.
         x, out: 1-d arrays of the same dtype (float32 or float64).
     """
     for i in range(x.shape[0]):
@@ -250,7 +276,9 @@ def math_check(kind, x, out):
             out[i] = sincos_2pi(v)[0]
         elif kind == 4:
             out[i] = sincos_2pi(v)[1]
-        else:
+        elif kind == 5:
             out[i] = tanh_(v)
+        else:
+            out[i] = log1p_(v)
 
 

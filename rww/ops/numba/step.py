@@ -11,11 +11,11 @@ from numba import njit
 
 from .layout import (C_AE, C_AI, C_AMP, C_BE, C_BI, C_DE, C_DI, C_E0, C_EE, C_EI, C_G, C_GE, C_GI,
                      C_I0, C_IE, C_KE, C_KI, FASTMATH, H_DT, H_DTB, H_GAMMA, H_IALPHA, H_IRHO,
-                     H_ITAU0, H_KAPPA, H_LNR, LANES, N_COEF, W_COEF, W_CS, W_F, W_HDE, W_HDI,
+                     H_ITAU0, H_KAPPA, H_LNR, H_OMR, H_OMRR, LANES, N_COEF, W_COEF, W_CS, W_F, W_HDE, W_HDI,
                      W_HYE, W_HYI, W_IE, W_II, W_P, W_PE, W_PI, W_Q, W_R, W_RE, W_RI, W_SE, W_SI,
                      W_U0, W_U1, W_V, W_X, W_XIE, W_XII)
 from ..reference import PHI_SERIES
-from .mathfn import exp_expm1, log_, sincos_2pi, tanh_
+from .mathfn import exp_expm1, log1p_, log_, sincos_2pi, tanh_
 
 # ----------------------------------------------------------------------------- Philox
 _M32 = np.uint64(0xFFFFFFFF)
@@ -203,7 +203,8 @@ def _step(W, ct, bc, hc, griffiths, t, b, key0, key1, N, NP, keep):
         hc: (12,) haemodynamic constants in the state dtype (:data:`HAEMO_FIELDS`).
 
     Returns:
-        number of real nodes whose new state is non-finite (or, deco2014, has f, v or q <= 0).
+        number of real nodes whose new state is non-finite (or, deco2014, has f, v or q <= 0,
+        i.e. a deviation row <= -1).
 
     The node update is three loops (rates; Balloon; S_E, S_I and the divergence check) rather than
     one: one loop holds too many live values for the 16 vector registers and spent most of its
@@ -243,38 +244,46 @@ def _step(W, ct, bc, hc, griffiths, t, b, key0, key1, N, NP, keep):
             W[W_HDI * LANES + i] = hd_i
             W[W_IE * LANES + i] = i_e
             W[W_II * LANES + i] = i_i
-    # Balloon-Windkessel, driven by the S_E before the step (fully explicit Euler).
+    # Balloon-Windkessel, driven by the S_E before the step (fully explicit Euler). The state rows
+    # hold deviations from rest (f - 1, v - 1, q - 1), so no increment is rounded away against a
+    # 1; every difference from rest is formed without cancellation (see rww.ops.reference.
+    # balloon_derivatives for the algebra).
     dtb = hc[H_DTB]
     kappa = hc[H_KAPPA]
     gam = hc[H_GAMMA]
     itau0 = hc[H_ITAU0]
     ialpha = hc[H_IALPHA]
     lnr = hc[H_LNR]
-    irho = hc[H_IRHO]
+    omr = hc[H_OMR]
+    omr_rho = hc[H_OMRR]
     for i in range(NP):
         s_e = W[W_SE * LANES + i]
         x = W[W_X * LANES + i]
-        f = W[W_F * LANES + i]
-        v = W[W_V * LANES + i]
-        q = W[W_Q * LANES + i]
-        vp = exp_expm1(log_(v) * ialpha)[0]          # v ** (1/alpha)
-        rp = exp_expm1(lnr / f)[0]                   # (1 - rho) ** (1/f)
-        x1 = x + dtb * (s_e - kappa * x - gam * (f - one))
-        f1 = f + dtb * x
-        v1 = v + dtb * ((f - vp) * itau0)
-        q1 = q + dtb * ((f * (one - rp) * irho - vp * q / v) * itau0)
+        fd = W[W_F * LANES + i]
+        vd = W[W_V * LANES + i]
+        qd = W[W_Q * LANES + i]
+        f = one + fd
+        v = one + vd
+        vp, vpm = exp_expm1(log1p_(vd) * ialpha)     # v ** (1/alpha) and that minus 1
+        ea, eam = exp_expm1(-(lnr * fd) / f)         # (1 - rho) ** (1/f - 1) and that minus 1
+        flow = fd - f * omr_rho * eam                # f (1 - (1 - rho) ** (1/f)) / rho - 1
+        wash = qd + (vpm - vd) / v * (one + qd)      # v ** (1/alpha) q / v - 1
+        x1 = x + dtb * (s_e - kappa * x - gam * fd)
+        f1 = fd + dtb * x
+        v1 = vd + dtb * ((fd - vpm) * itau0)
+        q1 = qd + dtb * ((flow - wash) * itau0)
         if griffiths:
             x1 = tanh_(x1)
-            f1 = one + tanh_(f1 - one)
-            v1 = one + tanh_(v1 - one)
-            q1 = one + tanh_(q1 - one)
+            f1 = tanh_(f1)
+            v1 = tanh_(v1)
+            q1 = tanh_(q1)
         W[W_X * LANES + i] = x1
         W[W_F * LANES + i] = f1
         W[W_V * LANES + i] = v1
         W[W_Q * LANES + i] = q1
         if keep:
             W[W_P * LANES + i] = vp
-            W[W_R * LANES + i] = rp
+            W[W_R * LANES + i] = omr * ea
     dt = hc[H_DT]
     inf = T(np.inf)
     nbad = 0
@@ -300,7 +309,7 @@ def _step(W, ct, bc, hc, griffiths, t, b, key0, key1, N, NP, keep):
         q1 = W[W_Q * LANES + i]
         ok = abs(s_e1 + s_i1 + x1 + f1 + v1 + q1) < inf
         if not griffiths:
-            ok = ok & (f1 > zero) & (v1 > zero) & (q1 > zero)
+            ok = ok & (f1 > -one) & (v1 > -one) & (q1 > -one)
         nbad += 1 if ((not ok) & (i < N)) else 0
         W[W_SE * LANES + i] = s_e1
         W[W_SI * LANES + i] = s_i1

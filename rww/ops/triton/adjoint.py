@@ -176,9 +176,9 @@ def _rww_bwd_kernel(
         se = tl.load(p_tr, mask=m, other=0.0)
         si = tl.load(p_tr + plane, mask=m, other=0.0)
         x = tl.load(p_tr + 2 * plane, mask=m, other=0.0)
-        f = tl.load(p_tr + 3 * plane, mask=m, other=1.0)
-        v = tl.load(p_tr + 4 * plane, mask=m, other=1.0)
-        q = tl.load(p_tr + 5 * plane, mask=m, other=1.0)
+        f = tl.load(p_tr + 3 * plane, mask=m, other=0.0)     # f - 1, v - 1, q - 1
+        v = tl.load(p_tr + 4 * plane, mask=m, other=0.0)
+        q = tl.load(p_tr + 5 * plane, mask=m, other=0.0)
         coup = tl.load(p_tr + 6 * plane, mask=m, other=0.0)
 
         c0, c1 = step_counter(t_lo_u, t_hi_u, j)
@@ -195,8 +195,9 @@ def _rww_bwd_kernel(
         if (k + 1) % spt == 0:
             o_out = (o_b64[:, None] * n_trs + ((k + 1) // spt - 1)) * N + o_n[None, :]
             gb = tl.load(p_gbold + o_out, mask=m, other=0.0) * bold_scale
-            a_q += gb * (-k1 - k2 / v1)
-            a_v += gb * (k2 * q1 / (v1 * v1) - k3)
+            # BOLD's slopes in q and v (= in q - 1 and v - 1)
+            a_q += gb * (-k1 - k2 / (1.0 + v1))
+            a_v += gb * (k2 * (1.0 + q1) / ((1.0 + v1) * (1.0 + v1)) - k3)
             if GREC & 1:
                 a_se += tl.load(p_gse + o_out, mask=m, other=0.0)
             if GREC & 2:
@@ -216,12 +217,9 @@ def _rww_bwd_kernel(
             g_se = a_se * (1.0 - se1 * se1) * (se_pre > 0).to(tl.float32)
             g_si = a_si * (1.0 - si1 * si1) * (si_pre > 0).to(tl.float32)
             g_x = a_x * (1.0 - x1 * x1)
-            t_f = f1 - 1.0
-            t_v = v1 - 1.0
-            t_q = q1 - 1.0
-            g_f = a_f * (1.0 - t_f * t_f)
-            g_v = a_v * (1.0 - t_v * t_v)
-            g_q = a_q * (1.0 - t_q * t_q)
+            g_f = a_f * (1.0 - f1 * f1)      # f1 etc. are tanh of the deviations
+            g_v = a_v * (1.0 - v1 * v1)
+            g_q = a_q * (1.0 - q1 * q1)
         else:
             g_se = tl.where((se_pre >= 0.0) & (se_pre <= 1.0), a_se, 0.0)
             g_si = tl.where((si_pre >= 0.0) & (si_pre <= 1.0), a_si, 0.0)
@@ -272,13 +270,16 @@ def _rww_bwd_kernel(
                 + g_x * dtb)
         n_si = g_si * (1.0 - dt / tau_i) - g_pe * e_ie - g_pi
 
-        # Balloon-Windkessel (driven by the pre-step S_E).
-        vpv = vpow / v
+        # Balloon-Windkessel (driven by the pre-step S_E); the Jacobian in the deviations is that
+        # in f, v, q themselves.
+        f_abs = 1.0 + f
+        v_abs = 1.0 + v
+        vpv = vpow / v_abs
         n_x = g_x * (1.0 - dtb * kappa) + g_f * dtb
-        d_ef = (1.0 - pf + pf * ln_1m_rho / f) * inv_rho
+        d_ef = (1.0 - pf + pf * ln_1m_rho / f_abs) * inv_rho
         n_f = -g_x * (dtb * gamma_h) + g_f + (g_v + g_q * d_ef) * (dtb * inv_tau0)
         n_v = (g_v * (1.0 - dtb * inv_tau0 * inv_alpha * vpv)
-               - g_q * (dtb * inv_tau0) * q * vpv * (inv_alpha - 1.0) / v)
+               - g_q * (dtb * inv_tau0) * (1.0 + q) * vpv * (inv_alpha - 1.0) / v_abs)
         n_q = g_q * (1.0 - dtb * inv_tau0 * vpv)
 
         # C^T g_coup; g_coup is kept for the launcher's dL/dC GEMM and, streamed, staged there.

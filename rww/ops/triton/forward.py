@@ -142,9 +142,9 @@ def _rww_fwd_kernel(
     b_se = tl.load(p_state0 + o_bn, mask=m, other=0.0)
     b_si = tl.load(p_state0 + plane + o_bn, mask=m, other=0.0)
     b_x = tl.load(p_state0 + 2 * plane + o_bn, mask=m, other=0.0)
-    b_f = tl.load(p_state0 + 3 * plane + o_bn, mask=m, other=1.0)
-    b_v = tl.load(p_state0 + 4 * plane + o_bn, mask=m, other=1.0)
-    b_q = tl.load(p_state0 + 5 * plane + o_bn, mask=m, other=1.0)
+    b_f = tl.load(p_state0 + 3 * plane + o_bn, mask=m, other=0.0)
+    b_v = tl.load(p_state0 + 4 * plane + o_bn, mask=m, other=0.0)
+    b_q = tl.load(p_state0 + 5 * plane + o_bn, mask=m, other=0.0)
 
     # TR means of the rates summed in float64 (thousands of steps per TR), as the CPU backend does;
     # the division in float32 (a float64 division is a slow-path call that spilled on sm_90).
@@ -332,7 +332,7 @@ def rww_fwd(params, coupling, state, consts: ScanConstants, n_steps: int, checkp
     Args:
         params: ``(P, Bp, Np)`` float32 parameter table (rows in rww.params.PARAM_NAMES order).
         coupling: ``(N, N)`` shared or ``(B, N, N)`` per-simulation float32 coupling.
-        state: ``(6, B, N)`` float32 initial state ``(S_E, S_I, x, f, v, q)``.
+        state: ``(6, B, N)`` float32 initial state ``(S_E, S_I, x, f - 1, v - 1, q - 1)``.
         consts: :class:`ScanConstants` (dt in the preset's unit, Balloon step in seconds).
         n_steps: steps to simulate (a multiple of ``consts.steps_per_tr``; < 2**31).
         checkpoint_every: K; checkpoints are the states at local steps 0, K, 2K, ...

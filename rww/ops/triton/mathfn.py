@@ -5,7 +5,7 @@ Why this module exists: ``tl.exp``/``tl.log``/``tl.cos``/``tl.sin``/``tl.sqrt`` 
 ...), whose errors (up to ~2**-21 absolute for sin/cos over [0, 2 pi), flushed denormals) would
 break the noise contract (same normals on every backend) and the float32 accuracy the tests ask
 for (1e-5 relative against a float64 reference). libdevice has accurate versions (``__nv_cosf``
-etc., within 1-2 ulp) and the functions triton.language lacks (``expm1``, ``tanh``, ``pow``).
+etc., within 1-2 ulp) and the functions triton.language lacks (``expm1``, ``log1p``, ``tanh``, ``pow``).
 
 The Triton interpreter (``TRITON_INTERPRET=1``) cannot call libdevice (extern calls raise
 ``NotImplementedError`` there), so under the interpreter the same names are plain Python
@@ -48,6 +48,7 @@ if INTERPRET:
     sin = _numpy_elementwise(np.sin)
     exp = _numpy_elementwise(np.exp)
     expm1 = _numpy_elementwise(np.expm1)
+    log1p = _numpy_elementwise(np.log1p)
     tanh = _numpy_elementwise(np.tanh)
     pow = _numpy_elementwise(np.power)  # noqa: A001 (shadowing the builtin inside this module)
 else:
@@ -74,6 +75,10 @@ else:
         return libdevice.expm1(x)
 
     @triton.jit
+    def log1p(x):
+        return libdevice.log1p(x)
+
+    @triton.jit
     def tanh(x):
         return libdevice.tanh(x)
 
@@ -81,4 +86,4 @@ else:
     def pow(x, y):  # noqa: A001
         return libdevice.pow(x, y)
 
-__all__ = ["INTERPRET", "log", "cos", "sin", "exp", "expm1", "tanh", "pow"]
+__all__ = ["INTERPRET", "log", "cos", "sin", "exp", "expm1", "log1p", "tanh", "pow"]

@@ -251,7 +251,9 @@ def rww_step(b_se, b_si, b_x, b_f, b_v, b_q, b_coup, xi_e, xi_i,
              GRIFFITHS: tl.constexpr):
     """One Euler-Maruyama step (:func:`rww.ops.reference.rww_step`); ``b_coup = C @ S_E``.
 
-    Returns a tuple: the new state ``(se, si, x, f, v, q)``; the rates ``(r_e, r_i)`` [Hz]; and the
+    The Balloon state ``b_f, b_v, b_q`` is ``f - 1, v - 1, q - 1`` (deviations from rest).
+
+    Returns a tuple: the new state ``(se, si, x, f - 1, v - 1, q - 1)``; the rates ``(r_e, r_i)`` [Hz]; and the
     intermediates the adjoint needs: ``cur_e, cur_i`` (currents entering H), ``pre_e, pre_i``
     (the pre-squash current sums; equal to the currents for deco2014), the H derivatives
     ``(he_y, he_d, hi_y, hi_d)``, the pre-clamp/squash states ``(se_pre, si_pre, x_pre, f_pre,
@@ -280,20 +282,28 @@ def rww_step(b_se, b_si, b_x, b_f, b_v, b_q, b_coup, xi_e, xi_i,
     se_pre = b_se + dt * (-b_se / tau_e + (1.0 - b_se) * gam_e * r_e) + amp * xi_e
     si_pre = b_si + dt * (-b_si / tau_i + gam_i * r_i) + amp * xi_i
 
-    vpow = mathfn.pow(b_v, inv_alpha)
-    pf = mathfn.exp(ln_1m_rho / b_f)          # (1 - rho)**(1/f)
-    x_pre = b_x + dtb * (b_se - kappa * b_x - gamma_h * (b_f - 1.0))
+    # The Balloon state is held as deviations from rest (b_f = f - 1 etc.); the right-hand sides
+    # in that form are derived in rww.ops.reference.balloon_derivatives.
+    f = 1.0 + b_f
+    v = 1.0 + b_v
+    vpm = mathfn.expm1(mathfn.log1p(b_v) * inv_alpha)      # v**(1/alpha) - 1
+    eam = mathfn.expm1(-(ln_1m_rho * b_f) / f)             # (1 - rho)**(1/f - 1) - 1
+    flow = b_f - f * (inv_rho - 1.0) * eam                 # f (1 - (1 - rho)**(1/f)) / rho - 1
+    wash = b_q + (vpm - b_v) / v * (1.0 + b_q)             # v**(1/alpha) q / v - 1
+    vpow = 1.0 + vpm                                       # for the adjoint only
+    pf = mathfn.exp(ln_1m_rho / f)                         # (1 - rho)**(1/f), adjoint only
+    x_pre = b_x + dtb * (b_se - kappa * b_x - gamma_h * b_f)
     f_pre = b_f + dtb * b_x
-    v_pre = b_v + dtb * ((b_f - vpow) * inv_tau0)
-    q_pre = b_q + dtb * ((b_f * (1.0 - pf) * inv_rho - vpow * b_q / b_v) * inv_tau0)
+    v_pre = b_v + dtb * ((b_f - vpm) * inv_tau0)
+    q_pre = b_q + dtb * ((flow - wash) * inv_tau0)
 
     if GRIFFITHS:
         se_new = mathfn.tanh(1e-5 + tl.where(se_pre < 0, 0.0, se_pre))
         si_new = mathfn.tanh(1e-5 + tl.where(si_pre < 0, 0.0, si_pre))
         x_new = mathfn.tanh(x_pre)
-        f_new = 1.0 + mathfn.tanh(f_pre - 1.0)
-        v_new = 1.0 + mathfn.tanh(v_pre - 1.0)
-        q_new = 1.0 + mathfn.tanh(q_pre - 1.0)
+        f_new = mathfn.tanh(f_pre)       # the paper's 1 + tanh(f - 1) on the deviation
+        v_new = mathfn.tanh(v_pre)
+        q_new = mathfn.tanh(q_pre)
     else:
         # clamp(., 0, 1) written as selects so that NaN propagates (as torch.clamp does)
         se_new = tl.where(se_pre < 0.0, 0.0, tl.where(se_pre > 1.0, 1.0, se_pre))
@@ -309,16 +319,18 @@ def rww_step(b_se, b_si, b_x, b_f, b_v, b_q, b_coup, xi_e, xi_i,
 
 @triton.jit
 def bold_signal(b_q, b_v, scale, k1, k2, k3):
-    """``scale * (k1 (1 - q) + k2 (1 - q/v) + k3 (1 - v))``."""
-    return scale * (k1 * (1.0 - b_q) + k2 * (1.0 - b_q / b_v) + k3 * (1.0 - b_v))
+    """``scale * (k1 (1 - q) + k2 (1 - q/v) + k3 (1 - v))`` from the deviations ``b_q = q - 1``,
+    ``b_v = v - 1``, without cancellation: ``-k1 b_q + k2 (b_v - b_q) / v - k3 b_v``."""
+    return scale * (-(k1 * b_q) + k2 * ((b_v - b_q) / (1.0 + b_v)) - k3 * b_v)
 
 
 @triton.jit
 def diverged(b_se, b_si, b_x, b_f, b_v, b_q, GRIFFITHS: tl.constexpr):
-    """Per element: the new state is non-finite or (deco2014) f, v or q <= 0 (the reference's
+    """Per element: the new state is non-finite or (deco2014) f, v or q <= 0, i.e. a deviation
+    ``b_f, b_v, b_q`` <= -1 (the reference's
     ``_bad_mask`` before its reduction over nodes)."""
     tot = b_se + b_si + b_x + b_f + b_v + b_q
     bad = ~(tl.abs(tot) < float("inf"))
     if not GRIFFITHS:
-        bad = bad | ~(tl.minimum(tl.minimum(b_f, b_v), b_q) > 0.0)
+        bad = bad | ~(tl.minimum(tl.minimum(b_f, b_v), b_q) > -1.0)   # f, v, q > 0
     return bad
