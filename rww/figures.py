@@ -369,7 +369,160 @@ def history(history: dict, path, title: str | None = None, dpi: int = 110) -> st
     return _save(fig, path, dpi)
 
 
-__all__ = ["fc_comparison", "fc_matrix", "fcd_comparison", "bold_traces", "history"]
+__all__ = ["fc_comparison", "fc_matrix", "fcd_comparison", "bold_traces", "history",
+           "batch_summary", "fc_batch", "search_landscape"]
+
+# Colours and markers of the simulations a batch figure picks out (by role, in order): ranked
+# roles (best, median, worst) in green, orange, red; others (along a sweep) in neutral colours.
+_ROLE_STYLES = (("tab:green", "^"), ("tab:orange", "s"), ("tab:red", "v"), ("tab:purple", "D"))
+_NEUTRAL_STYLES = (("tab:purple", "o"), ("tab:brown", "s"), ("tab:pink", "D"), ("tab:gray", "^"))
+
+
+def batch_summary(x, scores: dict, path, x_label: str = "simulation", chosen: dict | None = None,
+                  bands: dict | None = None, marks: dict | None = None, title: str | None = None,
+                  ranked: bool = True, dpi: int = 110) -> str:
+    """Per-simulation scores of a batch of simulations against the swept quantity (or the
+    simulation index), one panel per score, the chosen simulations marked on every panel.
+
+    Args:
+        x: ``(B,)`` the swept parameter's value of each simulation (or its index).
+        scores: panel title -> ``(B,)`` per-simulation values, or ``(B, N)`` per-region values
+            (drawn as their mean over regions, with the min-max range across regions as a band).
+            NaN values are left out of a panel.
+        path: PNG file to write.
+        x_label: the x axis' label (e.g. ``"G"``, ``"G / G_c"``, ``"simulation"``).
+        chosen: role -> simulation index (e.g. ``{"best FC r": 3, "worst FC r": 0}``), marked
+            and named in the legend.
+        bands: panel title -> ``(low, high)`` or ``(low, high, label)``: a shaded reference
+            range (e.g. the 1-10 Hz of spontaneous cortical rates).
+        marks: label -> x position: a dashed vertical line on every panel (e.g. G_c).
+        title: the figure's title.
+        ranked: the roles of ``chosen`` rank the simulations (best first, worst last: green to
+            red); ``False`` marks them in neutral colours (e.g. picked along a sweep).
+
+    Returns:
+        ``path``.
+    """
+    xs = _array(x, "x").ravel()
+    b = xs.size
+    if b < 1 or not scores:
+        raise ValueError("batch_summary: expected x of B >= 1 simulations and at least one score")
+    arrays = {}
+    for name, values in scores.items():
+        a = _array(values, name)
+        if a.shape[:1] != (b,) or a.ndim > 2:
+            raise ValueError(f"batch_summary: score {name!r} has shape {a.shape}; expected ({b},) "
+                             f"or ({b}, N) for {b} simulations")
+        arrays[name] = a
+    chosen = dict(chosen or {})
+    bad = {role: i for role, i in chosen.items() if not 0 <= int(i) < b}
+    if bad:
+        raise ValueError(f"batch_summary: chosen simulations {bad} out of range for {b}")
+    order = np.argsort(xs, kind="stable")
+    integer_x = bool(np.all(xs == np.round(xs)))
+    ncols = 2 if len(arrays) == 4 else min(3, len(arrays))
+    nrows = math.ceil(len(arrays) / ncols)
+    fig = _figure(4.8 * ncols, 3.5 * nrows + 0.6)
+    axes = np.atleast_1d(fig.subplots(nrows, ncols)).ravel()
+    for ax, (name, a) in zip(axes, arrays.items()):
+        mean = a.mean(-1) if a.ndim == 2 else a
+        if name in (bands or {}):
+            low, high, *text = bands[name]
+            ax.axhspan(low, high, color="0.88", zorder=0,
+                       label=text[0] if text else f"reference range {low:g}-{high:g}")
+        if a.ndim == 2:
+            ax.fill_between(xs[order], a.min(-1)[order], a.max(-1)[order], color="tab:blue",
+                            alpha=0.18, lw=0, label="min-max over regions")
+        ok = np.isfinite(mean[order])
+        ax.plot(xs[order][ok], mean[order][ok], "-o" if b <= 40 else "-", color="tab:blue",
+                ms=3.5, lw=1.2, label="mean over regions" if a.ndim == 2 else None)
+        styles = _ROLE_STYLES if ranked else _NEUTRAL_STYLES
+        for (role, i), (colour, marker) in zip(chosen.items(), styles):
+            if np.isfinite(mean[i]):
+                ax.plot([xs[i]], [mean[i]], marker, color=colour, ms=10, mec="k", mew=0.6,
+                        ls="none", label=f"{role} (sim {i})", zorder=5)
+        for label, pos in (marks or {}).items():
+            ax.axvline(pos, ls="--", color="0.4", lw=1, label=label)
+        missing = int((~np.isfinite(mean)).sum())
+        ax.set_title(name + (f" ({missing} not computed)" if missing else ""))
+        ax.set_xlabel(x_label)
+        if integer_x:
+            ax.xaxis.set_major_locator(_integer_locator())
+        ax.grid(alpha=0.3)
+    handles, names = {}, []
+    for ax in axes[:len(arrays)]:
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            if label not in handles:
+                handles[label] = handle
+                names.append(label)
+    for ax in axes[len(arrays):]:
+        ax.set_visible(False)
+    if handles:
+        fig.legend([handles[n] for n in names], names, loc="outside lower center",
+                   ncols=min(len(names), 4), frameon=False, fontsize="small")
+    if title:
+        fig.suptitle(title)
+    return _save(fig, path, dpi)
+
+
+def fc_batch(fcs, path, indices, titles=None, empirical=None, empirical_title: str = "empirical FC",
+             title: str | None = None, dpi: int = 110) -> str:
+    """FC matrices of a few simulations of a batch side by side (each on its own symmetric
+    colour scale, diagonal blanked), after the empirical FC when given; each panel's title ends
+    with its mean off-diagonal r and, with ``empirical``, the Pearson r of its lower triangle
+    with the empirical one (:func:`rww.objectives.fc_correlation`).
+
+    Args:
+        fcs: ``(B, N, N)`` FC of every simulation.
+        path: PNG file to write.
+        indices: the simulations to draw (a few: one panel each).
+        titles: one title per index (default ``"simulation i"``).
+        empirical: ``(N, N)`` FC drawn first and compared with, or ``None``.
+
+    Returns:
+        ``path``.
+    """
+    a = _array(fcs, "fcs")
+    if a.ndim != 3 or a.shape[1] != a.shape[2]:
+        raise ValueError(f"fcs: expected (B, N, N) FC matrices, got shape {a.shape}")
+    indices = [int(i) for i in indices]
+    if not indices or any(not 0 <= i < a.shape[0] for i in indices):
+        raise ValueError(f"indices: expected simulations in 0..{a.shape[0] - 1}, got {indices}")
+    titles = list(titles) if titles is not None else [f"simulation {i}" for i in indices]
+    if len(titles) != len(indices):
+        raise ValueError(f"titles: {len(titles)} for {len(indices)} simulations")
+    emp = None
+    panels = []
+    if empirical is not None:
+        emp = _square(empirical, "empirical")
+        if emp.shape != a.shape[1:]:
+            raise ValueError(f"fc_batch: empirical FC {emp.shape} and simulated {a.shape[1:]} "
+                             "differ; give the FC of the same parcellation")
+        panels.append((emp, f"{empirical_title}\nmean r {np.nanmean(_lower(emp)):.3f}"))
+    for i, name in zip(indices, titles):
+        low = _lower(a[i])
+        text = f"{name}\nmean r {np.nanmean(low):.3f}"
+        if emp is not None:
+            text += f", r with empirical {_pearson(_lower(emp), low):.3f}"
+        panels.append((a[i], text))
+    fig = _figure(4.3 * len(panels) + 0.4, 4.5)
+    axes = np.atleast_1d(fig.subplots(1, len(panels)))
+    for ax, (mat, text) in zip(axes, panels):
+        shown = mat.copy()
+        np.fill_diagonal(shown, np.nan)
+        finite = _lower(mat)[np.isfinite(_lower(mat))]
+        limit = float(np.abs(finite).max()) if finite.size else 1.0
+        limit = limit if limit > 0 else 1.0
+        image = ax.imshow(shown, cmap="RdBu_r", vmin=-limit, vmax=limit, interpolation="nearest")
+        ax.set_title(text, fontsize="medium")
+        ax.set_xlabel("region")
+        ax.set_ylabel("region")
+        ax.xaxis.set_major_locator(_integer_locator())
+        ax.yaxis.set_major_locator(_integer_locator())
+        fig.colorbar(image, ax=ax, shrink=0.8, label="Pearson r (own scale)")
+    if title:
+        fig.suptitle(title)
+    return _save(fig, path, dpi)
 
 
 def search_landscape(result, path, dpi: int = 110) -> str:

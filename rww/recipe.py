@@ -36,7 +36,8 @@ from .params import PARAM_INDEX, PARAM_NAMES, get_preset
 from .search import CandidateEvaluator, SearchResult, SearchSpace, candidate_loss, search
 from .transforms import RegionalMap
 
-__all__ = ["RecipeConfig", "RecipeResult", "fit_recipe", "model_from_row", "params_json"]
+__all__ = ["RecipeConfig", "RecipeResult", "fit_recipe", "model_from_row", "params_json",
+           "refinement_verdict"]
 
 
 @dataclass
@@ -65,6 +66,10 @@ class RecipeConfig:
         seed: of the search design, the noise and the evaluation.
         batch_size: candidates simulated together in the search.
         burn_in_trs: TRs discarded before scoring (search and refinement).
+        convergence_window, param_rtol, loss_rtol: the refinement's convergence verdict
+            (:func:`rww.fit_control.convergence`, reported in :attr:`RecipeResult.convergence`);
+            ``convergence_window`` ``None`` (the default) judges the last ``min(10, epochs)``
+            epochs (at least 3: fewer epochs are reported as not judged).
     """
 
     bounds: dict = field(default_factory=lambda: {"G_rel": (0.7, 1.0), "w_EE": (0.4, 1.4),
@@ -91,6 +96,18 @@ class RecipeConfig:
     seed: int = 0
     batch_size: int = 24
     burn_in_trs: int = 42
+    convergence_window: int | None = None
+    param_rtol: float = 0.02
+    loss_rtol: float = 0.01
+
+    def verdict_settings(self) -> dict:
+        """The refinement's :func:`rww.fit_control.convergence` settings (``convergence_window``
+        resolved: ``min(10, epochs)``, at least 3, unless given)."""
+        window = self.convergence_window
+        if window is None:
+            window = max(3, min(10, int(self.epochs)))
+        return {"convergence_window": window, "param_rtol": self.param_rtol,
+                "loss_rtol": self.loss_rtol}
 
 
 @dataclass
@@ -109,6 +126,9 @@ class RecipeResult:
         timings: seconds of each stage.
         final: the chosen point's :class:`rww.evaluate.Evaluation` (with its simulated BOLD and
             FC, for figures).
+        convergence: the refinement's convergence verdict (:func:`rww.fit_control.convergence`
+            on its history: ``converged`` (bool), ``reason`` (one sentence), the drifts, ...; see
+            :func:`refinement_verdict`), with ``converged`` ``None`` when no refinement ran.
     """
 
     model: RWWBold
@@ -119,6 +139,7 @@ class RecipeResult:
     chosen: str
     timings: dict
     final: object = None
+    convergence: dict | None = None
 
 
 def model_from_row(sc, row: dict, config: RecipeConfig, *, batch: int = 1, learn=(),
@@ -324,13 +345,17 @@ def fit_recipe(sc, target: FitTarget, config: RecipeConfig | None = None, *, tr:
                                  learn=config.learn, tr=tr, backend=backend)
         fit_config = FitConfig(epochs=config.epochs, lr=config.lr, window_trs=None, n_trs=n_trs,
                                burn_in_trs=config.burn_in_trs, seed=config.seed + 1,
-                               weights=weights)
+                               weights=weights, **config.verdict_settings())
         fit_result = fit(refined, target, fit_config, progress=progress,
                          checkpoint=os.path.join(out, "refine.ckpt") if out else None,
                          resume=bool(out))
         if out:
             fit_result.save(os.path.join(out, "fit"))
     timings["refine_s"] = time.perf_counter() - tick
+    verdict = refinement_verdict(fit_result, config)
+    if fit_result is not None:
+        log(f"refine: {len(fit_result.history['epoch'])} epochs of {', '.join(config.learn)} in "
+            f"{timings['refine_s']:.0f} s; {verdict['reason']}")
 
     tick = time.perf_counter()
     # Choose between the search point and the refined one on fresh noise at the search step
@@ -362,4 +387,29 @@ def fit_recipe(sc, target: FitTarget, config: RecipeConfig | None = None, *, tr:
     if out:
         with open(os.path.join(out, "params.json"), "w") as fh:
             json.dump(params, fh, indent=1)
-    return RecipeResult(model, params, result, fit_result, evaluations, chosen, timings, ev)
+    return RecipeResult(model, params, result, fit_result, evaluations, chosen, timings, ev,
+                        verdict)
+
+
+def refinement_verdict(fit_result, config: RecipeConfig) -> dict:
+    """The convergence verdict of the recipe's refinement: :func:`rww.fit_control.convergence`
+    on its history (the one :attr:`rww.fit.FitResult.convergence` holds), with the settings it
+    used. Without a refinement (``epochs = 0`` or nothing learned) ``converged`` is ``None`` and
+    the reason says why.
+
+    Returns:
+        dict: the verdict's entries (``converged``, ``reason``, ``window``, ``loss_drift``,
+        ``param_drift``, ...), ``epochs_run``, ``epochs``, and ``settings`` (window and
+        tolerances).
+    """
+    from .fit_control import convergence
+    settings = config.verdict_settings()
+    if fit_result is None:
+        why = "epochs = 0" if config.epochs <= 0 else "no parameter to learn"
+        return {"converged": None, "reason": f"not judged: no refinement ran ({why}); the "
+                                             "result is the search point", "window": None,
+                "epochs_run": 0, "epochs": config.epochs, "settings": settings}
+    verdict = convergence(fit_result.history, **settings)
+    verdict.update(epochs_run=len(fit_result.history["epoch"]), epochs=config.epochs,
+                   settings=settings)
+    return verdict

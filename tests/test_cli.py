@@ -98,8 +98,10 @@ def test_simulate_outputs_match_a_direct_simulation(tmp_path, capsys, connectome
     assert summary["fc_correlation_with_demo"] is None
     assert summary["timings"]["simulate_s"] > 0 and summary["timings"]["total_s"] >= summary["timings"]["simulate_s"]
     assert summary["command"].startswith("rww simulate ")
-    assert sorted(os.path.basename(f) for f in summary["outputs"]["figures"]) == ["bold_traces.png", "fc_simulated.png"]
-    for name in ("bold_traces.png", "fc_simulated.png"):
+    # A batch of 2 (noise realisations): the batch figures too (tests/test_cli_batch_figures.py).
+    assert sorted(os.path.basename(f) for f in summary["outputs"]["figures"]) == [
+        "batch_summary.png", "bold_traces.png", "fc_batch.png", "fc_simulated.png"]
+    for name in ("bold_traces.png", "fc_simulated.png", "batch_summary.png", "fc_batch.png"):
         png_ok(out / name)
 
 

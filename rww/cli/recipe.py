@@ -5,7 +5,8 @@ Writes, into ``--out``: ``search.csv`` / ``search.json`` (every candidate with i
 ``fit.json`` / ``fit.npz`` and ``refine.ckpt`` (the refinement), ``params.json`` (the chosen
 parameters, accepted unchanged by ``rww simulate --params``), ``summary.json`` (evaluations of the
 search point and the refined point at 0.1 ms on the training target and on held-out data, with
-their conventions; timings) and figures (``fc.png``, ``fcd.png``, ``search.png``).
+their conventions; the refinement's convergence verdict, ``convergence``, with a warning when it
+has not converged; timings) and figures (``fc.png``, ``fcd.png``, ``search.png``).
 """
 
 from __future__ import annotations
@@ -140,7 +141,9 @@ def run_recipe(args, sc, labels, connectome, demo, target, held_out: dict) -> in
         map_params=tuple(map_params), epochs=pick(args.epochs, "epochs"),
         lr=pick(args.lr, "lr"), realisations=pick(args.realisations, "realisations"),
         eval_realisations=pick(args.eval_realisations, "eval_realisations"),
-        eval_dt=args.eval_dt, seed=args.seed, weights=weights)
+        eval_dt=args.eval_dt, seed=args.seed, weights=weights,
+        **{key: getattr(args, key) for key in ("convergence_window", "param_rtol", "loss_rtol")
+           if getattr(args, key, None) is not None})
     hemispheres = demo.hemispheres if demo is not None else None
     n_trs = args.n_trs or (target.bold.shape[0] if target.bold is not None else 1200)
     print(f"rww fit (recipe): {config.method} search of {config.n_candidates} candidates over "
@@ -174,6 +177,9 @@ def run_recipe(args, sc, labels, connectome, demo, target, held_out: dict) -> in
                   f"{config.eval_dt} ms (rww.recipe)",
         "preset": "deco2014", "connectome": connectome, "n_regions": int(sc.shape[0]),
         "params": result.params, "chosen": result.chosen,
+        "convergence": dict(result.convergence, judged="the gradient refinement (fit.json), "
+                            "not the search; the chosen point is the better of the two on "
+                            "fresh noise (train.screening)"),
         "train": result.evaluations, "held_out": held_scores,
         "search_best": result.search.best(1)[0],
         "config": {k: (list(v) if isinstance(v, tuple) else v)
@@ -199,7 +205,22 @@ def run_recipe(args, sc, labels, connectome, demo, target, held_out: dict) -> in
     for name, scores in held_scores.items():
         line += f"; held-out {name}: FC r {scores['fc_r_single']:.3f}, FCD KS {_fmt(scores['fcd_ks'])}"
     print(line)
+    verdict = result.convergence
+    print(f"refinement ({verdict['epochs_run']} of {verdict['epochs']} epochs): "
+          f"{verdict['reason']}")
     print("wrote " + ", ".join(summary["outputs"]))
+    resume = ("the same command into the same --out reuses the search and resumes the "
+              "refinement (fit.json has its history)")
+    if verdict["converged"] is False and verdict["reason"].startswith("not judged"):
+        fewer = (f", or judge the last {verdict['epochs_run']} with --convergence-window "
+                 f"{verdict['epochs_run']}" if verdict["epochs_run"] >= 3 else "")
+        print(f"rww fit: warning: refinement {verdict['reason']}; rerun with at least "
+              f"{verdict['window']} --epochs{fewer}: {resume}", file=sys.stderr)
+    elif verdict["converged"] is False:
+        kept = ("the search point was kept (it screened better)" if result.chosen == "search"
+                else "the refined point may still change")
+        print(f"rww fit: warning: refinement {verdict['reason']}; {kept}: rerun with more "
+              f"--epochs to continue it: {resume}", file=sys.stderr)
     return 0
 
 

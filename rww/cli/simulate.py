@@ -26,7 +26,9 @@ def add_simulate_parser(subparsers) -> argparse.ArgumentParser:
                     "statistics; with --demo the FC correlation with the embedded empirical "
                     "FC) and PNG figures.",
         epilog="Examples: rww simulate --demo --param G=0.8 --duration 120 --out run1; "
-               "rww simulate sc.csv --normalise max --trs 200 --batch 4 --seed 1")
+               "rww simulate sc.csv --normalise max --trs 200 --batch 4 --seed 1; "
+               "rww simulate --demo --fic --g-relative --param G=0.6,0.7,0.8,0.9 --out sweep "
+               "(a sweep: one simulation per value, figures across the batch)")
     add_connectome_arguments(p, demo_help="use the embedded HCP Schaefer-100 group SC (100 regions) "
                              "and compare with its empirical FC")
 
@@ -55,7 +57,9 @@ def add_simulate_parser(subparsers) -> argparse.ArgumentParser:
                           "paper's 0.05 in TR units)")
     run.add_argument("--burn-in", type=int, default=10, metavar="TRS",
                      help="TRs simulated first and discarded (default 10)")
-    run.add_argument("--batch", type=int, default=1, help="simulations run together (default 1)")
+    run.add_argument("--batch", type=int, default=None,
+                     help="simulations run together (default: the length of the per-simulation "
+                          "parameter lists, e.g. 3 for --param G=0.2,0.4,0.6, a sweep; else 1)")
     run.add_argument("--seed", type=int, default=None,
                      help="noise seed in [0, 2**64) (default: drawn at random and recorded in "
                           "summary.json, so a run can be repeated with --seed)")
@@ -142,10 +146,38 @@ def _build_model(args, preset, device, dtype):
     options = model_options(args, file_options)
     sigma_out = params.pop("sigma_out", None)
     backend = _resolve_backend(args.backend, device)
-    model = RWWBold(sc, preset=args.preset, dt=args.dt, tr=args.tr, batch=args.batch,
-                    backend=backend, dtype=dtype, device=device, sigma_out=sigma_out,
-                    **options, **params)
+    if args.batch is None:
+        args.batch = _batch_from_lists(params, sc.shape[-1])
+    try:
+        model = RWWBold(sc, preset=args.preset, dt=args.dt, tr=args.tr, batch=args.batch,
+                        backend=backend, dtype=dtype, device=device, sigma_out=sigma_out,
+                        **options, **params)
+    except ValueError as err:
+        n = sc.shape[-1]
+        if "matches neither n_nodes" in str(err):
+            raise ValueError(f"{_one_line(err)}; give {args.batch} values (one per simulation of "
+                             f"--batch {args.batch}) or {n} (one per region), or drop --batch: "
+                             "it is then the lists' length (one simulation per value)") from None
+        if "ambiguous when batch == n_nodes" in str(err):
+            raise ValueError(f"{_one_line(err)}. On the command line a list of --batch values "
+                             f"is one per simulation and a list of {n} values one per region; "
+                             f"with --batch {n} (as many as the regions) a list of {n} cannot be "
+                             "told apart: sweep over another number of values") from None
+        raise
     return model, backend, labels, connectome, demo
+
+
+def _batch_from_lists(params: dict, n_regions: int) -> int:
+    """The batch a sweep asks for when --batch is not given: the length of the parameter lists
+    that are not one value per region (all the same length), else 1."""
+    lengths = {name: int(v.shape[0]) for name, v in params.items()
+               if hasattr(v, "dim") and v.dim() == 1 and v.shape[0] not in (1, n_regions)}
+    if len(set(lengths.values())) > 1:
+        given = ", ".join(f"{name}: {n}" for name, n in lengths.items())
+        raise ValueError(f"--param: per-simulation lists of different lengths ({given}); give "
+                         "each list one value per simulation (the same length), or "
+                         f"{n_regions} values (one per region)")
+    return next(iter(lengths.values()), 1)
 
 
 def _simulate_in_chunks(model, args, total: int, burn: int, chunk: int):
@@ -210,26 +242,173 @@ def _parameters_record(model, dtype):
     return parameters, bifurcation
 
 
-def _write_figures(args, model, preset, bold, sim_fc, demo, labels) -> list:
-    """The PNGs of a simulation (none with ``--no-figures``); returns their paths."""
+def _sweep(model, bifurcation) -> dict:
+    """What varies across the simulations of a batch, for the figures' x axis: ``{"x": (B,)
+    values, "label", "swept": [names], "marks": {label: x}}``. One swept parameter (the same in
+    every region of a simulation, or its mean over regions) gives its values (G as G/G_c with
+    --g-relative; with FIC, G_c marked when it is the same in every simulation); none or several
+    give the simulation index."""
+    import numpy as np
+    import torch
+
+    from ..params import PARAM_INDEX, PARAM_NAMES
+    b = model.batch
+    index = {"x": list(range(b)), "label": "simulation", "swept": [], "marks": {}}
+    if b == 1:
+        return index
+    with torch.no_grad():
+        table = model.parameter_table().detach()                        # (P, Bp, Np)
+    single = table.dtype == torch.float32
+    table = table.cpu().double().expand(-1, b, -1)
+    ratio = bifurcation["G_over_Gc"] if bifurcation is not None else None
+    relative = model.g_relative and ratio is not None and None not in ratio
+    swept = []
+    for name in PARAM_NAMES:
+        if name == "w_IE" and model.fic_target is not None:
+            continue                                  # set by FIC from the others
+        row = table[PARAM_INDEX[name]]                                  # (B, Np)
+        if name == "G" and relative:                  # the fraction given, not G_c x fraction
+            row = torch.tensor(ratio, dtype=torch.float64).view(b, 1)
+        per_sim = row.mean(-1)
+        if not torch.allclose(per_sim, per_sim[0].expand(b), rtol=1e-6, atol=0.0):
+            swept.append((name, per_sim, bool((row != per_sim[:, None]).any())))
+    if len(swept) != 1:
+        names = [n for n, _, _ in swept]
+        label = ("simulation (noise realisations of one parameter set)" if not names else
+                 f"simulation (varying: {', '.join(names)})")
+        return dict(index, label=label, swept=names)
+    name, values, regional = swept[0]
+    # float32 values as the shortest decimal of the same float32 (0.2, not 0.20000000298...).
+    x = [float(str(np.float32(v))) if single else float(v) for v in values.tolist()]
+    if name == "G" and relative:
+        return {"x": x, "label": "G / G_c", "swept": [name], "marks": {"G_c": 1.0}}
+    marks = {}
+    g_c = [v for v in bifurcation["G_c"] if v is not None] if bifurcation is not None else []
+    if name == "G" and len(g_c) == b and max(g_c) - min(g_c) <= 1e-6 * abs(max(g_c)):
+        marks[f"G_c = {g_c[0]:.4g}"] = g_c[0]
+    return {"x": x, "label": name + (" (mean over regions)" if regional else ""),
+            "swept": [name], "marks": marks}
+
+
+def _batch_choice(sweep, demo_r, sim_fc) -> dict:
+    """The simulations a batch's figures pick out, role -> index, with the criterion: by FC r
+    with the empirical FC when there is one (best, median, worst), else along the sweep (lowest,
+    middle, highest value), else by mean FC (noise realisations)."""
+    import numpy as np
+
+    def pick(order, names, criterion, ranked=False):
+        out = {}
+        for role, k in zip(names, (0, len(order) // 2, len(order) - 1)):
+            i = int(order[k])
+            if i not in out.values():
+                out[role] = i
+        return {"criterion": criterion, "ranked": ranked, "simulations": out}
+
+    if demo_r is not None:
+        r = np.asarray([np.nan if v is None else float(v) for v in demo_r])
+        ok = np.flatnonzero(np.isfinite(r))
+        if ok.size:
+            order = ok[np.argsort(-r[ok], kind="stable")]
+            return pick(order, ("best FC r", "median FC r", "worst FC r"),
+                        "FC r with the empirical FC (lower triangles)", ranked=True)
+    if sweep["swept"] and len(sweep["swept"]) == 1:
+        order = np.argsort(np.asarray(sweep["x"], dtype=float), kind="stable")
+        name = sweep["label"]
+        return pick(order, (f"lowest {name}", f"middle {name}", f"highest {name}"),
+                    f"the swept parameter ({name})")
+    if sim_fc is None:
+        return {"criterion": "simulation index", "ranked": False,
+                "simulations": {"simulation 0": 0}}
+    from .. import objectives as obj
+    level = obj.lower_triangle(sim_fc).mean(-1).numpy()
+    ok = np.flatnonzero(np.isfinite(level))
+    if not ok.size:
+        return {"criterion": "simulation index", "ranked": False,
+                "simulations": {"simulation 0": 0}}
+    order = ok[np.argsort(level[ok], kind="stable")]
+    return pick(order, ("lowest mean FC", "median mean FC", "highest mean FC"),
+                "mean off-diagonal FC")
+
+
+def _write_figures(args, model, preset, bold, sim_fc, demo, labels, rate, demo_r, demo_scores,
+                   bifurcation) -> tuple[list, dict | None]:
+    """The PNGs of a simulation (none with ``--no-figures``). One simulation: its BOLD traces and
+    FC (with --demo, against the empirical FC). A batch: the same for its representative (the
+    best FC r with --demo, else simulation 0), plus batch_summary.png (mean r_E, mean FC and,
+    with --demo, FC r and FCD KS per simulation against the swept parameter or the simulation
+    index) and fc_batch.png (the FC of the chosen simulations: best, median and worst FC r with
+    --demo, else along the sweep). Returns ``(paths, batch record for the summary or None)``."""
     if args.no_figures:
-        return []
+        return [], None
+    import numpy as np
+
     from .. import figures as fig
+    from ..objectives import RATE_BAND_HZ
+
+    b = model.batch
+    sweep = _sweep(model, bifurcation) if b > 1 else None
+    choice = _batch_choice(sweep, None if demo_r is None else demo_r.tolist(), sim_fc) \
+        if b > 1 else None
+    rep, why = 0, ""
+    if choice is not None and choice["criterion"].startswith("FC r"):
+        rep, why = choice["simulations"]["best FC r"], ", best FC r"
+
+    def name_of(i):
+        if b == 1:
+            return "simulation 0"
+        value = sweep["x"][i]
+        at = f", {sweep['label']} = {value:.4g}" if sweep["swept"] else ""
+        return f"simulation {i} of {b}{at}"
 
     # BOLD = V_0 (...) is a fractional signal change (deco2014); griffiths2022 scales it by
     # 100 / rho as the paper's code does (rww.params.bold_coefficients).
     unit = "(fractional signal change)" if preset.code == 0 else "(paper units: 100/rho x frac.)"
-    figures = [fig.bold_traces(bold[0], os.path.join(args.out, "bold_traces.png"), tr=model.tr,
+    figures = [fig.bold_traces(bold[rep], os.path.join(args.out, "bold_traces.png"), tr=model.tr,
                                labels=labels, unit=unit,
-                               title=f"simulation 0 of {model.batch} ({preset.name})")]
+                               title=f"{name_of(rep)}{why} ({preset.name})")]
     if sim_fc is not None:
-        figures.append(fig.fc_matrix(sim_fc[0], os.path.join(args.out, "fc_simulated.png"),
-                                     title="simulated FC (simulation 0)", labels=labels))
+        figures.append(fig.fc_matrix(sim_fc[rep], os.path.join(args.out, "fc_simulated.png"),
+                                     title=f"simulated FC, {name_of(rep)}{why}", labels=labels))
         if demo is not None:
             figures.append(fig.fc_comparison(
-                demo.fc, sim_fc[0], os.path.join(args.out, "fc_vs_empirical.png"),
-                title="HCP Schaefer-100 group FC (group-train706) vs simulation 0"))
-    return figures
+                demo.fc, sim_fc[rep], os.path.join(args.out, "fc_vs_empirical.png"),
+                title=f"HCP Schaefer-100 group FC (group-train706) vs {name_of(rep)}{why}"))
+    if b == 1:
+        return figures, None
+    from .. import objectives as obj
+    scores = {"mean r_E [Hz]": rate.numpy()}
+    if sim_fc is not None:
+        scores["mean FC (off-diagonal r)"] = obj.lower_triangle(sim_fc).mean(-1).numpy()
+    if demo_r is not None:
+        scores["FC r with the empirical FC (higher is better)"] = demo_r.numpy()
+    if demo_scores and demo_scores.get("fcd_ks") is not None:
+        scores["FCD KS with the empirical FCD (lower is better)"] = np.asarray(
+            [np.nan if v is None else v for v in demo_scores["fcd_ks"]], dtype=float)
+    roles = choice["simulations"]
+    what = (f"sweep over {sweep['swept'][0]}" if len(sweep["swept"]) == 1 else
+            "noise realisations" if not sweep["swept"] else
+            f"{', '.join(sweep['swept'])} varied together")
+    figures.append(fig.batch_summary(
+        sweep["x"], scores, os.path.join(args.out, "batch_summary.png"), x_label=sweep["label"],
+        chosen=roles, marks=sweep["marks"], ranked=choice["ranked"],
+        bands={"mean r_E [Hz]": (*RATE_BAND_HZ, f"{RATE_BAND_HZ[0]:g}-{RATE_BAND_HZ[1]:g} Hz: "
+                                                "spontaneous cortical rates")},
+        title=f"batch of {b} simulations: {what} ({preset.name}, {bold.shape[1]} TRs of "
+              f"{model.tr:g} s)"))
+    if sim_fc is not None:
+        figures.append(fig.fc_batch(
+            sim_fc, os.path.join(args.out, "fc_batch.png"), list(roles.values()),
+            titles=[f"{role}: {name_of(i)}" for role, i in roles.items()],
+            empirical=None if demo is None else demo.fc,
+            empirical_title="HCP group FC (group-train706)",
+            title=f"FC of {len(roles)} of the {b} simulations, chosen by {choice['criterion']}"))
+    record = {"x": sweep["x"], "x_label": sweep["label"], "swept": sweep["swept"],
+              "chosen_by": choice["criterion"], "chosen": roles,
+              "representative": rep,
+              "meaning": "the simulations batch_summary.png marks and fc_batch.png shows; "
+                         "bold_traces.png and fc_simulated.png (fc_vs_empirical.png) show the "
+                         "representative (the best FC r with --demo, else simulation 0)"}
+    return figures, record
 
 
 def run_simulate(args) -> int:
@@ -314,7 +493,8 @@ def run_simulate(args) -> int:
     analysis_s = time.perf_counter() - tick
 
     tick = time.perf_counter()
-    figures = _write_figures(args, model, preset, bold, sim_fc, demo, labels)
+    figures, batch_figures = _write_figures(args, model, preset, bold, sim_fc, demo, labels,
+                                            rate, demo_r, demo_scores, bifurcation)
     figures_s = time.perf_counter() - tick
 
     lower = obj.lower_triangle(sim_fc) if sim_fc is not None else None
@@ -343,6 +523,7 @@ def run_simulate(args) -> int:
                     "steps_per_s": _finite(total * spt * model.batch / simulate_s)
                     if simulate_s > 0 else None},
         "outputs": {"bold": bold_path, "figures": figures},
+        "batch_figures": batch_figures,
         "warnings": warnings,
     })
     summary_path = os.path.join(args.out, "summary.json")
