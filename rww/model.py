@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from .coupling import griffiths_laplacian, griffiths_normalise_sc, validate_connectome
+from .delays import DEFAULT_VELOCITY, delay_steps
 from .noise import check_seed, check_sim_offset, draw_seed, observation_noise
 from .ops.reference import ScanResult
 from .ops.scan import BACKENDS, auto_backend_name, raise_if_vmapped, rww_scan
@@ -22,10 +23,15 @@ from .transforms import make_learnable
 DEFAULT_INITIAL = {"S_E": 0.1, "S_I": 0.1, "x": 0.0, "f_dev": 0.0, "v_dev": 0.0, "q_dev": 0.0}
 
 
-def initial_state(batch: int, n_nodes: int, dtype=torch.float32, device="cpu") -> torch.Tensor:
-    """The default initial state ``(6, B, N)`` (values in :data:`DEFAULT_INITIAL`)."""
-    values = torch.tensor([DEFAULT_INITIAL[k] for k in STATE_NAMES], dtype=dtype, device=device)
-    return values.view(6, 1, 1).expand(6, batch, n_nodes).contiguous()
+def initial_state(batch: int, n_nodes: int, dtype=torch.float32, device="cpu",
+                  max_delay: int = 0) -> torch.Tensor:
+    """The default initial state ``(6 + max_delay, B, N)``: the values in
+    :data:`DEFAULT_INITIAL`, then (with conduction delays of up to ``max_delay`` steps) a
+    constant S_E history equal to the initial S_E."""
+    values = torch.tensor([DEFAULT_INITIAL[k] for k in STATE_NAMES]
+                          + [DEFAULT_INITIAL["S_E"]] * max_delay, dtype=dtype, device=device)
+    rows = 6 + max_delay
+    return values.view(rows, 1, 1).expand(rows, batch, n_nodes).contiguous()
 
 
 def _normalise_learn(learn, griffiths: bool) -> dict:
@@ -77,6 +83,14 @@ class RWWBold(nn.Module):
         w_bb: griffiths2022 only: learn the paper's ``N x N`` connection gain (init 0.05).
         sigma_out: BOLD observation noise: deco2014 adds ``sigma_out * xi`` (default 0, none);
             griffiths2022 adds ``(0.001 + relu(sigma_out)) * xi`` (default 0.02, the paper's).
+        lengths: tract lengths [mm] ``(N, N)`` (row: receiving region) for conduction delays:
+            the coupling input to region i becomes ``sum_j C_ij S_E,j(t - tau_ij)``,
+            ``tau_ij = lengths_ij / velocity`` rounded to whole steps (:mod:`rww.delays`; TVB's
+            rounding). The state then carries the S_E history (``6 + D`` rows, D the longest
+            lag). Default ``None``: no delays.
+        velocity: conduction velocity [m/s], a number or a ``(B,)`` tensor, one per simulation
+            (default :data:`rww.delays.DEFAULT_VELOCITY`, 3 m/s, with ``lengths``). Lags are
+            whole steps, so neither lengths nor velocity receive gradients.
         fic: feedback inhibition control (deco2014 only): ``False`` (default) uses ``w_IE`` as
             given; ``True`` or a target rate [Hz] (a number, or a ``(B,)`` tensor, one per
             simulation; ``True`` means 3 Hz) sets ``w_IE`` per region and simulation by the
@@ -105,7 +119,7 @@ class RWWBold(nn.Module):
                  device=None, haemo: str | dict | None = None, steps_per_tr: int | None = None,
                  checkpoint_every: int | None = None, w_bb: bool = False,
                  sigma_out: float | None = None, fic=False, g_relative: bool = False,
-                 **params):
+                 lengths=None, velocity=None, **params):
         super().__init__()
         self.preset = get_preset(preset)
         if dtype not in (torch.float32, torch.float64):
@@ -168,6 +182,7 @@ class RWWBold(nn.Module):
             self.learned["w_bb"] = make_learnable("w_bb", init, learn_canon.get("w_bb", "identity"))
         self.has_w_bb = "w_bb" in self.learned
         self._init_fic(fic, g_relative, learn_canon, dtype, sc.device)
+        self._init_delays(lengths, velocity, sc.device)
         if dtype == torch.float32:
             self._warn_if_float32_cannot_resolve(values)
 
@@ -184,6 +199,42 @@ class RWWBold(nn.Module):
                 "roundings (measured S_E error against float64 after 4 ms: 8e-5 at dt 1e-4 ms, "
                 "5e-3 at 1e-5 ms). Use dtype=torch.float64 (rww simulate --dtype float64) or "
                 f"dt >= {FLOAT32_MIN_STEP_OVER_TAU * tau:g} ms", RuntimeWarning, stacklevel=3)
+
+    def _init_delays(self, lengths, velocity, device):
+        """Validate and store tract lengths and conduction velocity (see the class docstring)."""
+        if lengths is None:
+            if velocity is not None:
+                raise ValueError("velocity: conduction delays need tract lengths too; pass "
+                                 "lengths=(N, N) in mm (rww.data loaders return them)")
+            self.lengths = self.velocity = None
+            return
+        lengths = torch.as_tensor(lengths, dtype=torch.float64, device=device)
+        if tuple(lengths.shape) != (self.n_nodes, self.n_nodes):
+            raise ValueError(f"lengths: expected ({self.n_nodes}, {self.n_nodes}) tract lengths "
+                             f"[mm] matching the connectome, got {tuple(lengths.shape)}")
+        velocity = DEFAULT_VELOCITY if velocity is None else velocity
+        velocity = torch.as_tensor(velocity, dtype=torch.float64, device=device)
+        if velocity.dim() == 1 and velocity.shape[0] != self.batch:
+            raise ValueError(f"velocity: a per-simulation velocity needs {self.batch} values "
+                             f"(batch={self.batch}), got {velocity.shape[0]}")
+        delay_steps(lengths, velocity, self.dt)          # validates; raises with advice
+        self.register_buffer("lengths", lengths)
+        self.register_buffer("velocity", velocity)
+
+    def delays(self) -> torch.Tensor | None:
+        """Conduction lags in steps, int64 ``(N, N)`` (one velocity) or ``(B, N, N)`` (one per
+        simulation), :func:`rww.delays.delay_steps` of ``lengths`` and ``velocity`` at this
+        model's dt; ``None`` without tract lengths or when every lag rounds to 0 steps."""
+        if self.lengths is None:
+            return None
+        lags = delay_steps(self.lengths, self.velocity, self.dt)
+        return lags if int(lags.max()) > 0 else None
+
+    @property
+    def max_delay(self) -> int:
+        """The longest conduction lag D [steps]; the state has ``6 + D`` rows."""
+        lags = self.delays()
+        return 0 if lags is None else int(lags.max())
 
     def _init_fic(self, fic, g_relative: bool, learn_canon: dict, dtype, device):
         """Validate and store the FIC and relative-coupling settings (see the class docstring)."""
@@ -346,8 +397,10 @@ class RWWBold(nn.Module):
         return self.sc
 
     def initial_state(self) -> torch.Tensor:
-        """Default initial state ``(6, B, N)``."""
-        return initial_state(self.batch, self.n_nodes, self.sc.dtype, self.sc.device)
+        """Default initial state ``(6 + D, B, N)`` (D = :attr:`max_delay` rows of S_E history,
+        constant at the initial S_E)."""
+        return initial_state(self.batch, self.n_nodes, self.sc.dtype, self.sc.device,
+                             self.max_delay)
 
     def spec(self, n_trs: int, seed: int = 0, t0: int = 0, record=(),
              sim_offset: int = 0) -> ScanSpec:
@@ -356,7 +409,7 @@ class RWWBold(nn.Module):
         return ScanSpec(self.preset, self.dt, self.steps_per_tr, n_trs * self.steps_per_tr,
                         seed=check_seed(seed), t0=t0,
                         sim_offset=check_sim_offset(sim_offset, self.batch), haemo=self.haemo,
-                        record=tuple(record))
+                        record=tuple(record), max_delay=self.max_delay)
 
     def simulate(self, n_trs: int, state: torch.Tensor | None = None, seed: int | None = None,
                  t0: int = 0, record=(), sim_offset: int = 0) -> ScanResult:
@@ -368,13 +421,18 @@ class RWWBold(nn.Module):
             seed = draw_seed()
         self.last_seed = seed
         spec = self.spec(n_trs, seed, t0, record, sim_offset)
+        rows = spec.n_state_rows
         if state is None:
             state = self.initial_state()
-        elif not torch.is_tensor(state) or tuple(state.shape) != (6, self.batch, self.n_nodes):
+        elif not torch.is_tensor(state) or tuple(state.shape) != (rows, self.batch, self.n_nodes):
             got = tuple(state.shape) if torch.is_tensor(state) else type(state).__name__
-            raise ValueError(f"state: expected shape (6, {self.batch}, {self.n_nodes}), got {got}")
+            why = (f" (6 state rows and {rows - 6} of S_E history for this model's conduction "
+                   "delays)" if rows > 6 else "")
+            raise ValueError(f"state: expected shape ({rows}, {self.batch}, {self.n_nodes})"
+                             f"{why}, got {got}")
         result = rww_scan(self.parameter_table(), self.coupling(), state, spec,
-                          backend=self.backend, checkpoint_every=self.checkpoint_every)
+                          backend=self.backend, checkpoint_every=self.checkpoint_every,
+                          delays=self.delays())
         result.bold = self._observe(result.bold, spec)
         result.seed = spec.seed
         return result
@@ -485,8 +543,11 @@ class RWWBold(nn.Module):
             backend = f"auto -> {auto_backend_name(self.sc.device)}"
         shared = "shared" if self.sc.dim() == 2 else "per-simulation"
         fic = "off" if self.fic_target is None else f"{self.fic_target.flatten().tolist()} Hz"
+        delays = ("off" if self.lengths is None else
+                  f"up to {self.max_delay} steps at {self.velocity.flatten().tolist()} m/s")
         return (f"preset={self.preset.name}, n_nodes={self.n_nodes}, batch={self.batch}, "
-                f"fic={fic}, g_relative={self.g_relative}, haemo={self.haemo['model']}, "
+                f"fic={fic}, g_relative={self.g_relative}, delays={delays}, "
+                f"haemo={self.haemo['model']}, "
                 f"dt={self.dt}, tr={self.tr} s ({self.steps_per_tr} steps), sc={shared}, "
                 f"learn={self.learnable}, backend={backend}, dtype={self.sc.dtype}, "
                 f"device={self.sc.device}")

@@ -289,7 +289,6 @@ class CandidateEvaluator:
             ``loss`` and ``status`` (``"ok"``, or why the candidate could not be scored).
         """
         from .fic import analytic_fic
-        from .stability import critical_coupling
 
         values = np.asarray(values, dtype=np.float64).reshape(-1, len(names))
         m = values.shape[0]
@@ -302,7 +301,7 @@ class CandidateEvaluator:
         sc64 = self.sc.to(torch.float64)
         if fic is not None:
             table = self._table(params, m)
-            g_c = critical_coupling(table, sc64, fic.view(m, 1)).detach()
+            g_c = self._critical_coupling(table, sc64, fic)
             g = table[PARAM_INDEX["G"]].mean(-1)
             if "G_rel" in names:
                 g_rel = torch.as_tensor(values[:, names.index("G_rel")])
@@ -350,6 +349,30 @@ class CandidateEvaluator:
             rows[i]["loss"] = float(loss[i]) if status[i] == "ok" else math.inf
             rows[i]["status"] = status[i]
         return rows
+
+    def _critical_coupling(self, table: torch.Tensor, sc64: torch.Tensor,
+                           fic: torch.Tensor) -> torch.Tensor:
+        """``(M,)`` G_c of each candidate (:func:`rww.stability.critical_coupling`, no gradient),
+        solved once per distinct parameter set: G_c does not depend on G, so candidates that
+        differ only in G (e.g. a G/G_c x w_EE grid) share one solve, within a call and across
+        calls (a solve costs ~0.1-1 s at N = 100, several times the candidate's simulation).
+        Each candidate's G_c is the same number a solve of it alone gives (the solve is
+        per simulation)."""
+        from .stability import critical_coupling
+
+        m = table.shape[1]
+        rest = table.expand(-1, m, self.n_nodes).clone()
+        rest[PARAM_INDEX["G"]] = 0.0             # critical_coupling overrides G and w_IE
+        rest[PARAM_INDEX["w_IE"]] = 0.0
+        keys = [rest[:, i].numpy().tobytes() + fic[i].numpy().tobytes() for i in range(m)]
+        cache = self.__dict__.setdefault("_g_c_cache", {})
+        todo = list(dict.fromkeys(k for k in keys if k not in cache))
+        if todo:
+            first = [keys.index(k) for k in todo]
+            solved = critical_coupling(table.expand(-1, m, -1)[:, first], sc64,
+                                       fic[first].view(-1, 1)).detach()
+            cache.update(zip(todo, solved.tolist()))
+        return torch.tensor([cache[k] for k in keys], dtype=torch.float64)
 
     def _simulate_and_score(self, params: dict, idx: list, status: list) -> dict:
         from .model import RWWBold

@@ -95,6 +95,29 @@ def test_candidate_rows_equal_a_direct_simulation():
     np.testing.assert_allclose([r["loss"] for r in rows], expected, rtol=1e-12)
 
 
+def test_critical_coupling_solved_once_per_parameter_set(monkeypatch):
+    """A G/G_c x w_EE grid: G_c depends on w_EE only, so 3 x 2 candidates (two calls) need two
+    solves, and each candidate's G_c equals the solve of its own parameters alone."""
+    import rww.stability as stability
+
+    sc = _sc()
+    ev = CandidateEvaluator(sc, _target(sc), n_trs=40, burn_in_trs=5, progress=False, **FAST)
+    solved = []
+    real = stability.critical_coupling
+
+    def counting(table, *args, **kwargs):
+        solved.append(table.shape[1])
+        return real(table, *args, **kwargs)
+
+    monkeypatch.setattr(stability, "critical_coupling", counting)
+    grid = np.array([[g, w] for w in (0.6, 1.0) for g in (0.5, 0.7, 0.9)])
+    rows = ev(["G_rel", "w_EE"], grid[:4]) + ev(["G_rel", "w_EE"], grid[4:])
+    assert solved == [2]                  # the first call solves both w_EE values, the second none
+    for w in (0.6, 1.0):
+        alone = real(pack_parameters({"w_EE": w}, get_preset("deco2014"), 1, N, torch.float64), sc)
+        assert {r["G_c"] for r in rows if r["w_EE"] == w} == {float(alone[0])}
+
+
 def test_grid_search_ranks_the_true_point_first():
     """On a target simulated at G/G_c = 0.7, w_EE = 0.8 (same noise seed: common random
     numbers), the grid point at the truth scores best on the data terms (rate term off)."""

@@ -71,10 +71,12 @@ def default_checkpoint_every(n_steps: int) -> int:
     return max(1, math.ceil(math.sqrt(max(n_steps, 1))))
 
 
-def gradient_bytes(backend, n_steps: int, k: int, batch: int, n_nodes: int, itemsize: int) -> int:
+def gradient_bytes(backend, n_steps: int, k: int, batch: int, n_nodes: int, itemsize: int,
+                   state_rows: int = 6) -> int:
     """Peak bytes of a gradient through the scan with checkpoint interval ``k``: the checkpoints
-    ``(ceil(T/k), 6, B, N)`` plus ``backend.segment_bytes`` for one segment."""
-    checkpoints = math.ceil(max(n_steps, 1) / k) * 6 * batch * n_nodes * itemsize
+    ``(ceil(T/k), state_rows, B, N)`` (6, plus D rows of S_E history with conduction delays of
+    up to D steps) plus ``backend.segment_bytes`` for one segment."""
+    checkpoints = math.ceil(max(n_steps, 1) / k) * state_rows * batch * n_nodes * itemsize
     return checkpoints + backend.segment_bytes(k, batch, n_nodes, itemsize)
 
 
@@ -83,7 +85,7 @@ def _fmt(n: float) -> str:
 
 
 def choose_checkpoint_every(backend, n_steps: int, batch: int, n_nodes: int, itemsize: int,
-                            device, budget: int | None = None) -> int:
+                            device, budget: int | None = None, state_rows: int = 6) -> int:
     """Checkpoint interval K for a gradient through ``n_steps`` steps (see the module docstring).
 
     Args:
@@ -91,6 +93,7 @@ def choose_checkpoint_every(backend, n_steps: int, batch: int, n_nodes: int, ite
         n_steps, batch, n_nodes: T, B, N. itemsize: bytes per float (4 or 8).
         device: where the scan runs (for the default budget).
         budget: bytes available (default :func:`memory_budget`).
+        state_rows: rows of a checkpoint (6, plus the S_E history's D with delays).
 
     Returns:
         K, an int in ``[1, max(T, 1)]``.
@@ -104,16 +107,20 @@ def choose_checkpoint_every(backend, n_steps: int, batch: int, n_nodes: int, ite
     budget = memory_budget(device) if budget is None else budget
     if budget is None:
         return k_default
-    need = gradient_bytes(backend, t, k_default, batch, n_nodes, itemsize)
+
+    def gradient_bytes_k(k):
+        return gradient_bytes(backend, t, k, batch, n_nodes, itemsize, state_rows)
+
+    need = gradient_bytes_k(k_default)
     if need <= budget:
         return k_default
     # The working set's floats per (simulation, region, step), from the backend's own estimate.
     per_step = (backend.segment_bytes(2, batch, n_nodes, itemsize)
                 - backend.segment_bytes(1, batch, n_nodes, itemsize)) / (batch * n_nodes * itemsize)
-    k_star = math.sqrt(6 * t / per_step) if per_step > 0 else t
+    k_star = math.sqrt(state_rows * t / per_step) if per_step > 0 else t
     candidates = {min(t, max(1, int(k))) for k in (math.floor(k_star), math.ceil(k_star))}
-    best = min(candidates, key=lambda k: gradient_bytes(backend, t, k, batch, n_nodes, itemsize))
-    least = gradient_bytes(backend, t, best, batch, n_nodes, itemsize)
+    best = min(candidates, key=gradient_bytes_k)
+    least = gradient_bytes_k(best)
     if least <= budget:
         return best
     fits = max(0, int(batch * budget / least))

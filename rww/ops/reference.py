@@ -118,6 +118,30 @@ def couple(coupling: torch.Tensor, s_e: torch.Tensor) -> torch.Tensor:
     return torch.bmm(coupling, s_e.unsqueeze(-1)).squeeze(-1)
 
 
+def delay_gather_index(delays: torch.Tensor, batch: int, n_nodes: int) -> torch.Tensor:
+    """``(B, N, N)`` int64 indices into the flattened ``(D + 1, B, N)`` stack of S_E now and in
+    the past (:func:`couple_delayed`): element ``(b, i, j)`` points at S_E of region j,
+    ``delays[b, i, j]`` steps back, in simulation b."""
+    lag = delays.to(torch.int64).expand(batch, n_nodes, n_nodes)
+    b = torch.arange(batch, device=delays.device).view(batch, 1, 1)
+    j = torch.arange(n_nodes, device=delays.device).view(1, 1, n_nodes)
+    return (lag * batch + b) * n_nodes + j
+
+
+def couple_delayed(coupling: torch.Tensor, s_e: torch.Tensor, history: tuple,
+                   index: torch.Tensor) -> torch.Tensor:
+    """Delayed coupling ``sum_j C_ij S_E,j(t - lag_ij)`` per simulation, ``(B, N)``.
+
+    Args:
+        coupling: ``(N, N)`` or ``(B, N, N)``.
+        s_e: ``(B, N)`` S_E now (lag 0).
+        history: D tensors ``(B, N)``, S_E 1, 2, ..., D steps back.
+        index: :func:`delay_gather_index` of the lags.
+    """
+    past = torch.stack((s_e,) + tuple(history)).reshape(-1)
+    return (coupling * past[index]).sum(-1)
+
+
 def balloon_derivatives(s_e, x, f_dev, v_dev, q_dev, haemo: dict):
     """Right-hand sides of the Balloon-Windkessel equations (time in seconds), on the state held
     as deviations from rest: ``f_dev = f - 1``, ``v_dev = v - 1``, ``q_dev = q - 1`` (each
@@ -166,27 +190,35 @@ def bold_signal(q_dev: torch.Tensor, v_dev: torch.Tensor, spec: ScanSpec) -> tor
 
 
 def rww_step(state: tuple, p: dict, coupling: torch.Tensor, xi_e: torch.Tensor,
-             xi_i: torch.Tensor, spec: ScanSpec):
+             xi_i: torch.Tensor, spec: ScanSpec, delay_index: torch.Tensor | None = None):
     """One Euler-Maruyama step of the coupled system.
 
     Args:
         state: ``(S_E, S_I, x, f - 1, v - 1, q - 1)``, each ``(B, N)`` (the Balloon's flow,
-            volume and deoxyhaemoglobin as deviations from rest, :data:`rww.ops.spec.STATE_NAMES`).
+            volume and deoxyhaemoglobin as deviations from rest, :data:`rww.ops.spec.STATE_NAMES`),
+            then with delays ``D`` more: S_E 1, 2, ..., D steps back.
         p: parameter name -> tensor broadcastable to ``(B, N)``.
         coupling: ``(N, N)`` or ``(B, N, N)``.
         xi_e, xi_i: standard normal noise ``(B, N)``.
+        delay_index: with delays, :func:`delay_gather_index` of the lags; the coupling input is
+            then ``sum_j C_ij S_E,j(t - lag_ij)`` (TVB's convention: lag 0 is the current S_E).
 
     Returns:
         ``(new_state, r_E, r_I)``: the state after the step and the rates [Hz] that drove it.
     """
-    s_e, s_i, x, f, v, q = state
+    s_e, s_i, x, f, v, q = state[:6]
+    history = state[6:]
+    if history:
+        coupled = couple_delayed(coupling, s_e, history, delay_index)
+    else:
+        coupled = couple(coupling, s_e)
     dt = spec.dt
     griffiths = spec.preset.code == 1
     if griffiths:
         relu = torch.relu
         g_ee, g_ie, g_ei = (0.001 + relu(p["w_EE"]), 0.001 + relu(p["w_IE"]),
                             0.001 + relu(p["w_EI"]))
-        i_e = torch.tanh(relu(p["W_E"] * p["I_0"] + g_ee * s_e + p["G"] * couple(coupling, s_e)
+        i_e = torch.tanh(relu(p["W_E"] * p["I_0"] + g_ee * s_e + p["G"] * coupled
                               - g_ie * s_i))
         i_i = torch.tanh(relu(p["W_I"] * p["I_0"] + g_ei * s_e - s_i))
         r_e = transfer_griffiths(i_e, p["a_E"], p["b_E"], p["d_E"])
@@ -194,7 +226,7 @@ def rww_step(state: tuple, p: dict, coupling: torch.Tensor, xi_e: torch.Tensor,
         noise_amp = math.sqrt(dt) * (0.02 + relu(p["sigma"]))
     else:
         j = p["J_NMDA"]
-        i_e = (p["W_E"] * p["I_0"] + p["w_EE"] * j * s_e + p["G"] * j * couple(coupling, s_e)
+        i_e = (p["W_E"] * p["I_0"] + p["w_EE"] * j * s_e + p["G"] * j * coupled
                - p["w_IE"] * s_i)
         i_i = p["W_I"] * p["I_0"] + p["w_EI"] * j * s_e - s_i
         r_e = transfer_deco(i_e, p["a_E"], p["b_E"], p["d_E"])
@@ -217,7 +249,9 @@ def rww_step(state: tuple, p: dict, coupling: torch.Tensor, xi_e: torch.Tensor,
     else:
         s_e_new = torch.clamp(s_e_new, 0.0, 1.0)
         s_i_new = torch.clamp(s_i_new, 0.0, 1.0)
-    return (s_e_new, s_i_new, x_new, f_new, v_new, q_new), r_e, r_i
+    # the history shifts by one step: the S_E this step started from is now 1 step back
+    return (s_e_new, s_i_new, x_new, f_new, v_new, q_new, *((s_e,) + history[:-1] if history
+                                                           else ())), r_e, r_i
 
 
 @dataclass
@@ -226,7 +260,8 @@ class ScanResult:
 
     Attributes:
         bold: ``(B, n_TR, N)`` BOLD at the end of every TR.
-        state: ``(6, B, N)`` final state (order :data:`rww.ops.spec.STATE_NAMES`).
+        state: ``(6 + D, B, N)`` final state (order :data:`rww.ops.spec.STATE_NAMES`, then the
+            S_E history of a scan with delays of up to D steps).
         records: name -> ``(B, n_TR, N)`` for each recorded quantity.
     """
 
@@ -238,7 +273,7 @@ class ScanResult:
 
 def _bad_mask(state: tuple, griffiths: bool) -> torch.Tensor:
     """``(B,)``: some state of the simulation is non-finite (or, deco2014, f, v or q <= 0)."""
-    s_e, s_i, x, f_dev, v_dev, q_dev = state
+    s_e, s_i, x, f_dev, v_dev, q_dev = state[:6]        # (the history holds copies of S_E)
     bad = ~torch.isfinite(s_e + s_i + x + f_dev + v_dev + q_dev)
     if not griffiths:
         bad |= ~(torch.minimum(torch.minimum(f_dev, v_dev), q_dev) > -1.0)
@@ -264,15 +299,18 @@ class SegmentResult:
 
 def simulate_steps(params: torch.Tensor, coupling: torch.Tensor, state: torch.Tensor,
                    spec: ScanSpec, start: int, stop: int,
-                   check_divergence: bool = True) -> SegmentResult:
-    """Simulate local steps ``[start, stop)`` of the scan described by ``spec`` from ``state``.
+                   check_divergence: bool = True,
+                   delays: torch.Tensor | None = None) -> SegmentResult:
+    """Simulate local steps ``[start, stop)`` of the scan described by ``spec`` from ``state``
+    (``(6 + spec.max_delay, B, N)``; ``delays`` the integer lags when ``spec.max_delay > 0``).
 
     Local step k uses global noise counter ``spec.t0 + k``; TR boundaries are at local multiples of
     ``spec.steps_per_tr``. Segments need not align with TRs (the checkpointed backends cut
     anywhere).
     """
-    batch, n_nodes = validate_scan_inputs(params, coupling, state)
+    batch, n_nodes = validate_scan_inputs(params, coupling, state, spec.max_delay, delays)
     check_sim_offset(spec.sim_offset, batch)
+    delay_index = delay_gather_index(delays, batch, n_nodes) if spec.max_delay else None
     p = {name: params[i] for name, i in PARAM_INDEX.items()}
     current = tuple(state.unbind(0))
     griffiths = spec.preset.code == 1
@@ -287,7 +325,8 @@ def simulate_steps(params: torch.Tensor, coupling: torch.Tensor, state: torch.Te
                                  state.dtype, state.device, spec.sim_offset)
         sum_e = sum_i = 0.0
         for j in range(chunk_end - k):
-            current, r_e, r_i = rww_step(current, p, coupling, xi_e[j], xi_i[j], spec)
+            current, r_e, r_i = rww_step(current, p, coupling, xi_e[j], xi_i[j], spec,
+                                         delay_index)
             sum_e, sum_i = sum_e + r_e, sum_i + r_i
             if check_divergence:
                 bad = _bad_mask(current, griffiths)
@@ -301,21 +340,24 @@ def simulate_steps(params: torch.Tensor, coupling: torch.Tensor, state: torch.Te
 
 
 def reference_scan(params: torch.Tensor, coupling: torch.Tensor, state: torch.Tensor,
-                   spec: ScanSpec, check_divergence: bool = True) -> ScanResult:
+                   spec: ScanSpec, check_divergence: bool = True,
+                   delays: torch.Tensor | None = None) -> ScanResult:
     """Simulate ``spec.n_steps`` steps with a plain loop (autograd-differentiable).
 
     Args:
         params: ``(P, Bp, Np)`` parameter table (:func:`rww.params.pack_parameters`).
         coupling: ``(N, N)`` or ``(B, N, N)`` effective coupling matrix.
-        state: ``(6, B, N)`` initial state.
+        state: ``(6 + D, B, N)`` initial state (``D = spec.max_delay`` rows of S_E history).
         spec: the scan description.
         check_divergence: raise :class:`rww.errors.SimulationDiverged` on a non-finite state or a
             non-positive Balloon state (checked every step, reported once at the end).
+        delays: with ``spec.max_delay > 0``, integer lags [steps] ``(N, N)`` or ``(B, N, N)``.
 
     Returns:
         :class:`ScanResult`.
     """
-    seg = simulate_steps(params, coupling, state, spec, 0, spec.n_steps, check_divergence)
+    seg = simulate_steps(params, coupling, state, spec, 0, spec.n_steps, check_divergence,
+                         delays)
     if check_divergence:
         raise_if_diverged(seg.first_bad)
     spt = spec.steps_per_tr

@@ -27,6 +27,7 @@ import importlib
 import json
 import math
 from dataclasses import dataclass
+from typing import Optional
 
 import torch
 
@@ -43,8 +44,8 @@ class ForwardOutput:
     Attributes:
         bold: ``(B, n_TR, N)``.
         records: name -> ``(B, n_TR, N)`` for the names in ``spec.record``.
-        state: ``(6, B, N)`` final state.
-        checkpoints: ``(n_segments, 6, B, N)``, the state at local steps 0, K, 2K, ...
+        state: ``(6 + D, B, N)`` final state (D = ``spec.max_delay`` rows of S_E history).
+        checkpoints: ``(n_segments, 6 + D, B, N)``, the state at local steps 0, K, 2K, ...
         first_bad: ``(B,)`` int64, the global step of the first diverged step or -1.
     """
 
@@ -68,14 +69,18 @@ class ScanBackend:
         """Whether tensors on ``device`` can be simulated, and if not why."""
         return True, ""
 
-    def forward(self, params, coupling, state, spec: ScanSpec, checkpoint_every: int) -> ForwardOutput:
+    def forward(self, params, coupling, state, spec: ScanSpec, checkpoint_every: int,
+                delays=None) -> ForwardOutput:
+        """``delays``: ``None``, or with ``spec.max_delay > 0`` the integer lags ``(N, N)`` or
+        ``(B, N, N)`` (:func:`rww.ops.spec.validate_scan_inputs`)."""
         raise NotImplementedError
 
     def backward(self, params, coupling, checkpoints, spec: ScanSpec, checkpoint_every: int,
-                 grad_bold, grad_records: dict, grad_state, need_coupling_grad: bool = True):
-        """Returns ``(grad_params (P, Bp, Np), grad_coupling, grad_state0 (6, B, N))``; a backend
-        may skip dL/dcoupling (returning zeros) when ``need_coupling_grad`` is False. Runs
-        inside a custom op, where torch.autograd records nothing: use torch.func there."""
+                 grad_bold, grad_records: dict, grad_state, need_coupling_grad: bool = True,
+                 delays=None):
+        """Returns ``(grad_params (P, Bp, Np), grad_coupling, grad_state0 (6 + D, B, N))``; a
+        backend may skip dL/dcoupling (returning zeros) when ``need_coupling_grad`` is False.
+        Runs inside a custom op, where torch.autograd records nothing: use torch.func there."""
         raise NotImplementedError
 
     def segment_bytes(self, k: int, batch: int, n_nodes: int, itemsize: int) -> int:
@@ -92,8 +97,9 @@ class TorchCheckpointBackend(ScanBackend):
     Same numbers as the reference loop, memory O(B*N*(T/K + K))."""
 
     name = "torch-checkpoint"
+    supports_delays = True
 
-    def forward(self, params, coupling, state, spec, checkpoint_every):
+    def forward(self, params, coupling, state, spec, checkpoint_every, delays=None):
         spt = spec.steps_per_tr
         checkpoints, bold, rec, rate_sums = [], {}, {n: {} for n in ("S_E", "S_I")}, {}
         first_bad = None
@@ -102,7 +108,8 @@ class TorchCheckpointBackend(ScanBackend):
             for start in range(0, max(spec.n_steps, 1), checkpoint_every):
                 checkpoints.append(current)
                 stop = min(start + checkpoint_every, spec.n_steps)
-                seg = simulate_steps(params, coupling, current, spec, start, stop)
+                seg = simulate_steps(params, coupling, current, spec, start, stop,
+                                     delays=delays)
                 current = torch.stack(seg.state)
                 first_bad = seg.first_bad if first_bad is None else torch.where(
                     first_bad < 0, seg.first_bad, first_bad)
@@ -128,7 +135,8 @@ class TorchCheckpointBackend(ScanBackend):
         return ForwardOutput(stack(bold), records, current, torch.stack(checkpoints), first_bad)
 
     def backward(self, params, coupling, checkpoints, spec, checkpoint_every,
-                 grad_bold, grad_records, grad_state, need_coupling_grad: bool = True):
+                 grad_bold, grad_records, grad_state, need_coupling_grad: bool = True,
+                 delays=None):
         spt = spec.steps_per_tr
         params, coupling = params.detach(), coupling.detach()
         grad_params = torch.zeros_like(params)
@@ -143,7 +151,7 @@ class TorchCheckpointBackend(ScanBackend):
                 # <outputs of the segment, their upstream gradients>: its gradient is the
                 # segment's vector-Jacobian product.
                 seg = simulate_steps(params, coupling, state0, spec, start, stop,
-                                     check_divergence=False)
+                                     check_divergence=False, delays=delays)
                 total = (torch.stack(seg.state) * adjoint).sum()
                 for tr, s in seg.samples.items():
                     total = total + (s["bold"] * grad_bold[:, tr]).sum()
@@ -179,7 +187,8 @@ def _spec_to_json(spec: ScanSpec) -> str:
     return json.dumps({"preset": spec.preset.name, "dt": spec.dt,
                        "steps_per_tr": spec.steps_per_tr, "n_steps": spec.n_steps,
                        "seed": spec.seed, "t0": spec.t0, "sim_offset": spec.sim_offset,
-                       "haemo": spec.haemo, "record": list(spec.record)}, sort_keys=True)
+                       "haemo": spec.haemo, "record": list(spec.record),
+                       "max_delay": spec.max_delay}, sort_keys=True)
 
 
 @functools.lru_cache(maxsize=512)
@@ -189,7 +198,7 @@ def _spec_from_json(text: str) -> ScanSpec:
     d = json.loads(text)
     return ScanSpec(get_preset(d["preset"]), d["dt"], d["steps_per_tr"], d["n_steps"],
                     seed=d["seed"], t0=d["t0"], sim_offset=d["sim_offset"], haemo=d["haemo"],
-                    record=tuple(d["record"]))
+                    record=tuple(d["record"]), max_delay=d["max_delay"])
 
 
 def _backend_key(backend: ScanBackend) -> str:
@@ -212,13 +221,14 @@ def _n_segments(n_steps: int, checkpoint_every: int) -> int:
 
 
 @torch.library.custom_op("rww::scan", mutates_args=())
-def _scan_op(params: torch.Tensor, coupling: torch.Tensor, state: torch.Tensor, spec: str,
-             backend: str, checkpoint_every: int
+def _scan_op(params: torch.Tensor, coupling: torch.Tensor, state: torch.Tensor,
+             delays: Optional[torch.Tensor], spec: str, backend: str, checkpoint_every: int
              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``(bold (B, T, N), final state (6, B, N), checkpoints (S, 6, B, N), first_bad (B,) int64,
-    records (R, B, T, N))``; raises :class:`rww.errors.SimulationDiverged`."""
+    """``(bold (B, T, N), final state (6 + D, B, N), checkpoints (S, 6 + D, B, N), first_bad (B,)
+    int64, records (R, B, T, N))``; raises :class:`rww.errors.SimulationDiverged`."""
     scan_spec = _spec_from_json(spec)
-    out = _backend_from_key(backend).forward(params, coupling, state, scan_spec, checkpoint_every)
+    out = _backend_from_key(backend).forward(params, coupling, state, scan_spec, checkpoint_every,
+                                             delays=delays)
     raise_if_diverged(out.first_bad)
     if out.checkpoints.shape[0] != _n_segments(scan_spec.n_steps, checkpoint_every):
         raise RuntimeError(f"backend {backend}: {out.checkpoints.shape[0]} checkpoints for "
@@ -232,12 +242,13 @@ def _scan_op(params: torch.Tensor, coupling: torch.Tensor, state: torch.Tensor, 
 
 
 @_scan_op.register_fake
-def _scan_op_fake(params, coupling, state, spec, backend, checkpoint_every):
+def _scan_op_fake(params, coupling, state, delays, spec, backend, checkpoint_every):
     scan_spec = _spec_from_json(spec)
-    _, batch, n_nodes = state.shape
+    rows, batch, n_nodes = state.shape
     n_trs = scan_spec.n_trs
-    return (state.new_empty(batch, n_trs, n_nodes), state.new_empty(6, batch, n_nodes),
-            state.new_empty(_n_segments(scan_spec.n_steps, checkpoint_every), 6, batch, n_nodes),
+    return (state.new_empty(batch, n_trs, n_nodes), state.new_empty(rows, batch, n_nodes),
+            state.new_empty(_n_segments(scan_spec.n_steps, checkpoint_every), rows, batch,
+                            n_nodes),
             state.new_empty(batch, dtype=torch.int64),
             state.new_empty(len(scan_spec.record), batch, n_trs, n_nodes))
 
@@ -245,22 +256,22 @@ def _scan_op_fake(params, coupling, state, spec, backend, checkpoint_every):
 @torch.library.custom_op("rww::scan_backward", mutates_args=())
 def _scan_backward_op(params: torch.Tensor, coupling: torch.Tensor, checkpoints: torch.Tensor,
                       grad_bold: torch.Tensor, grad_state: torch.Tensor,
-                      grad_records: torch.Tensor, spec: str, backend: str,
-                      checkpoint_every: int, need_coupling_grad: bool
+                      grad_records: torch.Tensor, delays: Optional[torch.Tensor], spec: str,
+                      backend: str, checkpoint_every: int, need_coupling_grad: bool
                       ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``(dL/dparams, dL/dcoupling, dL/dstate0)`` by the backend's checkpointed adjoint."""
     scan_spec = _spec_from_json(spec)
     records = {name: grad_records[i].contiguous() for i, name in enumerate(scan_spec.record)}
     g_params, g_coupling, g_state = _backend_from_key(backend).backward(
         params, coupling, checkpoints, scan_spec, checkpoint_every, grad_bold.contiguous(),
-        records, grad_state.contiguous(), need_coupling_grad=need_coupling_grad)
+        records, grad_state.contiguous(), need_coupling_grad=need_coupling_grad, delays=delays)
     return (g_params.to(params.dtype).contiguous(), g_coupling.to(coupling.dtype).contiguous(),
             g_state.to(checkpoints.dtype).contiguous())
 
 
 @_scan_backward_op.register_fake
 def _scan_backward_op_fake(params, coupling, checkpoints, grad_bold, grad_state, grad_records,
-                           spec, backend, checkpoint_every, need_coupling_grad):
+                           delays, spec, backend, checkpoint_every, need_coupling_grad):
     return torch.empty_like(params), torch.empty_like(coupling), torch.empty_like(grad_state)
 
 
@@ -302,24 +313,25 @@ class RWWScanFunction(torch.autograd.Function):
     ``torch.ops.rww.scan_backward``, both opaque custom ops (torch.compile does not trace into
     the kernels), joined by this Function (whose ``setup_context`` form torch.func supports).
 
-    ``apply(params (P, Bp, Np), coupling, state (6, B, N), spec, backend, checkpoint_every)``
-    returns ``bold (B, n_TR, N)``, ``state (6, B, N)``, then one ``(B, n_TR, N)`` tensor per
+    ``apply(params (P, Bp, Np), coupling, state (6 + D, B, N), spec, backend, checkpoint_every,
+    delays)`` returns ``bold (B, n_TR, N)``, ``state (6 + D, B, N)``, then one ``(B, n_TR, N)`` tensor per
     recorded name in ``spec.record`` order. ``backend`` is a :class:`ScanBackend` object.
     """
 
     @staticmethod
     def forward(params, coupling, state, spec: ScanSpec, backend: ScanBackend,
-                checkpoint_every: int):
+                checkpoint_every: int, delays=None):
         bold, final, checkpoints, _, records = _scan_op(
-            params, coupling, state, _spec_to_json(spec), _backend_key(backend),
+            params, coupling, state, delays, _spec_to_json(spec), _backend_key(backend),
             int(checkpoint_every))
         return bold, final, checkpoints, records
 
     @staticmethod
     def setup_context(ctx, inputs, output):
-        params, coupling, _, spec, backend, checkpoint_every = inputs
+        params, coupling, _, spec, backend, checkpoint_every, delays = inputs
         checkpoints = output[2]
         ctx.save_for_backward(params, coupling, checkpoints)
+        ctx.delays = delays
         ctx.spec, ctx.backend = _spec_to_json(spec), _backend_key(backend)
         ctx.checkpoint_every = int(checkpoint_every)
         ctx.mark_non_differentiable(checkpoints)
@@ -338,7 +350,7 @@ class RWWScanFunction(torch.autograd.Function):
         # make torch wrap it in an autograd node that torch.func cannot run.
         g_params, g_coupling, g_state = _scan_backward_op(
             params.detach(), coupling.detach(), checkpoints.detach(), grad_bold.detach(),
-            grad_state.detach(), grad_records.detach(), ctx.spec, ctx.backend,
+            grad_state.detach(), grad_records.detach(), ctx.delays, ctx.spec, ctx.backend,
             ctx.checkpoint_every, bool(ctx.needs_input_grad[1]))
         if torch.is_grad_enabled():
             # create_graph=True (or a torch.func transform): the adjoint is not itself
@@ -347,7 +359,7 @@ class RWWScanFunction(torch.autograd.Function):
             # (which would silently drop the scan's part of a second derivative).
             g_params, g_coupling, g_state = _NoSecondDerivative.apply(
                 g_params, g_coupling, g_state, params, coupling)
-        return g_params, g_coupling, g_state, None, None, None
+        return g_params, g_coupling, g_state, None, None, None, None
 
     @staticmethod
     def vmap(info, in_dims, *args):
@@ -355,10 +367,10 @@ class RWWScanFunction(torch.autograd.Function):
 
     @staticmethod
     def run(params, coupling, state, spec: ScanSpec, backend: ScanBackend,
-            checkpoint_every: int):
+            checkpoint_every: int, delays=None):
         """The scan's outputs ``(bold, final state, *records)`` (the public entry point)."""
         bold, final, _, records = RWWScanFunction.apply(params, coupling, state, spec, backend,
-                                                        checkpoint_every)
+                                                        checkpoint_every, delays)
         return (bold, final) + tuple(records.unbind(0))
 
 
@@ -440,7 +452,8 @@ def auto_backend_name(device) -> str:
 
 
 def rww_scan(params: torch.Tensor, coupling: torch.Tensor, state: torch.Tensor, spec: ScanSpec,
-             backend: str = "auto", checkpoint_every: int | None = None) -> ScanResult:
+             backend: str = "auto", checkpoint_every: int | None = None,
+             delays: torch.Tensor | None = None) -> ScanResult:
     """Simulate B coupled RWW + Balloon networks for ``spec.n_steps`` steps.
 
     Args:
@@ -448,8 +461,9 @@ def rww_scan(params: torch.Tensor, coupling: torch.Tensor, state: torch.Tensor, 
             (``P = len(PARAM_NAMES)``, ``Bp`` in {1, B}, ``Np`` in {1, N}).
         coupling: ``(N, N)`` shared or ``(B, N, N)`` per-simulation effective coupling matrix
             (for griffiths2022, the Laplacian from :func:`rww.coupling.griffiths_laplacian`).
-        state: ``(6, B, N)`` initial state ``(S_E, S_I, x, f - 1, v - 1, q - 1)``
-            (:data:`rww.ops.spec.STATE_NAMES`: the Balloon as deviations from rest).
+        state: ``(6 + D, B, N)`` initial state ``(S_E, S_I, x, f - 1, v - 1, q - 1)``
+            (:data:`rww.ops.spec.STATE_NAMES`: the Balloon as deviations from rest), then with
+            conduction delays (``D = spec.max_delay > 0``) S_E 1, 2, ..., D steps back.
         spec: :class:`ScanSpec` (preset, dt, steps per TR, steps, seed, t0, haemo, record).
         backend: ``"auto"`` (see :func:`auto_backend_name`), ``"torch"`` (plain loop, autograd
             stores every step), ``"torch-checkpoint"`` (same equations, checkpointed: memory
@@ -458,6 +472,10 @@ def rww_scan(params: torch.Tensor, coupling: torch.Tensor, state: torch.Tensor, 
         checkpoint_every: K, steps per checkpoint segment (default ceil(sqrt(n_steps)) when a
             gradient may be needed; without one (``torch.no_grad()`` or no input requiring
             grad) a single segment, so a forward-only run stores no checkpoints).
+        delays: with ``spec.max_delay > 0``, integer lags [steps] ``(N, N)`` or ``(B, N, N)``
+            (row: receiving region; :func:`rww.delays.delay_steps`); the coupling input to
+            region i is then ``sum_j C_ij S_E,j(t - delays_ij)``. Not differentiable (integer
+            steps); gradients reach the initial S_E history through ``state``.
 
     Returns:
         :class:`rww.ops.reference.ScanResult` with ``bold (B, n_TR, N)``, ``state (6, B, N)`` and
@@ -474,24 +492,29 @@ def rww_scan(params: torch.Tensor, coupling: torch.Tensor, state: torch.Tensor, 
         ...                 haemo=resolve_haemo(preset, None))
     """
     raise_if_vmapped(params, coupling, state)
-    batch, _ = validate_scan_inputs(params, coupling, state)
+    batch, _ = validate_scan_inputs(params, coupling, state, spec.max_delay, delays)
     check_sim_offset(spec.sim_offset, batch)
     impl = get_backend(backend, state.device)
     if impl is None:
         # The plain loop runs eagerly under torch.compile: tracing thousands of steps would take
         # minutes and gain nothing (it is the correctness reference, not the fast path).
-        return _reference_scan_eager(params, coupling, state, spec)
+        return _reference_scan_eager(params, coupling, state, spec, True, delays)
+    if delays is not None and not getattr(impl, "supports_delays", False):
+        raise ValueError(f"backend {impl.name!r} does not simulate conduction delays yet; use "
+                         "backend='torch-checkpoint' (or 'torch') for a model with delays")
     if checkpoint_every is not None:
         k = checkpoint_every
     elif torch.is_grad_enabled() and any(t.requires_grad for t in (params, coupling, state)):
         # sqrt(T), or the interval that fits the memory budget (rww.ops.memory).
         k = choose_checkpoint_every(impl, spec.n_steps, batch, state.shape[2],
-                                    state.element_size(), state.device)
+                                    state.element_size(), state.device,
+                                    state_rows=state.shape[0])
     else:
         k = max(1, spec.n_steps)        # no backward will come: keep only the initial state
     if not isinstance(k, int) or k < 1:
         raise ValueError(f"checkpoint_every: must be a positive integer, got {k!r}")
-    outputs = RWWScanFunction.run(params, coupling, state, spec, impl, k)
+    outputs = RWWScanFunction.run(params, coupling, state, spec, impl, k,
+                                  None if delays is None else delays.to(torch.int32))
     bold, final = outputs[0], outputs[1]
     return ScanResult(bold=bold, state=final, records=dict(zip(spec.record, outputs[2:])))
 

@@ -35,6 +35,10 @@ class ScanSpec:
             split over calls draws the noise of the whole batch (:mod:`rww.noise`).
         haemo: Balloon-Windkessel constants (:func:`rww.params.resolve_haemo`).
         record: names from :data:`RECORDABLE` to return at TR resolution.
+        max_delay: D, the longest conduction delay in steps (0: no delays). With D > 0 the scan
+            takes an integer ``delays`` tensor (lags in steps, ``(N, N)`` or ``(B, N, N)``,
+            entries in ``[0, D]``) and the state carries the S_E history: ``(6 + D, B, N)``,
+            rows ``6 + d - 1`` holding S_E ``d`` steps before the current one (d = 1..D).
     """
 
     preset: Preset
@@ -46,6 +50,7 @@ class ScanSpec:
     sim_offset: int = 0
     haemo: dict = field(default_factory=dict)
     record: tuple = ()
+    max_delay: int = 0
 
     def __post_init__(self):
         if not (isinstance(self.dt, (int, float)) and math.isfinite(self.dt) and self.dt > 0):
@@ -63,12 +68,20 @@ class ScanSpec:
         if not isinstance(self.t0, int) or not 0 <= self.t0 < 2**63:
             raise ValueError(f"t0: must be a non-negative integer, got {self.t0!r}")
         check_sim_offset(self.sim_offset)
+        if not isinstance(self.max_delay, int) or self.max_delay < 0:
+            raise ValueError(f"max_delay: must be a non-negative integer number of steps, got "
+                             f"{self.max_delay!r}")
         bad = [r for r in self.record if r not in RECORDABLE]
         if bad:
             raise ValueError(f"record: unknown {bad}; choose from {RECORDABLE}")
         for key in HAEMO_NAMES:
             if key not in self.haemo:
                 raise ValueError(f"haemo: missing constant {key!r}")
+
+    @property
+    def n_state_rows(self) -> int:
+        """Rows of the scan's state tensor: the 6 of :data:`STATE_NAMES` plus the S_E history."""
+        return len(STATE_NAMES) + self.max_delay
 
     @property
     def n_trs(self) -> int:
@@ -105,20 +118,30 @@ def steps_per_tr_from(tr: float, dt: float, balloon_dt_scale: float = 1e-3) -> i
     return steps
 
 
-def validate_scan_inputs(params: torch.Tensor, coupling: torch.Tensor, state: torch.Tensor):
+def validate_scan_inputs(params: torch.Tensor, coupling: torch.Tensor, state: torch.Tensor,
+                         max_delay: int = 0, delays: torch.Tensor | None = None):
     """Check shapes, dtypes, devices and finiteness of the scan's tensors.
 
     Args:
         params: ``(P, Bp, Np)`` table from :func:`rww.params.pack_parameters`.
         coupling: ``(N, N)`` shared or ``(B, N, N)`` per-simulation effective coupling matrix.
-        state: ``(6, B, N)`` initial state in the order of :data:`STATE_NAMES`.
+        state: ``(6 + D, B, N)`` initial state in the order of :data:`STATE_NAMES`, then the S_E
+            history (``D = max_delay``, :class:`ScanSpec`).
+        max_delay: ``D`` [steps].
+        delays: with ``D > 0``, integer lags [steps] ``(N, N)`` or ``(B, N, N)`` in ``[0, D]``
+            (row: the receiving region, column: the sending one, as in ``coupling``); with
+            ``D = 0``, ``None``.
 
     Returns:
         ``(B, N)``.
     """
-    if not torch.is_tensor(state) or state.dim() != 3 or state.shape[0] != len(STATE_NAMES):
+    rows = len(STATE_NAMES) + max_delay
+    if not torch.is_tensor(state) or state.dim() != 3 or state.shape[0] != rows:
         shape = tuple(state.shape) if torch.is_tensor(state) else type(state).__name__
-        raise ValueError(f"state: expected a tensor of shape (6, B, N), got {shape}")
+        extra = (f" (6 state rows plus {max_delay} rows of S_E history for delays of up to "
+                 f"{max_delay} steps: rww.initial_state(..., max_delay={max_delay}))"
+                 if max_delay else "")
+        raise ValueError(f"state: expected a tensor of shape ({rows}, B, N){extra}, got {shape}")
     _, batch, n_nodes = state.shape
     if state.dtype not in (torch.float32, torch.float64):
         raise TypeError(f"state: dtype {state.dtype} is not supported; use float32 or float64")
@@ -150,4 +173,29 @@ def validate_scan_inputs(params: torch.Tensor, coupling: torch.Tensor, state: to
     for name, t in (("state", state), ("coupling", coupling), ("params", params)):
         if not torch.isfinite(t.detach()).all():
             raise ValueError(f"{name}: contains NaN or infinite values")
+    check_delays(delays, max_delay, batch, n_nodes, device)
     return batch, n_nodes
+
+
+def check_delays(delays, max_delay: int, batch: int, n_nodes: int, device) -> None:
+    """Raise unless ``delays`` suits ``max_delay`` (see :func:`validate_scan_inputs`)."""
+    if max_delay == 0:
+        if delays is not None:
+            raise ValueError("delays: given, but the scan's max_delay is 0; build the ScanSpec "
+                             "with max_delay=int(delays.max()) (or pass delays=None)")
+        return
+    if not torch.is_tensor(delays):
+        raise TypeError(f"delays: max_delay={max_delay} needs an integer tensor of lags in "
+                        f"steps, got {type(delays).__name__}")
+    if delays.dtype not in (torch.int32, torch.int64):
+        raise TypeError(f"delays: dtype {delays.dtype}; expected int32 or int64 steps (round "
+                        "lengths / (velocity * dt) with rww.delays.delay_steps)")
+    if tuple(delays.shape) not in ((n_nodes, n_nodes), (batch, n_nodes, n_nodes)):
+        raise ValueError(f"delays: expected shape ({n_nodes}, {n_nodes}) or ({batch}, {n_nodes}, "
+                         f"{n_nodes}), got {tuple(delays.shape)}")
+    if not same_device(delays.device, device):
+        raise ValueError(f"delays: on {delays.device}, but the state is on {device}")
+    lo, hi = int(delays.min()), int(delays.max())
+    if lo < 0 or hi > max_delay:
+        raise ValueError(f"delays: lags must lie in [0, max_delay={max_delay}] steps, got "
+                         f"[{lo}, {hi}]")
