@@ -3,6 +3,7 @@
     rww simulate CONNECTOME|--demo [options]   simulate BOLD, write bold.npz, summary.json, PNGs
     rww info [--json] [--warmup]               versions, backends, devices, numba compile cache
     rww fit ...                                (from :mod:`rww.cli.fit`, see COMMANDS below)
+    rww explore ...                            (from :mod:`rww.cli.explore`: parameter sweeps)
 
 Every command has ``--help``. Errors end the command with exit status 1 and one line on stderr,
 ``rww <command>: error: <what went wrong>``; ``--debug`` prints the traceback as well. Usage
@@ -35,6 +36,7 @@ from .simulate import add_simulate_parser
 # ------------------------------------------------------------------------------------------------
 COMMANDS: dict[str, str] = {
     "fit": "rww.cli.fit",
+    "explore": "rww.cli.explore",
 }
 
 

@@ -264,7 +264,8 @@ class NumbaBackend(ScanBackend):
         tapes = 2 * min(batch, num_threads()) * (k + 1) * _kernels().N_TAPE * lanes * itemsize
         return tapes + (17 + n_nodes) * batch * n_nodes * 8
 
-    def forward(self, params, coupling, state, spec: ScanSpec, checkpoint_every: int) -> ForwardOutput:
+    def forward(self, params, coupling, state, spec: ScanSpec, checkpoint_every: int,
+                delays=None) -> ForwardOutput:
         _check_dtype(params, coupling, state)
         k = _kernels()
         dtype = state.dtype
@@ -301,7 +302,8 @@ class NumbaBackend(ScanBackend):
         return ForwardOutput(bold, records, final, ckpt, first_bad)
 
     def backward(self, params, coupling, checkpoints, spec: ScanSpec, checkpoint_every: int,
-                 grad_bold, grad_records: dict, grad_state, need_coupling_grad: bool = True):
+                 grad_bold, grad_records: dict, grad_state, need_coupling_grad: bool = True,
+                 delays=None):
         _check_dtype(params, coupling, checkpoints)
         k = _kernels()
         dtype = checkpoints.dtype

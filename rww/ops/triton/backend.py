@@ -102,7 +102,8 @@ class TritonBackend(ScanBackend):
         ``g_coup (k, B, N)`` and the ``(19, B, N)`` parameter partials, float32."""
         return (8 * k + 19) * batch * n_nodes * 4
 
-    def forward(self, params, coupling, state, spec: ScanSpec, checkpoint_every: int) -> ForwardOutput:
+    def forward(self, params, coupling, state, spec: ScanSpec, checkpoint_every: int,
+                delays=None) -> ForwardOutput:
         from .forward import rww_fwd
 
         self._check_dtype(params, coupling, state)
@@ -114,7 +115,8 @@ class TritonBackend(ScanBackend):
                              checkpoints=out["checkpoints"], first_bad=out["first_bad"])
 
     def backward(self, params, coupling, checkpoints, spec: ScanSpec, checkpoint_every: int,
-                 grad_bold, grad_records: dict, grad_state, need_coupling_grad: bool = True):
+                 grad_bold, grad_records: dict, grad_state, need_coupling_grad: bool = True,
+                 delays=None):
         from .adjoint import rww_bwd
 
         self._check_dtype(params, coupling, checkpoints)
