@@ -430,7 +430,7 @@ def refine_fic(params: torch.Tensor, coupling: torch.Tensor, w_IE, *, dt: float 
                seed: int = 0, target_rate: float = 3.0, max_iter: int = 8,
                tol_hz: float = 0.05, damping: float = 1.0, backend: str = "auto",
                haemo: dict | None = None, preset: str = "deco2014",
-               progress: bool = False) -> RefineResult:
+               progress: bool = False, delays: torch.Tensor | None = None) -> RefineResult:
     """Numerical FIC: adjust ``w_IE`` until every region's *mean* excitatory rate under noise is
     within ``tol_hz`` of the target (the noise-driven correction that Deco et al. 2014 do by
     simulation and cuBNM's ``max_fic_trials`` does per region).
@@ -462,6 +462,8 @@ def refine_fic(params: torch.Tensor, coupling: torch.Tensor, w_IE, *, dt: float 
         damping: step multiplier in (0, 1].
         backend, haemo: passed to the scan (haemodynamics do not affect the rates).
         progress: print the largest error after each iteration.
+        delays: conduction lags [steps] ``(N, N)`` or ``(B, N, N)`` (:mod:`rww.delays`) to
+            simulate with, or ``None``; the S_E history starts at the FIC fixed point.
 
     Returns:
         :class:`RefineResult`; ``failed`` marks regions not within ``tol_hz`` after
@@ -521,21 +523,27 @@ def refine_fic(params: torch.Tensor, coupling: torch.Tensor, w_IE, *, dt: float 
         dr_ds = 1.0 / (pr_["gamma_E"] * pr_["tau_E"] * (1 - fic.S_E) ** 2)        # (B, N)
         response = dr_ds.unsqueeze(-1) * ds_dw                                    # dr_i / dw_j
 
-        start = initial_state(batch, n_nodes, dtype, device)
+        max_delay = 0 if delays is None else int(delays.max())
+        if max_delay == 0:
+            delays = None
+        start = initial_state(batch, n_nodes, dtype, device, max_delay)
         start[0], start[1] = fic.S_E.to(dtype), fic.S_I.to(dtype)
+        start[6:] = fic.S_E.to(dtype)
         w = w_IE.detach().to(torch.float64).expand(batch, n_nodes).clone()
         rate = torch.full((batch, n_nodes), float("nan"), dtype=torch.float64, device=device)
         initial_rate = rate.clone()
         n_iter = torch.zeros(batch, dtype=torch.int64, device=device)
         active = torch.ones(batch, dtype=torch.bool, device=device)
         spec = ScanSpec(pr, float(dt), spt, (n_burn + n_meas) * spt, seed=seed, haemo=haemo,
-                        record=("r_E",))
+                        record=("r_E",), max_delay=max_delay)
         history, prev = [], None
         for it in range(max_iter):
             idx = torch.nonzero(active).squeeze(1)
             tab = with_w_IE(params, w.to(dtype))[:, idx]
             cpl = coupling[idx] if coupling.dim() == 3 else coupling
-            out = rww_scan(tab, cpl, start[:, idx].contiguous(), spec, backend=backend)
+            lags = delays[idx] if delays is not None and delays.dim() == 3 else delays
+            out = rww_scan(tab, cpl, start[:, idx].contiguous(), spec, backend=backend,
+                           delays=lags)
             measured = out.records["r_E"][:, n_burn:].to(torch.float64).mean(1)
             rate[idx] = measured
             n_iter[idx] += 1

@@ -87,7 +87,9 @@ class RWWBold(nn.Module):
             the coupling input to region i becomes ``sum_j C_ij S_E,j(t - tau_ij)``,
             ``tau_ij = lengths_ij / velocity`` rounded to whole steps (:mod:`rww.delays`; TVB's
             rounding). The state then carries the S_E history (``6 + D`` rows, D the longest
-            lag). Default ``None``: no delays.
+            lag). Default ``None``: no delays. ``g_relative``'s G_c
+            (:func:`rww.stability.critical_coupling`) is that of the system without delays:
+            the fixed point is the same, but delays can change where it loses stability.
         velocity: conduction velocity [m/s], a number or a ``(B,)`` tensor, one per simulation
             (default :data:`rww.delays.DEFAULT_VELOCITY`, 3 m/s, with ``lengths``). Lags are
             whole steps, so neither lengths nor velocity receive gradients.
@@ -385,6 +387,7 @@ class RWWBold(nn.Module):
             kwargs.setdefault("tr", self.tr)
             kwargs.setdefault("haemo", self.haemo)
             kwargs.setdefault("backend", self.backend)
+            kwargs.setdefault("delays", self.delays())
             result = refine_fic(table, self.coupling(), analytic, target_rate=float(self.fic_target),
                                 **kwargs)
         self.fic_correction = (result.w_IE - analytic).detach()

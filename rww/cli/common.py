@@ -88,7 +88,8 @@ def add_connectome_arguments(p: argparse.ArgumentParser, demo_help: str):
     return src
 
 
-def load_connectome_from_args(args, preset, include_bold: bool = False):
+def load_connectome_from_args(args, preset, include_bold: bool = False,
+                              with_lengths: bool = False):
     """Load the connectome the options of :func:`add_connectome_arguments` name, through
     :func:`rww.data.load_connectome_source` (every format of
     :data:`rww.data.CONNECTOME_FORMATS`).
@@ -103,7 +104,9 @@ def load_connectome_from_args(args, preset, include_bold: bool = False):
         ``griffiths2022``, whose model normalises the SC itself); ``labels`` region names or None;
         ``metadata`` a JSON-able description (source, format, preprocessing, warnings); ``demo``
         the :class:`rww.data.DemoData` with ``--demo`` (subject BOLD loaded if
-        ``include_bold``), else None.
+        ``include_bold``), else None. With ``with_lengths``, a fifth item: the source's tract
+        lengths ``(N, N)`` [mm] (the demo's, a TVB zip's, a neurolib folder's, with the same
+        region selection) or None when it has none.
 
     Raises:
         ValueError: both or neither of a connectome and ``--demo``, an option that does not
@@ -139,7 +142,8 @@ def load_connectome_from_args(args, preset, include_bold: bool = False):
                               "cuBNM example data", "n_regions": demo.n_regions,
                     "preprocessing": demo.metadata["preprocessing"],
                     "licence": demo.metadata["licence"], "citation": demo.metadata["citation"]}
-        return sc, labels, metadata, demo
+        out = (sc, labels, metadata, demo)
+        return out + (demo.tract_lengths,) if with_lengths else out
     if args.connectome:
         fmt = (rdata.detect_connectome_format(args.connectome) if sc_format == "auto"
                else sc_format)
@@ -159,7 +163,8 @@ def load_connectome_from_args(args, preset, include_bold: bool = False):
                 print(f"rww {args.command}: warning: {_one_line(item.message)}", file=sys.stderr)
             else:
                 warnings.warn_explicit(item.message, item.category, item.filename, item.lineno)
-        return loaded.sc, loaded.labels, loaded.metadata, None
+        out = (loaded.sc, loaded.labels, loaded.metadata, None)
+        return out + (loaded.tract_lengths,) if with_lengths else out
     raise ValueError("connectome: give a structural connectivity file, or --demo for the "
                      "embedded HCP Schaefer-100 SC")
 
@@ -296,6 +301,64 @@ def add_model_options(group):
                        help="haemodynamic (Balloon-Windkessel) model (default: the preset's; "
                             "deco2014: Deco et al. 2014's time constants; friston2003 is rww "
                             "0.1.0's)")
+
+
+def add_delay_options(group):
+    """Conduction-delay options of ``rww simulate`` and ``rww fit`` (read back by
+    :func:`delay_options`)."""
+    group.add_argument("--velocity", default=None, metavar="M_PER_S",
+                       help="conduction delays: velocity [m/s] turning tract lengths into lags "
+                            "(rounded to whole steps, as TVB does) from the connectome's own "
+                            "lengths (the demo, TVB zips, neurolib folders) or --lengths; a "
+                            "comma-separated list gives one per simulation (rww simulate). "
+                            "Default: no delays")
+    group.add_argument("--lengths", default=None, metavar="FILE",
+                       help="tract lengths [mm], an N x N matrix file (FILE:NAME for .npz/.mat), "
+                            "instead of the connectome's own; turns delays on (--velocity "
+                            "default 3 m/s)")
+
+
+def delay_options(args, source_lengths, n: int) -> tuple[dict, dict | None]:
+    """``({"lengths": ..., "velocity": ...} for rww.RWWBold, a JSON-able record or None)`` from
+    ``--lengths``/``--velocity`` and the connectome source's tract lengths.
+
+    Raises:
+        ValueError: ``--velocity`` without tract lengths (neither the source nor --lengths has
+            them), a lengths file of the wrong shape, or a velocity that is not a positive number.
+    """
+    import torch
+
+    from ..data import load_matrix
+    from ..delays import DEFAULT_VELOCITY
+    if args.lengths is None and args.velocity is None:
+        return {}, None
+    if args.lengths is not None:
+        array, _ = load_matrix(args.lengths, square=True, what="tract lengths")
+        lengths = torch.as_tensor(array, dtype=torch.float64)
+        if tuple(lengths.shape) != (n, n):
+            raise ValueError(f"--lengths {args.lengths}: shape {tuple(lengths.shape)} does not "
+                             f"match the connectome's {n} regions; give the tract lengths of the "
+                             "same parcellation")
+        origin = args.lengths
+    elif source_lengths is None:
+        raise ValueError("--velocity: this connectome comes without tract lengths; give them with "
+                         "--lengths FILE (an N x N matrix in mm)")
+    else:
+        lengths, origin = torch.as_tensor(source_lengths, dtype=torch.float64), "the connectome's"
+    if args.velocity is None:
+        velocity = DEFAULT_VELOCITY
+    else:
+        try:
+            values = [float(t) for t in str(args.velocity).split(",") if t.strip()]
+        except ValueError:
+            raise ValueError(f"--velocity: {args.velocity!r} is not a number of m/s or a "
+                             "comma-separated list of them") from None
+        if not values or any(not v > 0 for v in values):
+            raise ValueError(f"--velocity: must be positive [m/s], got {args.velocity!r}")
+        velocity = values[0] if len(values) == 1 else torch.tensor(values, dtype=torch.float64)
+    record = {"tract_lengths": origin, "velocity_m_per_s": _tolist(velocity),
+              "max_length_mm": float(lengths.max())}
+    return {"lengths": lengths, "velocity": velocity}, record
 
 
 # Keys of a parameter file that are model options rather than parameter values.

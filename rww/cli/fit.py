@@ -37,7 +37,7 @@ FILE_DEFAULTS = dict(preset="deco2014", learn="G", epochs=50, window_trs=20, n_t
 
 def add_parser(subparsers):
     """Add the ``fit`` subcommand to an argparse ``subparsers`` object."""
-    from .common import add_connectome_arguments, add_model_options
+    from .common import add_connectome_arguments, add_delay_options, add_model_options
     from .recipe import add_recipe_arguments
     from ..params import PRESETS
 
@@ -92,6 +92,7 @@ def add_parser(subparsers):
     model.add_argument("--tr", type=float, help="repetition time [s] (default: the preset's)")
     model.add_argument("--dt", type=float, help="integration step (default: the preset's)")
     add_model_options(model)
+    add_delay_options(model)
     add_recipe_arguments(p)
 
     opt = p.add_argument_group("fit")
@@ -186,7 +187,7 @@ def run(args) -> int:
     import torch
 
     from .. import data as rdata
-    from .common import (_check_device, _collect_parameters, _resolve_backend,
+    from .common import (_check_device, _collect_parameters, _resolve_backend, delay_options,
                          load_bold_for_connectome, load_connectome_from_args,
                          load_fc_for_connectome, model_options)
     from ..fit import FitConfig, FitTarget, _atomic_write_text, fit
@@ -226,7 +227,10 @@ def run(args) -> int:
     args.preset = preset.name                     # _collect_parameters / connectome read it
     device = _check_device(args.device)
 
-    sc, labels, connectome, demo = load_connectome_from_args(args, preset, include_bold=True)
+    sc, labels, connectome, demo, source_lengths = load_connectome_from_args(
+        args, preset, include_bold=True, with_lengths=True)
+    delays, delay_record = delay_options(args, source_lengths, sc.shape[-1])
+    connectome["delays"] = delay_record
     n = sc.shape[0]
     bold = fcd_values = target_fc = None
     fcd_window, fcd_step = 30, 5
@@ -274,6 +278,10 @@ def run(args) -> int:
             raise ValueError("--early-stop: the recipe (--demo, --recipe) runs its refinement "
                              "epochs as set (--epochs) and reports their convergence verdict in "
                              "summary.json; drop --early-stop, or fit without the recipe")
+        if delay_record is not None:
+            raise ValueError("--velocity/--lengths: the recipe (--demo, --recipe) searches and "
+                             "refines without conduction delays; drop them, or fit with delays "
+                             "without the recipe (--paper with --demo, or drop --recipe)")
         from .recipe import run_recipe
         target = FitTarget(fc=target_fc, bold=bold, fcd_values=fcd_values, fcd_window=fcd_window,
                            fcd_step=fcd_step, fcd_exclude_overlapping=demo is None)
@@ -296,7 +304,9 @@ def run(args) -> int:
     model = RWWBold(sc, preset=preset.name, batch=args.realisations or 1, learn=learn,
                     backend=backend,
                     device=device, tr=args.tr, dt=args.dt, sigma_out=sigma_out, **options,
-                    **params)
+                    **delays, **params)
+    if delay_record is not None:
+        delay_record["max_delay_steps"] = model.max_delay
     config = FitConfig(epochs=int(settings["epochs"]), lr=float(settings["lr"]),
                        window_trs=int(settings["window_trs"]) or None, n_trs=settings["n_trs"],
                        burn_in_trs=args.burn_in, seed=args.seed, weights=weights,

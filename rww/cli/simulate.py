@@ -12,7 +12,8 @@ import sys
 import time
 
 from .common import (DEFAULT_DURATION_S, _check_device, _collect_parameters, _finite, _one_line,
-                     _resolve_backend, _tolist, add_connectome_arguments, add_model_options,
+                     _resolve_backend, _tolist, add_connectome_arguments, add_delay_options,
+                     add_model_options, delay_options,
                      load_connectome_from_args, model_options)
 
 def add_simulate_parser(subparsers) -> argparse.ArgumentParser:
@@ -43,6 +44,7 @@ def add_simulate_parser(subparsers) -> argparse.ArgumentParser:
                             "params.json that `rww fit` writes (its fic, g_relative and haemo "
                             "entries are applied too); --param and the flags below win")
     add_model_options(model)
+    add_delay_options(model)
 
     run = p.add_argument_group("simulation")
     length = run.add_mutually_exclusive_group()
@@ -137,7 +139,10 @@ def _build_model(args, preset, device, dtype):
     from .. import data as rdata
     from ..model import RWWBold
 
-    sc, labels, connectome, demo = load_connectome_from_args(args, preset)
+    sc, labels, connectome, demo, source_lengths = load_connectome_from_args(args, preset,
+                                                                             with_lengths=True)
+    delays, delay_record = delay_options(args, source_lengths, sc.shape[-1])
+    connectome["delays"] = delay_record
     file_options: dict = {}
     if demo is not None and not args.params and not args.param:
         # A newcomer's first simulation: the demo's fitted working point (rww fit --demo).
@@ -146,12 +151,21 @@ def _build_model(args, preset, device, dtype):
     options = model_options(args, file_options)
     sigma_out = params.pop("sigma_out", None)
     backend = _resolve_backend(args.backend, device)
+    import torch
+
+    velocity = delays.get("velocity")
+    n_velocities = int(velocity.shape[0]) if torch.is_tensor(velocity) else None
     if args.batch is None:
         args.batch = _batch_from_lists(params, sc.shape[-1])
+        if n_velocities is not None and args.batch == 1:
+            args.batch = n_velocities
+    if n_velocities is not None and n_velocities != args.batch:
+        raise ValueError(f"--velocity: {n_velocities} values for {args.batch} simulation(s); give "
+                         "one velocity, or one per simulation")
     try:
         model = RWWBold(sc, preset=args.preset, dt=args.dt, tr=args.tr, batch=args.batch,
                         backend=backend, dtype=dtype, device=device, sigma_out=sigma_out,
-                        **options, **params)
+                        **options, **delays, **params)
     except ValueError as err:
         n = sc.shape[-1]
         if "matches neither n_nodes" in str(err):
@@ -164,6 +178,11 @@ def _build_model(args, preset, device, dtype):
                              f"with --batch {n} (as many as the regions) a list of {n} cannot be "
                              "told apart: sweep over another number of values") from None
         raise
+    if delay_record is not None:
+        delay_record["max_delay_steps"] = model.max_delay
+        delay_record["note"] = ("lags rint(length / (velocity dt)) steps, TVB's rounding; G_c and "
+                                "G/G_c are those of the system without delays (same fixed "
+                                "point, but delays can change its stability)")
     return model, backend, labels, connectome, demo
 
 
