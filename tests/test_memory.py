@@ -59,7 +59,7 @@ def test_budget_from_the_environment_reaches_the_model(monkeypatch):
     seen = []
     real_apply = scan.RWWScanFunction.apply
     monkeypatch.setattr(scan.RWWScanFunction, "apply",
-                        lambda *args: seen.append(args[-1]) or real_apply(*args))
+                        lambda *args: seen.append(args[5]) or real_apply(*args))   # K
     sc = torch.rand(4, 4, dtype=torch.float64)
     model = RWWBold(sc, tr=0.05, dt=0.5, backend="torch-checkpoint", G=0.3, learn=["G"],
                     dtype=torch.float64)            # 100 steps per TR
