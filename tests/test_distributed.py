@@ -75,8 +75,9 @@ rdist.average_gradients([p], ctx, "sum")
 assert p.grad.tolist() == [1.0, 4.0], p.grad
 assert rdist.partition(5, ctx) == ([0, 1, 2] if ctx.is_main else [3, 4])
 
-# a sweep whose rank 1 fails (or whose rank 0 hook fails) ends on every rank, naming the cause
-from rww.explore import SweepEvaluator, sweep
+# a sweep whose rank 1 fails (or whose rank 0 hook fails, or whose rank 0 is interrupted) ends on
+# every rank, naming the cause; ranks with different settings are refused on every rank
+from rww.explore import SweepEvaluator, SweepSettingsError, sweep
 from rww.fit import FitTarget
 from rww.search import SearchSpace
 
@@ -84,10 +85,12 @@ class Fake(SweepEvaluator):
     def evaluate_batch(self, names, values, first):
         if first == getattr(self, "fail_at", None) and ctx.rank == 1:
             raise ValueError("boom")
+        if first == getattr(self, "interrupt_at", None) and ctx.rank == 0:
+            raise KeyboardInterrupt
         return [{"candidate": first + i, "status": "ok", "loss": float(first + i)}
                 for i in range(len(values))]
 
-sc = torch.rand(4, 4, dtype=torch.float64)
+sc = torch.rand(4, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(0))  # one SC
 fake = Fake(sc, FitTarget(fc=torch.eye(4, dtype=torch.float64) * 0.5 + 0.5), n_trs=10,
             batch_size=3, fic=None)
 space = SearchSpace({"G": (0.1, 0.5)})
@@ -111,6 +114,28 @@ try:
 except (KeyError, RuntimeError) as err:
     assert isinstance(err, KeyError if ctx.is_main else RuntimeError), err
     assert "hook" in str(err)
+
+fake.interrupt_at = 0                 # Ctrl-C on rank 0: rank 1 must not wait in the gather
+try:
+    sweep(space, fake, "grid", points=8, progress=False, ctx=ctx)
+    raise AssertionError("no error")
+except (KeyboardInterrupt, RuntimeError) as err:
+    assert isinstance(err, KeyboardInterrupt if ctx.is_main else RuntimeError), repr(err)
+    if not ctx.is_main:
+        assert "rank 0, batch 0: interrupted (KeyboardInterrupt)" in str(err), err
+fake.interrupt_at = None
+result = sweep(space, fake, "grid", points=5, progress=False, ctx=ctx)   # the ranks still agree
+if ctx.is_main:
+    assert [r["candidate"] for r in result.rows] == list(range(5)) and result.complete
+
+other = Fake(sc, FitTarget(fc=torch.eye(4, dtype=torch.float64) * 0.5 + 0.5), n_trs=10,
+             batch_size=3, fic=None, seed=ctx.rank)
+try:
+    sweep(space, other, "grid", points=5, progress=False, ctx=ctx)
+    raise AssertionError("no error")
+except SweepSettingsError as err:
+    assert "rank(s) 1 differ from rank 0" in str(err), err
+    assert "noise_seed (0 on rank 0, 1 on rank 1)" in str(err), err
 rdist.barrier(ctx)
 rdist.shutdown(ctx)
 import pathlib, sys

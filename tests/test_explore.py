@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from rww import RWWBold, cli
-from rww.explore import (SweepEvaluator, SweepSettingsError, column_name, score_batch_streamed,
-                         scoring_bytes_per_simulation, sweep)
+from rww.explore import (SweepEvaluator, SweepSettingsError, column_name, heatmaps,
+                         score_batch_streamed, scoring_bytes_per_simulation, sweep)
 from rww.fit import FitTarget
 from rww.scoring import score_batch, split_hemispheres
 from rww.search import SearchSpace
@@ -71,9 +71,24 @@ def test_streamed_scoring_equals_the_whole_batch():
                 assert torch.equal(parts[key], whole[key]), (kwargs, key)
     per = scoring_bytes_per_simulation(40, N, 10, 3)
     assert per > 8 * 40 * N
-    for bad in ({"chunk": 0}, {"max_bytes": 0}):
+    for bad in ({"chunk": 0}, {"max_bytes": 0}, {"chunk": 2, "max_bytes": 0},
+                {"chunk": True}, {"max_bytes": True}, {"chunk": 2, "max_bytes": -1},
+                {"chunk": 2.0}):
         with pytest.raises(ValueError, match="positive integer"):
             score_batch_streamed(bold, target, **bad)
+    with pytest.raises(ValueError, match="empty batch"):
+        score_batch_streamed(bold[:0], target, chunk=2)
+
+
+def test_scoring_bytes_default_step_is_the_upper_bound():
+    """fcd_step=None means a window at every TR (documented): the most windows, so the
+    estimate bounds any step's."""
+    assert scoring_bytes_per_simulation(40, N, 10) == scoring_bytes_per_simulation(40, N, 10, 1)
+    assert scoring_bytes_per_simulation(40, N, 10) > scoring_bytes_per_simulation(40, N, 10, 3)
+    assert scoring_bytes_per_simulation(40, N) < scoring_bytes_per_simulation(40, N, 10, 3)
+    for bad in ({"fcd_window": 10, "fcd_step": 0}, {"fcd_window": 1}, {"fcd_window": True}):
+        with pytest.raises(ValueError):
+            scoring_bytes_per_simulation(40, N, **bad)
 
 
 def test_sweep_table_columns_and_a_direct_simulation(problem, tmp_path):
@@ -93,6 +108,11 @@ def test_sweep_table_columns_and_a_direct_simulation(problem, tmp_path):
     assert (tmp_path / "s" / "sweep_heatmaps.png").stat().st_size > 1000
     summary = json.loads((tmp_path / "s" / "sweep.json").read_text())
     assert summary["columns"]["rate_mean_Hz"].endswith("[Hz]")
+    assert summary["seconds"] == result.seconds > 0          # the final value, recorded once
+    with pytest.raises(ValueError, match="x and y are both"):
+        heatmaps(result, str(tmp_path / "same.png"), x="w_EE", y="w_EE")
+    with pytest.raises(TypeError, match="SweepEvaluator"):
+        sweep(SPACE, object(), "grid", points=2, progress=False)
     row = result.rows[5]
     assert float(rows[5][header.index("fc_r")]) == row["fc_r"]           # full precision
     assert row["G"] == pytest.approx(row["G_rel"] * row["G_c"], rel=1e-12)
@@ -107,16 +127,39 @@ def test_sweep_table_columns_and_a_direct_simulation(problem, tmp_path):
     assert abs(row["fc_r"] - float(scores[0]["fc_r"][0])) > 1e-3      # the noise index matters
 
 
-def test_fic_failures_are_counted_not_scored(problem):
+def _strict_json(path):
+    """Parse as standard JSON (what jq and JavaScript accept): no Infinity, -Infinity, NaN."""
+    def refuse(name):
+        raise ValueError(f"{path}: non-standard JSON constant {name}")
+    with open(path) as fh:
+        return json.load(fh, parse_constant=refuse)
+
+
+def test_fic_failures_are_counted_not_scored(problem, tmp_path):
     """With a low input I_0 and no coupling, FIC finds no w_IE (every rate is below the target
-    even without inhibition): the row says in how many regions, and is not scored."""
+    even without inhibition): the row says in how many regions, and is not scored. Its loss
+    (not a finite number) is None in the rows, null in standard-JSON files and empty in the
+    CSV; a resume reads back the same table."""
     sc, _, target = problem
     ev = SweepEvaluator(sc, target, batch_size=4, fixed={"I_0": 0.30}, **SIM)
-    result = sweep(SearchSpace({"G": (0.0, 10.0)}), ev, "grid", points=2, progress=False)
+    out = tmp_path / "fic"
+    space = SearchSpace({"G": (0.0, 10.0)})
+    result = sweep(space, ev, "grid", points=2, progress=False, out=str(out), figures=False)
     first, second = result.rows
     assert first["status"].startswith("FIC failed") and first["fic_failed_regions"] >= 1
-    assert math.isinf(first["loss"]) and "fc_r" not in first
+    assert first["loss"] is None and "fc_r" not in first
     assert second["fic_failed_regions"] == 0 and second["status"] == "ok"
+    assert math.isfinite(second["loss"]) and result.best(2) == [second]
+    batch = _strict_json(out / "batches" / "batch_000000.json")
+    assert batch["rows"][0]["loss"] is None
+    for name in ("settings.json", "sweep.json"):
+        _strict_json(out / name)
+    header, rows = _read(out / "sweep.csv")
+    assert rows[0][header.index("loss")] == ""
+    again = SweepEvaluator(sc, target, batch_size=4, fixed={"I_0": 0.30}, **SIM)
+    resumed = sweep(space, again, "grid", points=2, progress=False, out=str(out), figures=False)
+    assert resumed.reused_batches == [0] and again.simulations_run == 0
+    assert resumed.rows == result.rows
     nofic = SweepEvaluator(sc, target, batch_size=4, fic=None, **SIM)
     rows = sweep(SearchSpace({"G": (0.1, 0.3)}), nofic, "grid", points=2, progress=False).rows
     assert all(r["fic_failed_regions"] is None and r["status"] == "ok" for r in rows)
@@ -168,6 +211,45 @@ def test_other_settings_are_refused_by_name(problem, tmp_path):
     result = sweep(SPACE, _evaluator(problem, seed=6), "grid", points=2, out=out,
                    overwrite=True, figures=False, progress=False)
     assert result.reused_batches == [] and result.complete
+
+
+def test_auto_backend_is_pinned_in_the_settings(problem, tmp_path, monkeypatch):
+    """The settings name the backend "auto" resolved to: a resume where "auto" would pick
+    another backend is refused by name."""
+    import rww.ops.scan as scan
+    out = str(tmp_path / "s")
+    ev = _evaluator(problem, backend="auto")
+    picked = scan.auto_backend_name(torch.device("cpu"))
+    assert ev.backend == picked != "auto"
+    done = sweep(SPACE, ev, "grid", points=2, out=out, figures=False, progress=False,
+                 max_batches=1)
+    assert done.settings["backend"] == picked
+    other = "torch" if picked != "torch" else "numba"
+    monkeypatch.setattr(scan, "auto_backend_name", lambda device: other)
+    with pytest.raises(SweepSettingsError, match=rf'backend \("{picked}" there, "{other}" now\)'):
+        sweep(SPACE, _evaluator(problem, backend="auto"), "grid", points=2, out=out,
+              progress=False)
+
+
+def test_an_unusable_output_folder_raises_its_oserror(problem, tmp_path):
+    """A folder that cannot be created is an OSError naming the path, not a settings error."""
+    (tmp_path / "file").write_text("not a folder")
+    with pytest.raises(OSError, match="file") as err:
+        sweep(SPACE, _evaluator(problem), "grid", points=2, out=str(tmp_path / "file" / "s"),
+              progress=False)
+    assert not isinstance(err.value, SweepSettingsError)
+
+
+def test_overwrite_removes_every_output_of_the_old_sweep(problem, tmp_path):
+    out = tmp_path / "s"
+    sweep(SPACE, _evaluator(problem), "grid", points=2, out=str(out), progress=False)
+    for name in ("sweep.csv", "sweep.json", "sweep_heatmaps.png"):
+        assert (out / name).exists()
+    again = sweep(SPACE, _evaluator(problem, batch_size=2), "grid", points=2, out=str(out),
+                  overwrite=True, max_batches=1, progress=False)
+    assert not again.complete
+    for name in ("sweep.csv", "sweep.json", "sweep_heatmaps.png"):
+        assert not (out / name).exists(), name          # nothing of the discarded sweep stays
 
 
 def test_column_names_carry_units():

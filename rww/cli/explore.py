@@ -7,8 +7,10 @@ Registered into the ``rww`` command line by :mod:`rww.cli` (``add_parser``; the 
 - ``settings.json`` and ``batches/batch_NNNNNN.json`` (each finished batch, atomically): a rerun
   of the same command continues where a killed or stopped (``--max-batches``) one left off, on
   any number of ranks; other settings are refused with the differing settings named;
-- ``sweep.csv``: one row per candidate, columns with their units (``rate_mean_Hz``, ...);
-- ``sweep.json``: settings, column descriptions, the best candidate, what this run simulated;
+- ``sweep.csv``: one row per candidate, columns with their units (``rate_mean_Hz``, ...); a
+  value that is not a finite number (an unscored candidate's loss, no G_c) is an empty cell;
+- ``sweep.json``: settings, column descriptions, the best candidate, what this run simulated
+  (standard JSON, as every file here: such values are ``null``);
 - ``sweep_heatmaps.png``: FC r (all edges, within hemispheres), FCD KS and the mean rate over
   G (or G/G_c) x the next swept parameter.
 """

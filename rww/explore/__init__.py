@@ -19,11 +19,13 @@ for one best point (:func:`rww.search.search`, which it builds on):
   alone;
 - every finished batch is written atomically to ``OUT/batches/`` by rank 0; a rerun into the
   same ``OUT`` (on any number of ranks) checks that the settings match (else
-  :class:`SweepSettingsError` names the settings that differ), skips the finished batches and
-  simulates the others only;
+  :class:`SweepSettingsError` names the settings that differ; the settings name the backend
+  that runs, ``"auto"`` resolved), skips the finished batches and simulates the others only;
+  every rank's settings are compared with rank 0's too (the ranks that differ are named);
 - the result: ``OUT/sweep.csv`` (one row per candidate, columns with their units, see
   :data:`COLUMN_DOC`), ``OUT/sweep.json`` (settings, column descriptions, runs) and figures
-  (:mod:`rww.explore.figures`).
+  (:mod:`rww.explore.figures`). Every JSON file is standard JSON: a value that is not a finite
+  number is ``null`` there, ``None`` in the rows and an empty cell in the CSV.
 
 Noise: every candidate gets its own noise realisation (independent noise across candidates, not
 the common random numbers of :class:`rww.search.CandidateEvaluator`, whose candidates share noise

@@ -15,6 +15,9 @@ from ..figures import _figure, _save
 
 __all__ = ["sweep_figures", "heatmaps", "DEFAULT_METRICS"]
 
+#: The files :func:`sweep_figures` writes into a sweep's folder.
+FIGURE_FILES = ("sweep_heatmaps.png",)
+
 #: Panels drawn by default: (row key, title, colour map, better is higher).
 DEFAULT_METRICS = (
     ("fc_r", "FC r (all edges)", "viridis", True),
@@ -33,6 +36,9 @@ def _axes_names(names: list, x: str | None, y: str | None) -> tuple:
     for name in (x, y):
         if name is not None and name not in names:
             raise ValueError(f"heatmaps: {name!r} is not a swept parameter ({', '.join(names)})")
+    if x == y:
+        raise ValueError(f"heatmaps: x and y are both {x!r}; choose two different swept "
+                         f"parameters ({', '.join(names)})")
     return x, y
 
 
@@ -56,7 +62,7 @@ def heatmaps(result, path, x: str | None = None, y: str | None = None, metrics=D
         ``path`` as a string.
 
     Raises:
-        ValueError: ``x`` or ``y`` not swept; no rows.
+        ValueError: ``x`` or ``y`` not swept, or ``x == y``; no rows.
     """
     if not result.rows:
         raise ValueError("heatmaps: the sweep has no rows")
@@ -133,4 +139,4 @@ def _edges(centres: np.ndarray) -> np.ndarray:
 def sweep_figures(result, out: str, dpi: int = 110) -> list:
     """The sweep's figures in folder ``out``: ``sweep_heatmaps.png`` (FC r in both conventions,
     FCD KS and the mean rate over G x the next swept parameter). Returns the paths written."""
-    return [heatmaps(result, os.path.join(out, "sweep_heatmaps.png"), dpi=dpi)]
+    return [heatmaps(result, os.path.join(out, FIGURE_FILES[0]), dpi=dpi)]

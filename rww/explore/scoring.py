@@ -5,6 +5,7 @@ depends on the candidate index only."""
 from __future__ import annotations
 
 import math
+import numbers
 import re
 
 import torch
@@ -21,17 +22,25 @@ __all__ = ["SweepEvaluator", "score_batch_streamed", "scoring_bytes_per_simulati
 DEFAULT_SCORE_BYTES = 512 * 2**20
 
 #: Output columns after the searched parameters (internal name -> description with the unit).
+#: A value that is not a finite number (no G_c, an unscored candidate's loss, a diverged
+#: candidate's scores, an undefined r) is ``None`` in :attr:`rww.explore.SweepResult.rows`,
+#: ``null`` in the JSON files (standard JSON, no ``Infinity``/``NaN``) and an empty cell in
+#: ``sweep.csv``: the three hold the same table.
 COLUMN_DOC = {
     "candidate": "index of the candidate in the design (also its noise index, sim_offset)",
     "batch": "batch that simulated it (candidates batch*batch_size ... in order)",
     "G": "global coupling G (dimensionless; G_rel * G_c when G_rel is swept)",
-    "G_c": "critical coupling where the FIC fixed point loses stability (dimensionless; with FIC)",
-    "G_over_Gc": "G / G_c (dimensionless; with FIC)",
-    "fic_failed_regions": "regions where analytic FIC found no w_IE (count; 0 = FIC succeeded; "
-                          "empty without FIC)",
-    "status": "'ok', or why the candidate was not scored (FIC failed, no G_c, diverged)",
+    "G_c": "critical coupling where the FIC fixed point loses stability (dimensionless; with FIC; "
+           "null/empty when none was found below G = 10)",
+    "G_over_Gc": "G / G_c (dimensionless; with FIC; null/empty without a finite value)",
+    "fic_failed_regions": "regions where analytic FIC found no w_IE at the candidate's G (count; "
+                          "0 = FIC succeeded, also for 'diverged'; null/empty without FIC, and for "
+                          "'no critical coupling' rows: G = G_rel * G_c has no value there, so "
+                          "no FIC solution at the candidate's G exists to count)",
+    "status": "'ok', or why the candidate was not scored ('FIC failed in K regions', 'no "
+              "critical coupling below G = 10', 'diverged')",
     "loss": "ranking loss of rww.search.candidate_loss: (1 - fc_r) + |fc_level_diff| + fcd_ks "
-            "+ rate_weight * rate_excess / 10 Hz (dimensionless; inf when not scored)",
+            "+ rate_weight * rate_excess / 10 Hz (dimensionless; null/empty when not scored)",
     "fc_r": "Pearson r between the lower triangles of simulated and target FC, all edges",
     "fc_r_intra": "the same over intra-hemispheric edges only (with hemisphere labels)",
     "fc_mse": "mean squared lower-triangle FC difference (dimensionless)",
@@ -48,9 +57,6 @@ COLUMN_DOC = {
     "rate_excess": "mean over regions of how far r_E lies outside the rate band [Hz]",
 }
 _UNITS = {"rate_mean": "Hz", "rate_max": "Hz", "rate_excess": "Hz", "fic_target": "Hz"}
-_SCORE_COLUMNS = ["fc_r", "fc_r_intra", "fc_mse", "fc_level", "fc_level_diff", "fcd_ks",
-                  "fcd_ks_all", "fcd_ks_nonoverlap", "fcd_w1", "fcd_w1_all", "fcd_w1_nonoverlap",
-                  "rate_mean", "rate_max", "rate_excess"]
 
 
 def column_name(name: str) -> str:
@@ -68,18 +74,43 @@ def column_name(name: str) -> str:
 
 
 # ------------------------------------------------------------------------------ streamed scoring
+def _positive_int(name: str, value, optional: bool = False):
+    """``value`` as an int if it is a positive integer (a bool is not; ``None`` passes when
+    ``optional``), else ValueError naming it."""
+    if value is None and optional:
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ValueError(f"{name}: must be a positive integer, got {value!r}")
+    return int(value)
+
+
 def scoring_bytes_per_simulation(n_trs: int, n_nodes: int, fcd_window: int | None = None,
                                  fcd_step: int | None = None) -> int:
     """Upper estimate of the working memory of :func:`rww.scoring.score_batch` per simulation
     [bytes] (float64): the BOLD copy and its centred copy, the FC and its products, the FCD's
     windowed copies, window FCs and their lower triangles, the FCD matrix, its values and the
-    KS/W1 sort buffers. ``fcd_window=None``: FC only."""
-    t, n = int(n_trs), int(n_nodes)
+    KS/W1 sort buffers.
+
+    Args:
+        n_trs, n_nodes: the scored BOLD's length [TRs] and regions.
+        fcd_window: FCD window [TRs]; ``None``: FC only.
+        fcd_step: FCD step [TRs]; ``None``: 1 (a window at every TR, the most windows: an upper
+            bound for any step).
+
+    Raises:
+        ValueError: a size that is not a positive integer (``fcd_window`` at least 2).
+    """
+    t = _positive_int("n_trs", n_trs)
+    n = _positive_int("n_nodes", n_nodes)
+    step = _positive_int("fcd_step", 1 if fcd_step is None else fcd_step)
     total = 3 * t * n + 5 * n * n
-    if fcd_window:
-        w = (t - fcd_window) // fcd_step + 1 if t >= fcd_window else 0
+    if fcd_window is not None:
+        window = _positive_int("fcd_window", fcd_window)
+        if window < 2:
+            raise ValueError(f"fcd_window: must be at least 2 TRs, got {fcd_window!r}")
+        w = (t - window) // step + 1 if t >= window else 0
         m = n * (n - 1) // 2
-        total += 3 * w * fcd_window * n + 4 * w * n * n + 3 * w * m + 4 * w * w + 6 * w * w
+        total += 3 * w * window * n + 4 * w * n * n + 3 * w * m + 4 * w * w + 6 * w * w
     return 8 * total
 
 
@@ -95,36 +126,37 @@ def score_batch_streamed(bold: torch.Tensor, target, hemispheres=None, *, chunk:
     The BOLD itself ``(B, T, N)`` is not copied (each chunk is converted to float64 alone).
 
     Args:
-        bold: ``(B, T, N)`` simulated BOLD after burn-in (any device and float dtype).
+        bold: ``(B, T, N)`` simulated BOLD after burn-in (any device and float dtype), ``B >= 1``.
         target: :class:`rww.fit.FitTarget` or :class:`rww.scoring.ScoringTarget` (prepared once).
         hemispheres: ``(N,)`` labels for ``fc_r_intra``, or ``None``.
-        chunk: simulations per chunk; default from ``max_bytes``.
+        chunk: simulations per chunk; default from ``max_bytes``. Given, it is used as it is.
         max_bytes: memory bound of one chunk's scoring [bytes] (default
             :data:`DEFAULT_SCORE_BYTES`), through :func:`scoring_bytes_per_simulation`; at least
-            one simulation per chunk.
+            one simulation per chunk. Checked even when ``chunk`` is given.
         fcd: as :func:`rww.scoring.score_batch`.
 
     Returns:
         name -> ``(B,)`` float64 tensor, the keys of :func:`rww.scoring.score_batch`.
 
     Raises:
-        ValueError: ``chunk`` or ``max_bytes`` not a positive integer; anything
-            :func:`rww.scoring.score_batch` raises.
+        ValueError: ``chunk`` or ``max_bytes`` not a positive integer (bools are refused), an
+            empty batch (``B = 0``: :func:`rww.scoring.score_batch` cannot name its keys
+            either); anything :func:`rww.scoring.score_batch` raises.
     """
     if not torch.is_tensor(bold) or bold.dim() != 3:
         shape = tuple(bold.shape) if torch.is_tensor(bold) else type(bold).__name__
         raise ValueError(f"bold: expected a tensor (B, T, N), got {shape}")
+    chunk = _positive_int("chunk", chunk, optional=True)
+    max_bytes = _positive_int("max_bytes", max_bytes, optional=True)
     b, t, n = bold.shape
+    if b == 0:
+        raise ValueError(f"bold: an empty batch {tuple(bold.shape)} (B = 0): nothing to score")
     st = prepare_target(target, n, fcd=fcd)
     if chunk is None:
         limit = DEFAULT_SCORE_BYTES if max_bytes is None else max_bytes
-        if not isinstance(limit, int) or limit < 1:
-            raise ValueError(f"max_bytes: must be a positive integer, got {max_bytes!r}")
         per = scoring_bytes_per_simulation(t, n, st.fcd_window if (fcd and st.has_fcd) else None,
                                            st.fcd_step)
         chunk = max(1, limit // per)
-    if not isinstance(chunk, int) or chunk < 1:
-        raise ValueError(f"chunk: must be a positive integer, got {chunk!r}")
     parts = []
     for start in range(0, b, chunk):
         parts.append(score_batch(bold[start:start + chunk], st, hemispheres, fcd=fcd))
@@ -150,6 +182,10 @@ class SweepEvaluator(CandidateEvaluator):
         device: where the candidates are simulated and scored (default ``sc``'s device), e.g.
             ``"cuda:0"`` with ``sc`` on the CPU, where FIC and G_c are solved.
 
+    ``backend="auto"`` is resolved here (:func:`rww.ops.scan.auto_backend_name` of ``device``):
+    :attr:`backend` is the name of the backend that runs, and a sweep's settings record it, so a
+    resume where ``auto`` would pick another backend is refused by name.
+
     :meth:`evaluate_batch` scores candidates ``first, first + 1, ...`` of a design with noise
     indices equal to those candidate indices. FIC, G_c and the scores are computed with one torch
     thread (the simulation with all of them), so that no result depends on the process's thread
@@ -164,12 +200,8 @@ class SweepEvaluator(CandidateEvaluator):
         kwargs.setdefault("progress", False)
         with _torch_threads(1):        # the target's FC/FCD too (see below)
             super().__init__(sc, target, **kwargs)
-        if score_chunk is not None and (not isinstance(score_chunk, int) or score_chunk < 1):
-            raise ValueError(f"score_chunk: must be a positive integer, got {score_chunk!r}")
-        if score_max_bytes is not None and (not isinstance(score_max_bytes, int)
-                                            or score_max_bytes < 1):
-            raise ValueError(f"score_max_bytes: must be a positive integer, got "
-                             f"{score_max_bytes!r}")
+        _positive_int("score_chunk", score_chunk, optional=True)
+        _positive_int("score_max_bytes", score_max_bytes, optional=True)
         if score_chunk is None:
             st = self.target
             per = scoring_bytes_per_simulation(self.n_trs, self.n_nodes,
@@ -179,6 +211,9 @@ class SweepEvaluator(CandidateEvaluator):
         self.score_chunk = score_chunk
         #: where candidates are simulated and scored (FIC and G_c stay with ``sc``)
         self.device = torch.device(device) if device is not None else self.sc.device
+        if self.backend == "auto":     # pinned: a sweep's settings name the backend that ran
+            from ..ops import scan
+            self.backend = scan.auto_backend_name(self.device)
         self._noise_base = 0
         self._outer_threads = torch.get_num_threads()
         #: simulation batches run (a diverging batch's reruns count one each)
@@ -196,7 +231,7 @@ class SweepEvaluator(CandidateEvaluator):
             ``M`` rows (dicts) as :meth:`rww.search.CandidateEvaluator.__call__` plus
             ``candidate`` and ``fic_failed_regions``.
         """
-        if not isinstance(first, int) or first < 0:
+        if isinstance(first, bool) or not isinstance(first, int) or first < 0:
             raise ValueError(f"first: must be a non-negative integer, got {first!r}")
         self._noise_base = first
         self._outer_threads = torch.get_num_threads()

@@ -1,6 +1,9 @@
 """Storage side of a sweep: its settings (what a resume must match) and their hashes, atomic
 writes, the per-batch files in ``OUT/batches/``, the output folder's checks, :class:`SweepResult`
-(the table, ``sweep.csv``) and the ``sweep.json`` summary."""
+(the table, ``sweep.csv``) and the ``sweep.json`` summary.
+
+Every JSON file here is standard JSON (``allow_nan=False``): numbers that are not finite (inf,
+NaN) are written as ``null``, which jq and JavaScript read; see :data:`COLUMN_DOC`."""
 
 from __future__ import annotations
 
@@ -17,6 +20,7 @@ import numpy as np
 import torch
 
 from ..params import PARAM_DOC
+from .figures import FIGURE_FILES
 from .scoring import COLUMN_DOC, SweepEvaluator, column_name
 
 __all__ = ["SweepResult", "SweepSettingsError"]
@@ -51,8 +55,27 @@ def _jsonable(value):
     return value
 
 
+def _finite(value):
+    """``value`` (JSON-able: dicts, lists, numbers...) with every non-finite float (inf, NaN)
+    replaced by ``None``: standard JSON (``null``), which jq and JavaScript read."""
+    if isinstance(value, (float, np.floating)):
+        return float(value) if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
+
+
+def _dumps(value, **kwargs) -> str:
+    """Standard JSON of ``value`` (tensors and arrays as lists, non-finite numbers as null)."""
+    return json.dumps(_finite(_jsonable(value)), allow_nan=False, **kwargs)
+
+
 def _settings(space, ev: SweepEvaluator, method, n, points, seed, values) -> dict:
+    from ..ops import scan
     st = ev.target
+    backend = scan.auto_backend_name(ev.device) if ev.backend == "auto" else ev.backend
     hem = None if ev.hemispheres is None else torch.as_tensor(ev.hemispheres).tolist()
     s = {
         "format": _FORMAT, "names": space.names,
@@ -63,7 +86,7 @@ def _settings(space, ev: SweepEvaluator, method, n, points, seed, values) -> dic
         "tr_s": ev.tr, "n_trs": ev.n_trs,
         "burn_in_trs": ev.burn_in_trs, "noise_seed": ev.seed, "fixed": _jsonable(ev.fixed),
         "fic_Hz": ev.fic, "maps_sha256": {k: _sha(v) for k, v in ev.maps.items()},
-        "hemispheres": hem, "backend": ev.backend, "device": ev.device.type,
+        "hemispheres": hem, "backend": backend, "device": ev.device.type,
         "dtype": str(ev.dtype).replace("torch.", ""),
         "haemo": _jsonable(ev.haemo), "rate_band_Hz": list(ev.rate_band),
         "rate_weight": ev.rate_weight, "n_regions": ev.n_nodes, "sc_sha256": _sha(ev.sc),
@@ -72,21 +95,36 @@ def _settings(space, ev: SweepEvaluator, method, n, points, seed, values) -> dic
         "fcd_window_trs": st.fcd_window, "fcd_step_trs": st.fcd_step,
         "fcd_convention": st.convention,
     }
-    return json.loads(json.dumps(s))          # as read back from a file
+    return json.loads(_dumps(s))              # as read back from a file
 
 
 def _settings_key(settings: dict) -> str:
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def _differences(old: dict, new: dict) -> list:
+def _differences(old: dict, new: dict, where=("there", "now")) -> list:
+    """``"name (old where[0], new where[1])"`` for each setting that differs."""
     out = []
     for key in sorted(set(old) | set(new)):
         if old.get(key, "<absent>") != new.get(key, "<absent>"):
             a, b = (json.dumps(d.get(key, "<absent>")) for d in (old, new))
             a, b = (v if len(v) <= 60 else v[:57] + "..." for v in (a, b))
-            out.append(f"{key} ({a} there, {b} now)")
+            out.append(f"{key} ({a} {where[0]}, {b} {where[1]})")
     return out
+
+
+def _rank_differences(everyone: list) -> str | None:
+    """Rank 0: given every rank's ``(settings key, settings)``, a message naming the ranks whose
+    settings differ from rank 0's and how, or None when all agree."""
+    key0, settings0 = everyone[0]
+    bad = [r for r, (key, _) in enumerate(everyone) if key != key0]
+    if not bad:
+        return None
+    detail = "; ".join(f"rank {r}: " + ", ".join(_differences(settings0, everyone[r][1],
+                                                              ("on rank 0", f"on rank {r}")))
+                       for r in bad)
+    return (f"the sweep's settings differ between ranks: rank(s) {', '.join(map(str, bad))} "
+            f"differ from rank 0 ({detail}); every rank must run the same sweep")
 
 
 def _atomic_write(path: str, text: str):
@@ -124,8 +162,13 @@ def _finished_batches(out: str, key: str, n_batches: int) -> list:
     return sorted(done)
 
 
+#: Files a finished sweep writes into ``OUT`` (removed with the batches by ``overwrite``).
+_OUTPUTS = ("sweep.csv", "sweep.json") + FIGURE_FILES
+
+
 def _prepare_folder(out: str, settings: dict, overwrite: bool) -> str | None:
-    """Rank 0: create or check ``out``; returns an error message or None."""
+    """Rank 0: create or check ``out``; returns an error message or None (an OSError of the
+    folder propagates)."""
     os.makedirs(os.path.join(out, "batches"), exist_ok=True)
     path = os.path.join(out, "settings.json")
     if os.path.exists(path):
@@ -145,10 +188,10 @@ def _prepare_folder(out: str, settings: dict, overwrite: bool) -> str | None:
             for name in os.listdir(os.path.join(out, "batches")):
                 if _BATCH_FILE.match(name):
                     os.remove(os.path.join(out, "batches", name))
-            for name in ("sweep.csv", "sweep.json"):
+            for name in _OUTPUTS:
                 if os.path.exists(os.path.join(out, name)):
                     os.remove(os.path.join(out, name))
-    _atomic_write(path, json.dumps(settings, indent=1))
+    _atomic_write(path, _dumps(settings, indent=1))
     return None
 
 
@@ -160,7 +203,9 @@ class SweepResult:
     Attributes:
         rows: one dict per candidate in design order (keys: the swept names, then those of
             :data:`COLUMN_DOC`); on ranks other than 0, ``None``. Only finished candidates when
-            the sweep stopped early (``complete`` False).
+            the sweep stopped early (``complete`` False). Values that are not finite numbers
+            (an unscored candidate's loss, no G_c...) are ``None``, as in the batch files'
+            standard JSON (``null``), so a resumed table equals an uninterrupted one.
         names: the swept names.
         settings: the settings that a resume must match (see ``OUT/settings.json``).
         complete: every batch finished.
@@ -168,7 +213,8 @@ class SweepResult:
         reused_batches: finished batches found in ``out`` and not simulated again.
         paths: ``{"csv", "json", "figures": [...]}`` written by rank 0 (empty without ``out`` or
             while incomplete).
-        seconds: wall time of this call [s].
+        seconds: wall time of this call [s] (up to writing ``sweep.json``, which records this
+            same number).
         world_size: ranks that ran this call.
     """
 
@@ -195,12 +241,15 @@ class SweepResult:
 
     def best(self, k: int = 1) -> list:
         """The ``k`` rows of lowest loss (scored candidates only)."""
-        ranked = sorted((r for r in self.rows if math.isfinite(r["loss"])), key=lambda r: r["loss"])
+        ranked = sorted((r for r in self.rows if r.get("loss") is not None
+                         and math.isfinite(r["loss"])), key=lambda r: r["loss"])
         return ranked[:k]
 
     def to_csv(self, path: str) -> str:
         """Write the table (one row per candidate, header :func:`column_name` of every column:
-        units appended), atomically. Floats in full precision (``repr``); missing values empty."""
+        units appended), atomically. Floats in full precision (``repr``); missing values and
+        those that are not finite numbers (``None`` in :attr:`rows`) empty, never ``inf``/``nan``
+        text."""
         import io
         buf = io.StringIO()
         writer = csv.writer(buf, lineterminator="\n")
@@ -222,7 +271,7 @@ def _write_summary(result: SweepResult, out: str, run_id: str):
                "noise": "candidate i simulated with noise index i (sim_offset = i, seed = "
                         "settings.noise_seed): independent noise per candidate",
                "paths": result.paths}
-    _atomic_write(os.path.join(out, "sweep.json"), json.dumps(_jsonable(summary), indent=1))
+    _atomic_write(os.path.join(out, "sweep.json"), _dumps(summary, indent=1))
 
 
 def _searched_doc(name: str) -> str:
