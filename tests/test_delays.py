@@ -256,3 +256,209 @@ def test_backend_with_delays_matches_the_reference(backend, dtype, per_sim_lags)
     assert float(loss.detach()) == pytest.approx(float(ref_loss.detach()), rel=tol["forward"])
     for name, got, want in zip(("G", "w_EE", "coupling", "state"), grads, ref_grads):
         assert_close(got.cpu(), want, tol["grad"], f"grad {name}")
+
+
+# ----------------------------------------------------------------------------------------------
+# Triton backend with delays (streamed coupling variant; the kernels run under the interpreter
+# without a GPU): continuation across calls and the backward's recomputation check.
+
+
+def _triton_device():
+    pytest.importorskip("triton")
+    ok, why = backend_available("triton")
+    if not ok:
+        pytest.skip(why)
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def test_triton_continued_run_with_delays_equals_one_long_run_bit_for_bit():
+    """float32, per-simulation lags up to 5 steps: two calls of 10 steps (the final state with
+    its S_E history and t0 carried) equal one call of 20 steps bit for bit (BOLD, records and
+    the state with its history)."""
+    device = _triton_device()
+    params, coupling, state, _, lags = _problem(torch.float32, per_sim_lags=True)
+    d = int(lags.max())
+    table = pack_parameters({k: v.detach() for k, v in params.items()}, DECO, 2, N,
+                            torch.float32).to(device)
+    coupling, state, lags = coupling.detach().to(device), state.detach().to(device), lags.to(device)
+
+    def spec(n_steps, t0=0):
+        return ScanSpec(DECO, 0.1, 5, n_steps, seed=3, t0=t0, haemo=HAEMO,
+                        record=("S_E", "r_E"), max_delay=d)
+
+    whole = rww_scan(table, coupling, state, spec(20), backend="triton", delays=lags)
+    first = rww_scan(table, coupling, state, spec(10), backend="triton", delays=lags)
+    second = rww_scan(table, coupling, first.state, spec(10, t0=10), backend="triton",
+                      delays=lags)
+    assert whole.state.shape == (6 + d, 2, N)
+    assert torch.equal(torch.cat([first.bold, second.bold], 1), whole.bold)
+    for name in ("S_E", "r_E"):
+        assert torch.equal(torch.cat([first.records[name], second.records[name]], 1),
+                           whole.records[name])
+    assert torch.equal(second.state, whole.state)
+    # history row 6 + d - 1 is S_E d steps before the end (after step 10 - d, 1-based)
+    every = rww_scan(table, coupling, state, ScanSpec(DECO, 0.1, 1, 10, seed=3, haemo=HAEMO,
+                                                      record=("S_E",), max_delay=d),
+                     backend="triton", delays=lags)
+    for back in range(1, d + 1):
+        assert torch.equal(first.state[5 + back], every.records["S_E"][:, 9 - back])
+
+
+def test_triton_backward_with_delays_checks_its_recomputation_history_included(monkeypatch):
+    """The recomputed end of every segment but the last, S_E history included, equals the next
+    checkpoint to the last bit; a corrupted history row of a checkpoint is reported."""
+    device = _triton_device()
+    from rww.ops.triton import adjoint
+
+    params, coupling, state, spec, lags = _problem(torch.float32, per_sim_lags=True)
+    loss = _loss({k: v.detach().to(device).requires_grad_() for k, v in params.items()},
+                 coupling.detach().to(device).requires_grad_(),
+                 state.detach().to(device).requires_grad_(), spec, lags.to(device), "triton",
+                 checkpoint_every=7)
+    loss.backward()
+    assert adjoint.last_recompute_check() == (0, 0.0)
+    real_bwd = adjoint.rww_bwd
+
+    def corrupt(params, coupling, checkpoints, *args, **kwargs):
+        checkpoints = checkpoints.clone()
+        checkpoints[-1, 6 + 2, 0, 1] += 1e-3       # S_E of region 1, 3 steps before step 28
+        return real_bwd(params, coupling, checkpoints, *args, **kwargs)
+
+    monkeypatch.setattr(adjoint, "rww_bwd", corrupt)
+    loss = _loss({k: v.detach().to(device).requires_grad_() for k, v in params.items()},
+                 coupling.detach().to(device), state.detach().to(device), spec, lags.to(device),
+                 "triton", checkpoint_every=7)
+    with pytest.warns(RuntimeWarning, match="recomputed in the backward pass differ"):
+        loss.backward()
+    mismatches, difference = adjoint.last_recompute_check()
+    assert mismatches == 1 and difference == pytest.approx(1e-3, rel=1e-2)
+
+
+def test_triton_delays_need_the_streamed_variant():
+    """Resident or tl.dot coupling with delays is refused, naming the supported variant; the
+    default configuration with delays is streamed."""
+    _triton_device()
+    from rww.ops.triton.config import choose_config
+
+    cfg = choose_config(2, N, False, "bwd", delays=True)
+    assert not cfg.resident and not cfg.use_dot
+    assert not choose_config(8192, 100, False, "fwd", delays=True).use_dot
+    with pytest.raises(ValueError, match="streamed coupling variant only"):
+        choose_config(2, N, False, "fwd", delays=True, resident=True)
+    from rww.ops.triton.backend import TritonBackend
+
+    params, coupling, state, spec, lags = _problem(torch.float32)
+    table = pack_parameters({k: v.detach() for k, v in params.items()}, DECO, 2, N,
+                            torch.float32)
+    with pytest.raises(ValueError, match="streamed coupling variant only"):
+        TritonBackend(resident=True).forward(table, coupling.detach(), state.detach(), spec, 7,
+                                             delays=lags.to(torch.int32))
+
+
+# ----------------------------------------------------------------------------- numba with delays
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_numba_continued_run_equals_one_long_run(dtype):
+    """numba: two calls of 2 TRs (state with its S_E history, t0 carried) equal one call of 4
+    TRs bit for bit; the lags (up to 328 steps) reach further back than one call's 200 steps."""
+    ok, why = backend_available("numba")
+    if not ok:
+        pytest.skip(why)
+    sc = seeded_connectome(N, 3)
+    model = rww.RWWBold(sc, G=0.9, dtype=dtype, tr=0.01, backend="numba",
+                        lengths=_lengths(), velocity=1.0)
+    assert model.max_delay > 2 * model.steps_per_tr
+    whole = model.simulate(4, seed=5)
+    first = model.simulate(2, seed=5)
+    second = model.simulate(2, state=first.state, seed=5, t0=2 * model.steps_per_tr)
+    assert torch.equal(torch.cat([first.bold, second.bold], 1), whole.bold)
+    assert torch.equal(second.state, whole.state)
+    # and the history it carries is the reference's (torch-checkpoint, same lags and noise)
+    ref = rww.RWWBold(sc, G=0.9, dtype=dtype, tr=0.01, backend="torch-checkpoint",
+                      lengths=_lengths(), velocity=1.0).simulate(4, seed=5)
+    tol = TOLERANCES[dtype]["forward"]
+    assert_close(whole.bold, ref.bold, 10 * tol, "bold")
+    assert_close(whole.state, ref.state, 10 * tol, "state")
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_numba_zero_lags_equal_the_no_delay_kernels(dtype):
+    """Lags all 0 with max_delay 1 (the delayed kernels, a 7-row state) against the numba kernels
+    without delays: outputs and gradients equal to rounding (relative max error <= 1e-14 in
+    float64, 1e-6 in float32; the coupling sums run in the same order, so they are in practice
+    equal); the initial history, never read, receives exactly zero gradient."""
+    ok, why = backend_available("numba")
+    if not ok:
+        pytest.skip(why)
+    sc = seeded_connectome(N, 5).to(dtype)
+    spec0 = ScanSpec(DECO, 0.1, 10, 30, seed=3, haemo=HAEMO, record=("S_E", "r_E"))
+    spec1 = ScanSpec(DECO, 0.1, 10, 30, seed=3, haemo=HAEMO, record=("S_E", "r_E"), max_delay=1)
+    lags = torch.zeros(N, N, dtype=torch.int32)
+    results = []
+    for spec, delays in ((spec0, None), (spec1, lags)):
+        params = {"G": torch.tensor([0.9, 1.4], dtype=dtype, requires_grad=True)}
+        coupling = sc.clone().requires_grad_()
+        state = initial_state(2, N, dtype, max_delay=spec.max_delay).requires_grad_()
+        table = pack_parameters(params, DECO, 2, N, dtype)
+        out = rww_scan(table, coupling, state, spec, backend="numba", checkpoint_every=7,
+                       delays=delays)
+        w = torch.linspace(-1, 1, out.bold.numel(), dtype=dtype).view_as(out.bold)
+        loss = ((out.bold * w).sum() * 1e3 + (out.state[:6] ** 2).sum()
+                + out.records["S_E"].sum() + 1e-2 * out.records["r_E"].sum())
+        grads = torch.autograd.grad(loss, [params["G"], coupling, state])
+        results.append((out, grads))
+    (plain, g_plain), (zero, g_zero) = results
+    tol = 1e-14 if dtype == torch.float64 else 1e-6
+    assert_close(zero.bold, plain.bold, tol, "bold")
+    for name in ("S_E", "r_E"):
+        assert_close(zero.records[name], plain.records[name], tol, name)
+    assert_close(zero.state[:6], plain.state, tol, "state")
+    for name, got, want in zip(("G", "coupling"), g_zero[:2], g_plain[:2]):
+        assert_close(got, want, tol, f"grad {name}")
+    assert_close(g_zero[2][:6], g_plain[2], tol, "grad state")
+    assert torch.equal(g_zero[2][6], torch.zeros_like(g_zero[2][6]))
+
+
+@pytest.mark.parametrize("preset", ["deco2014", "griffiths2022"])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_numba_delays_recompute_is_exact(preset, dtype):
+    """The backward's recomputation of every segment (K = 4 cutting TRs, history included)
+    reproduces the forward's checkpoints bit for bit, with a scan (6 steps) shorter than the longest lag (8)
+    (the final history reaches into the initial one); gradients against the float64 reference
+    (autograd through the plain loop)."""
+    ok, why = backend_available("numba")
+    if not ok:
+        pytest.skip(why)
+    from rww.ops.numba.backend import last_recompute_mismatches
+
+    pr = get_preset(preset)
+    haemo = resolve_haemo(pr, None)
+    g = torch.Generator().manual_seed(8)
+    lags = torch.randint(0, 9, (2, N, N), generator=g)
+    spec = ScanSpec(pr, 0.1, 3, 6, seed=4, haemo=haemo, record=("S_E",), max_delay=8)
+    sc = seeded_connectome(N, 5)
+    if pr.code == 1:
+        from rww.coupling import griffiths_laplacian, griffiths_normalise_sc
+        sc = griffiths_laplacian(griffiths_normalise_sc(sc))
+    hist = 0.05 * torch.rand(8, 2, N, generator=g, dtype=torch.float64)
+
+    def grads(backend, dt):
+        params = {"G": torch.tensor([0.9, 1.4], dtype=dt, requires_grad=True)}
+        coupling = sc.to(dt).requires_grad_()
+        state = initial_state(2, N, dt, max_delay=8)
+        state[6:] += hist.to(dt)
+        state.requires_grad_()
+        table = pack_parameters(params, pr, 2, N, dt)
+        out = rww_scan(table, coupling, state, spec, backend=backend,
+                       checkpoint_every=4 if backend == "numba" else None, delays=lags)
+        w = torch.linspace(-1, 1, out.bold.numel(), dtype=dt).view_as(out.bold)
+        hw = torch.linspace(0.5, 2, out.state[6:].numel(), dtype=dt).view_as(out.state[6:])
+        loss = ((out.bold * w).sum() * 1e3 + (out.state[:6] ** 2).sum()
+                + (out.state[6:] * hw).sum() + out.records["S_E"].sum())
+        return torch.autograd.grad(loss, [params["G"], coupling, state])
+
+    got = grads("numba", dtype)
+    assert last_recompute_mismatches() == 0
+    want = grads("torch", torch.float64)
+    for name, a, b in zip(("G", "coupling", "state"), got, want):
+        assert_close(a, b, TOLERANCES[dtype]["grad"], f"grad {name}")
+    assert got[2][6:].abs().sum() > 0

@@ -9,6 +9,13 @@
   counter, never stored), keeping a tape of that segment only (O(N*K) per worker thread), and
   sweeps the hand-derived discrete adjoint of the Euler-Maruyama step back through it.
 
+Conduction delays (``spec.max_delay = D > 0``, integer lags ``delays``): the kernels of
+:mod:`~rww.ops.numba.delayed` and :mod:`~rww.ops.numba.delayed_adjoint` (``supports_delays``):
+the state, checkpoints and ``grad_state0`` carry the D rows of S_E history; inside the kernels
+the history is a ring buffer per simulation (2 (D + 1) N floats, plus as much for the adjoint's
+ring and N x NP float64 coupling-gradient sums). Without delays the kernels are those above,
+unchanged. The pipelined backward is not used with delays.
+
 Precision: the kernels compute in the dtype of the inputs (float32 or float64). Gradients of the
 parameters and of the coupling are accumulated per simulation in float64 (float32 partial sums
 of at most 16 steps are flushed into float64 totals), reduced over simulations and nodes in
@@ -69,13 +76,15 @@ def last_recompute_mismatches() -> int:
 def _kernels() -> SimpleNamespace:
     """The kernels' entry points and layout constants as one namespace. Importing the kernel
     modules imports numba, so it happens on first use, not with ``import rww``."""
-    from . import adjoint, forward, layout
+    from . import adjoint, delayed, delayed_adjoint, forward, layout
 
     constants = {name: value for name, value in vars(layout).items() if name.isupper()}
     entry = {name: getattr(module, name) for module, names in (
         (forward, ("rww_fwd_kernel",)),
         (adjoint, ("rww_bwd_kernel", "rww_bwd_begin", "rww_bwd_recompute", "rww_bwd_sweep",
-                   "rww_bwd_end"))) for name in names}
+                   "rww_bwd_end")),
+        (delayed, ("rww_fwd_delayed_kernel",)),
+        (delayed_adjoint, ("rww_bwd_delayed_kernel",))) for name in names}
     return SimpleNamespace(**constants, **entry)
 
 
@@ -210,6 +219,29 @@ def _padded_coupling(coupling: torch.Tensor, transpose: bool, np_dtype) -> np.nd
     return out
 
 
+def _delay_offsets(delays: torch.Tensor, n_nodes: int, max_delay: int, forward: bool) -> np.ndarray:
+    """int32 ``(Bd, N, NP)`` offsets of the delayed kernels' gathers into a ring of ``2 (D + 1)``
+    slots per node (:mod:`rww.ops.numba.delayed`): for the forward (``forward``) row j, lane i
+    ``j*2RS + RS - lag_ij``; for the adjoint row i, lane j ``i*2RS + lag_ij`` (RS = D + 1).
+    Padding lanes get lag 0 (their coupling entries are zero)."""
+    rs = max_delay + 1
+    if n_nodes * 2 * rs >= 2**31:
+        raise ValueError(f"numba backend: N={n_nodes} regions with delays of up to {max_delay} "
+                         "steps exceed the kernels' 32-bit ring offsets; use "
+                         "backend='torch-checkpoint'")
+    lag = delays.detach().to(torch.int64).cpu()
+    lag = lag.unsqueeze(0) if lag.dim() == 2 else lag
+    lanes = padded_nodes(n_nodes)
+    out = np.zeros((lag.shape[0], n_nodes, lanes), dtype=np.int64)
+    row = (np.arange(n_nodes, dtype=np.int64) * 2 * rs)[None, :, None]
+    if forward:
+        out[:, :, :n_nodes] = rs - lag.transpose(-1, -2).numpy()
+        out[:, :, n_nodes:] = rs
+    else:
+        out[:, :, :n_nodes] = lag.numpy()
+    return np.ascontiguousarray((out + row).astype(np.int32))
+
+
 def _as_numpy(t: torch.Tensor) -> np.ndarray:
     return t.detach().contiguous().numpy()
 
@@ -241,6 +273,7 @@ class NumbaBackend(ScanBackend):
     docstring for precision and threading)."""
 
     name = "numba"
+    supports_delays = True
 
     def available(self) -> tuple[bool, str]:
         try:
@@ -283,18 +316,27 @@ class NumbaBackend(ScanBackend):
             rec_slot[RECORDABLE.index(name)] = slot
         bold = torch.empty(batch, n_trs, n_nodes, dtype=dtype)
         rec = torch.empty(len(spec.record), batch, n_trs, n_nodes, dtype=dtype)
-        ckpt = torch.empty(n_seg, 6, batch, n_nodes, dtype=dtype)
-        final = torch.empty(6, batch, n_nodes, dtype=dtype)
+        rows = state.shape[0]                   # 6 + D
+        ckpt = torch.empty(n_seg, rows, batch, n_nodes, dtype=dtype)
+        final = torch.empty(rows, batch, n_nodes, dtype=dtype)
         first_bad = torch.empty(batch, dtype=torch.int64)
         key0, key1 = _seed_words(spec.seed)
         hc = _haemo_vector(spec)
         griffiths = int(spec.preset.code == 1)
         outs = (bold.numpy(), rec.numpy(), ckpt.numpy(), final.numpy(), first_bad.numpy())
 
-        def run(sims):
-            k.rww_fwd_kernel(sims, coef, ct, state0, hc, griffiths, spec.steps_per_tr,
-                             spec.n_steps, checkpoint_every, spec.t0, key0, key1,
-                             spec.sim_offset, rec_slot, *outs)
+        if _delayed(spec, delays):
+            off = _delay_offsets(delays, n_nodes, spec.max_delay, True)
+
+            def run(sims):
+                k.rww_fwd_delayed_kernel(sims, coef, ct, off, state0, hc, griffiths,
+                                         spec.steps_per_tr, spec.n_steps, checkpoint_every,
+                                         spec.t0, key0, key1, spec.sim_offset, rec_slot, *outs)
+        else:
+            def run(sims):
+                k.rww_fwd_kernel(sims, coef, ct, state0, hc, griffiths, spec.steps_per_tr,
+                                 spec.n_steps, checkpoint_every, spec.t0, key0, key1,
+                                 spec.sim_offset, rec_slot, *outs)
 
         n_tasks = min(batch, num_threads())
         _run_tasks(run, [np.arange(batch, dtype=np.int64)[i::n_tasks] for i in range(n_tasks)])
@@ -345,19 +387,32 @@ class NumbaBackend(ScanBackend):
         n_slots = int(gc_slot[-1]) + 1 if want_gc else 0
         g_coef = np.zeros((k.N_COEF, batch, n_nodes), dtype=np.float64)
         g_c = np.zeros((n_slots, n_nodes, n_nodes), dtype=np.float64)
-        g_state0 = torch.empty(6, batch, n_nodes, dtype=dtype)
+        g_state0 = torch.empty(checkpoints.shape[1], batch, n_nodes, dtype=dtype)
         g_state0_np = g_state0.numpy()
         mismatch = np.zeros(batch, dtype=np.int64)
 
-        def run(sims):
-            k.rww_bwd_kernel(sims, coef, ct, cm, ckpt, hc, griffiths, spec.steps_per_tr,
-                             spec.n_steps, checkpoint_every, spec.t0, key0, key1,
-                             spec.sim_offset, gbold, grec,
-                             grec_slot, gstate, want_gc, gc_slot, g_coef, g_c, g_state0_np,
-                             mismatch)
+        delayed = _delayed(spec, delays)
+        if delayed:
+            off = _delay_offsets(delays, n_nodes, spec.max_delay, True)
+            offa = _delay_offsets(delays, n_nodes, spec.max_delay, False)
+
+            def run(sims):
+                k.rww_bwd_delayed_kernel(sims, coef, ct, cm, off, offa, ckpt, hc, griffiths,
+                                         spec.steps_per_tr, spec.n_steps, checkpoint_every,
+                                         spec.t0, key0, key1, spec.sim_offset, gbold, grec,
+                                         grec_slot, gstate, want_gc, gc_slot, g_coef, g_c,
+                                         g_state0_np, mismatch)
+        else:
+            def run(sims):
+                k.rww_bwd_kernel(sims, coef, ct, cm, ckpt, hc, griffiths, spec.steps_per_tr,
+                                 spec.n_steps, checkpoint_every, spec.t0, key0, key1,
+                                 spec.sim_offset, gbold, grec,
+                                 grec_slot, gstate, want_gc, gc_slot, g_coef, g_c, g_state0_np,
+                                 mismatch)
 
         n_seg = checkpoints.shape[0]
-        if _use_pipeline(batch, n_seg, checkpoint_every, n_nodes):
+        # (the two-thread pipeline exists for the kernels without delays only)
+        if not delayed and _use_pipeline(batch, n_seg, checkpoint_every, n_nodes):
             _pipelined_backward(k, 0, coef, ct, cm, ckpt, hc, griffiths, spec, checkpoint_every,
                                 key0, key1, gbold, grec, grec_slot, gstate, want_gc, gc_slot,
                                 g_coef, g_c, g_state0_np, mismatch)
@@ -392,6 +447,13 @@ class NumbaBackend(ScanBackend):
         else:
             grad_coupling = torch.from_numpy(g_c.sum(axis=0)).to(coupling.dtype)
         return grad_params, grad_coupling, g_state0
+
+
+def _delayed(spec: ScanSpec, delays) -> bool:
+    """Whether the scan runs the kernels with conduction delays (:mod:`rww.ops.numba.delayed`)."""
+    if spec.max_delay > 0 and delays is None:
+        raise ValueError(f"numba backend: spec.max_delay={spec.max_delay} needs the delays")
+    return spec.max_delay > 0
 
 
 # Backward of a single simulation on two threads (see _pipelined_backward), chosen by the
@@ -455,9 +517,10 @@ def _pipelined_backward(k, b, coef, ct, cm, ckpt, hc, griffiths, spec, k_every, 
 
 def warmup() -> float:
     """Compile (or load from numba's on-disk cache) every kernel variant: forward and adjoint,
-    float32 and float64. Returns the wall seconds it took (``rww info`` reports it)."""
-    from ..model import initial_state
-    from ..params import get_preset, pack_parameters, resolve_haemo
+    without and with conduction delays, float32 and float64. Returns the wall seconds it took
+    (``rww info`` reports it)."""
+    from ...model import initial_state
+    from ...params import get_preset, pack_parameters, resolve_haemo
 
     global PIPELINE
     start = time.perf_counter()
@@ -469,6 +532,13 @@ def warmup() -> float:
         state = initial_state(1, 2, dtype)
         spec = ScanSpec(preset, 0.1, 2, 4, haemo=resolve_haemo(preset, None),
                         record=RECORDABLE)
+        lags = torch.tensor([[0, 2], [1, 0]], dtype=torch.int32)
+        dspec = ScanSpec(preset, 0.1, 2, 4, haemo=spec.haemo, record=RECORDABLE, max_delay=2)
+        dstate = initial_state(1, 2, dtype, max_delay=2)
+        dout = backend.forward(params, coupling, dstate, dspec, 3, delays=lags)
+        backend.backward(params, coupling, dout.checkpoints, dspec, 3, torch.ones_like(dout.bold),
+                         {n: torch.ones_like(v) for n, v in dout.records.items()},
+                         torch.ones_like(dout.state), delays=lags)
         out = backend.forward(params, coupling, state, spec, 3)
         saved = PIPELINE
         try:

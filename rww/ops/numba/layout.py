@@ -1,7 +1,9 @@
 """Fused CPU kernels of the scan, compiled with numba: the layout and conventions they share.
 
 The kernels: :mod:`.mathfn` (vectorisable float32 math), :mod:`.step` (one step),
-:mod:`.forward` (the K-step scan) and :mod:`.adjoint` (the discrete adjoint). Only jit functions
+:mod:`.forward` (the K-step scan) and :mod:`.adjoint` (the discrete adjoint); with conduction
+delays :mod:`.delayed` and :mod:`.delayed_adjoint` (the same step with a delayed coupling input
+read from a ring buffer of the S_E history, outside the workspace). Only jit functions
 and the constants they read live in those modules; :mod:`rww.ops.numba.backend` prepares the
 arrays, runs the kernels on a thread pool and wraps them as a :class:`ScanBackend`. This module
 imports nothing from numba, so reading its constants compiles nothing.

@@ -210,9 +210,18 @@ def _step(W, ct, bc, hc, griffiths, t, b, key0, key1, N, NP, keep):
     one: one loop holds too many live values for the 16 vector registers and spent most of its
     time spilling (measured 4.3 us -> 1.7 us per step at N = 68, float32).
     """
-    T = W.dtype.type
     _noise(W, t, b, key0, key1, NP)
     _couple(W, ct, bc, N, NP)
+    return _step_local(W, hc, griffiths, N, NP, keep)
+
+
+@njit(forceinline=True, error_model="numpy", fastmath=FASTMATH)
+def _step_local(W, hc, griffiths, N, NP, keep):
+    """The node-local part of :func:`_step`, after the noise (``W[W_XIE]``, ``W[W_XII]``) and the
+    coupling input (``W[W_CS]``) are in place: rates, Balloon, S_E and S_I, divergence count.
+    Shared by the step with conduction delays (:mod:`rww.ops.numba.delayed`), which only
+    computes ``W[W_CS]`` differently."""
+    T = W.dtype.type
     one = T(1.0)
     zero = T(0.0)
     for i in range(NP):
