@@ -96,7 +96,10 @@ class FitTarget:
             fc = obj.fc(bold)
         fc = torch.as_tensor(fc).to(dtype=dtype, device=device)
         if fc.shape != (n_nodes, n_nodes):
-            raise ValueError(f"target fc: expected shape ({n_nodes}, {n_nodes}), got {tuple(fc.shape)}")
+            stack = (" (a stack of subjects' FC: fit a cohort with rww.cohort.fit_cohort and a "
+                     "rww.cohort.CohortTarget)" if fc.dim() == 3 else "")
+            raise ValueError(f"target fc: expected shape ({n_nodes}, {n_nodes}), got "
+                             f"{tuple(fc.shape)}{stack}")
         if not torch.isfinite(fc).all():
             raise ValueError("target fc: contains NaN or infinite values")
         if (fc.abs() > 1 + 1e-6).any():
