@@ -47,26 +47,30 @@ import triton.language as tl
 
 from .config import KernelConfig, ScanConstants, choose_config
 from .philox import state_normals, step_counter
-from .forward import (_check_inputs, _coupling_strides, _dummy, _param_strides,
-                      forward_coupling_operand, new_output, rww_fwd_trajectory)
-from .step import coupling_matvec, coupling_tile, load_coupling_resident, load_param, rww_step
+from .forward import (_check_delays, _check_inputs, _coupling_strides, _dummy, _param_strides,
+                      check_delay_config, forward_coupling_operand, forward_lag_operand,
+                      new_output, rww_fwd_trajectory)
+from .step import (coupling_matvec, coupling_tile, delayed_matvec, load_coupling_resident,
+                   load_param, rww_step)
 
 N_PARAMS = 19
 
 
 @triton.jit(do_not_specialize=["B", "L", "k_start", "spt", "n_trs",
-                               "seed_lo", "seed_hi", "t_lo", "t_hi", "sim0"])
+                               "seed_lo", "seed_hi", "t_lo", "t_hi", "sim0", "D", "T"])
 def _rww_bwd_kernel(
     p_params, s_pp, s_pb, s_pn,
     p_c, s_cb, s_ci, s_cj,
     p_traj, p_gcoup, p_adj, p_gparam, p_gbold, p_gse, p_gsi, p_gre, p_gri,
+    p_lag, s_lb, s_li, s_lj, p_gring, p_dc, p_hgrad, p_ck0,
     B, N, L, k_start, spt, n_trs,
-    seed_lo, seed_hi, t_lo, t_hi, sim0,
+    seed_lo, seed_hi, t_lo, t_hi, sim0, D, T,
     dt, sqrt_dt, dtb, kappa, gamma_h, inv_tau0, inv_alpha, ln_1m_rho, inv_rho,
     bold_scale, k1, k2, k3,
     GRIFFITHS: tl.constexpr, PER_SIM_C: tl.constexpr, PB: tl.constexpr, PN: tl.constexpr,
     BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_J: tl.constexpr,
     RESIDENT: tl.constexpr, USE_DOT: tl.constexpr, GREC: tl.constexpr,
+    HAS_DELAY: tl.constexpr = False,
 ):
     """Adjoint sweep over local steps ``[k_start, k_start + L)``, last to first.
 
@@ -76,6 +80,20 @@ def _rww_bwd_kernel(
     ``(B, n_trs, N)`` (``GREC`` bits 1, 2, 4, 8: S_E, S_I, r_E, r_I present). The strides of C
     are those of ``C^T``. ``(t_hi, t_lo)``: global noise step of local step ``k_start``; ``sim0``: noise
     index of simulation 0.
+
+    ``HAS_DELAY`` (delays of up to ``D`` steps, streamed only; ``T`` the scan's steps): lag
+    ``(N, N)`` or ``(B, N, N)`` int32 with the strides of ``C^T`` (``s_lb = 0``: shared). The
+    coupling term sends ``C_ij g_i(t)`` to the adjoint of ``S_E_j(t - lag_ij)``; this kernel
+    pulls it instead: gring ``(B, D + 1, N)`` (zeroed once, kept across segments) holds
+    ``g_coup`` of the last ``D + 1`` swept steps (slot ``t mod (D + 1)``; never-written slots,
+    steps >= T, are 0), and the adjoint of ``S_E_j(t)`` gains ``sum_i C_ij g_i(t + lag_ij)``, a
+    gather over the same streamed columns as the forward's (one program owns its rows: no
+    atomics). The same pass adds ``g_i(t + lag_ij) S_E_j(t)`` to dc ``(B, N, N)`` (float32,
+    this segment's dL/dC per simulation: ``sum_t g_i(t) S_E_j(t - lag_ij)``). hgrad ``(D, B, N)``
+    is dL/d(final S_E history) (row d - 1: S_E(T - d)), injected at step T - d. adj has
+    ``6 + D`` rows; the segment starting at step 0 also writes rows ``6 + d - 1``: the initial
+    history's adjoint ``sum_{i: lag_ij >= d} C_ij g_i(lag_ij - d)`` (and its dL/dC terms, with
+    S_E(-d) read from ck0, the segment's checkpoint). gcoup is not used (no GEMM).
     """
     pid = tl.program_id(0)
     o_b = pid * BLOCK_B + tl.arange(0, BLOCK_B)
@@ -140,6 +158,10 @@ def _rww_bwd_kernel(
         b_c = load_coupling_resident(p_cb, m_cb, s_ci, s_cj, o_n, m_n, USE_DOT)
     else:
         b_c = 0.0
+    if HAS_DELAY:
+        d1 = D + 1
+        p_lb = p_lag + o_b64[:, None] * s_lb
+        p_gr = p_gring + o_b64[:, None] * d1 * N + o_n[None, :]
 
     a_se = tl.load(p_adj + o_bn, mask=m, other=0.0)
     a_si = tl.load(p_adj + plane + o_bn, mask=m, other=0.0)
@@ -282,14 +304,31 @@ def _rww_bwd_kernel(
                - g_q * (dtb * inv_tau0) * (1.0 + q) * vpv * (inv_alpha - 1.0) / v_abs)
         n_q = g_q * (1.0 - dtb * inv_tau0 * vpv)
 
-        # C^T g_coup; g_coup is kept for the launcher's dL/dC GEMM and, streamed, staged there.
-        p_gc = p_gcoup + j.to(tl.int64) * plane
-        tl.store(p_gc + o_bn, g_coup, mask=m)
-        if not RESIDENT:
+        if HAS_DELAY:
+            # g_coup of step k into its slot (the first barrier: the previous step's gather may
+            # still read g(k + D + 1) there), then pull sum_i C_ij g_i(k + lag_ij).
+            kmod = k % d1
             tl.debug_barrier()
-        n_se += coupling_matvec(g_coup, b_c, p_cb, m_cb, s_ci, s_cj, p_gc, o_b, o_b64, o_n, m_b,
-                                m_n, N,
-                                BLOCK_B, BLOCK_N, BLOCK_J, RESIDENT, USE_DOT)
+            tl.store(p_gr + kmod * N, g_coup, mask=m)
+            tl.debug_barrier()
+            n_se += delayed_matvec(p_cb, m_cb, s_ci, s_cj, p_lb, s_li, s_lj, p_gring, o_b,
+                                   o_b64, o_n, m_b, m_n, N, d1, kmod, 0, se, p_dc,
+                                   BLOCK_B, BLOCK_N, BLOCK_J, 1, True)
+            # S_E(k) is row 6 + (T - k) - 1 of the final state when T - k <= D
+            back = T - k
+            m_h = m & ((o_n[None, :] * 0 + back) <= D)
+            n_se += tl.load(p_hgrad + (tl.minimum(back, D) - 1).to(tl.int64) * plane + o_bn,
+                            mask=m_h, other=0.0)
+        else:
+            # C^T g_coup; g_coup is kept for the launcher's dL/dC GEMM and, streamed, staged
+            # there.
+            p_gc = p_gcoup + j.to(tl.int64) * plane
+            tl.store(p_gc + o_bn, g_coup, mask=m)
+            if not RESIDENT:
+                tl.debug_barrier()
+            n_se += coupling_matvec(g_coup, b_c, p_cb, m_cb, s_ci, s_cj, p_gc, o_b, o_b64, o_n,
+                                    m_b, m_n, N,
+                                    BLOCK_B, BLOCK_N, BLOCK_J, RESIDENT, USE_DOT)
         a_se = n_se
         a_si = n_si
         a_x = n_x
@@ -303,6 +342,17 @@ def _rww_bwd_kernel(
     tl.store(p_adj + 3 * plane + o_bn, a_f, mask=m)
     tl.store(p_adj + 4 * plane + o_bn, a_v, mask=m)
     tl.store(p_adj + 5 * plane + o_bn, a_q, mask=m)
+    if HAS_DELAY:
+        if k_start == 0:
+            # The initial S_E history (times -d) is read by steps lag_ij - d >= 0, whose g_coup
+            # the ring now holds (times 0..D).
+            tl.debug_barrier()
+            for d in range(1, D + 1):
+                se_h = tl.load(p_ck0 + (5 + d) * plane + o_bn, mask=m, other=0.0)
+                a_h = delayed_matvec(p_cb, m_cb, s_ci, s_cj, p_lb, s_li, s_lj, p_gring, o_b,
+                                     o_b64, o_n, m_b, m_n, N, d1, d1 - d, d, se_h, p_dc,
+                                     BLOCK_B, BLOCK_N, BLOCK_J, 1, True)
+                tl.store(p_adj + (5 + d) * plane + o_bn, a_h, mask=m)
 
     p_gp = p_gparam + o_bn
     tl.store(p_gp, tl.load(p_gp, mask=m) + acc_g, mask=m)
@@ -339,9 +389,25 @@ def _full_fp32_matmul():
 
 
 def bwd_kernel_args(params, coupling, traj, gcoup, adj, gparam, grad_bold, grad_records, consts,
-                    cfg, k_start, n_steps, n_trs):
-    """``(grid, args, kwargs)`` of one ``_rww_bwd_kernel`` launch (also used by rww.ops.triton.aot)."""
+                    cfg, k_start, n_steps, n_trs, delay=None):
+    """``(grid, args, kwargs)`` of one ``_rww_bwd_kernel`` launch (also used by rww.ops.triton.aot).
+    ``delay``: with conduction delays, a dict with ``lag`` (int32 lags, contiguous), ``gring``,
+    ``dc``, ``hgrad``, ``ck0`` (the segment's checkpoint) and ``total`` (the scan's steps); see
+    the kernel's docstring."""
     batch, n_nodes = adj.shape[1], adj.shape[2]
+    max_delay = adj.shape[0] - 6
+    if delay is None:
+        filler = _dummy(adj)
+        delay_args = (filler.to(torch.int32), 0, 0, 0, filler, filler, filler, filler)
+        total = 0
+    else:
+        check_delay_config(cfg)
+        lag = delay["lag"]
+        # the sweep reads lag^T like C^T: lag'[n, c] = lag[c, n], i.e. the strides swapped
+        s_lb = lag.stride(0) if lag.dim() == 3 else 0
+        delay_args = (lag, s_lb, lag.stride(-1), lag.stride(-2), delay["gring"], delay["dc"],
+                      delay["hgrad"], delay["ck0"])
+        total = delay["total"]
     s_pp, s_pb, s_pn, pb, pn = _param_strides(params)
     # The sweep needs C^T @ g_coup: C'[i, j] = C[j, i], i.e. C's strides swapped. For a
     # contiguous C that makes s_ci == 1, the unit stride the streamed column loads want.
@@ -360,9 +426,10 @@ def bwd_kernel_args(params, coupling, traj, gcoup, adj, gparam, grad_bold, grad_
     args = (
         params, s_pp, s_pb, s_pn,
         coupling, s_cb, s_ci, s_cj,
-        traj, gcoup, adj, gparam, grad_bold, *rec_ptrs,
+        traj, gcoup, adj, gparam, grad_bold, *rec_ptrs, *delay_args,
         batch, n_nodes, n_steps, k_start, consts.steps_per_tr, n_trs,
         consts.seed & 0xFFFFFFFF, consts.seed >> 32, t & 0xFFFFFFFF, t >> 32, consts.sim_offset,
+        max_delay, total,
         *consts.kernel_floats(), consts.bold_scale, consts.k1, consts.k2, consts.k3,
     )
     kwargs = dict(
@@ -371,6 +438,8 @@ def bwd_kernel_args(params, coupling, traj, gcoup, adj, gparam, grad_bold, grad_
         RESIDENT=cfg.resident, USE_DOT=cfg.use_dot, GREC=grec,
         num_warps=cfg.num_warps,
     )
+    if max_delay:
+        kwargs["HAS_DELAY"] = True      # (absent otherwise: the default, the no-delay kernel)
     return grid, args, kwargs
 
 
@@ -407,35 +476,41 @@ def _launch_adjoint(*launch):
 
 def rww_bwd(params, coupling, checkpoints, consts: ScanConstants, n_steps: int,
             checkpoint_every: int, grad_bold, grad_records: dict, grad_state,
-            cfg: KernelConfig | None = None, fwd_cfg: KernelConfig | None = None):
+            cfg: KernelConfig | None = None, fwd_cfg: KernelConfig | None = None, delays=None):
     """Gradients of a scan by recomputation and the fused adjoint sweep, segment by segment.
 
     Args:
         params: ``(P, Bp, Np)`` float32 parameter table. coupling: ``(N, N)`` or ``(B, N, N)``.
-        checkpoints: ``(n_seg, 6, B, N)`` from :func:`rww.ops.triton.forward.rww_fwd` (state at local
-            steps 0, K, 2K, ...).
+        checkpoints: ``(n_seg, 6 + D, B, N)`` from :func:`rww.ops.triton.forward.rww_fwd` (state at
+            local steps 0, K, 2K, ...; D rows of S_E history with conduction delays).
         consts, n_steps, checkpoint_every: as given to the forward.
         grad_bold: ``(B, n_TR, N)`` dL/dBOLD. grad_records: name -> ``(B, n_TR, N)`` for any of
-            ``S_E, S_I, r_E, r_I`` (missing ones are zero). grad_state: ``(6, B, N)`` dL/d(final
-            state).
+            ``S_E, S_I, r_E, r_I`` (missing ones are zero). grad_state: ``(6 + D, B, N)``
+            dL/d(final state).
         cfg, fwd_cfg: tile shapes of the adjoint and of the recomputation (default
             :func:`rww.ops.triton.config.choose_config`).
+        delays: with D > 0, the int lags given to the forward.
 
     Returns:
-        ``(grad_params (P, Bp, Np), grad_coupling (like coupling), grad_state0 (6, B, N))``.
+        ``(grad_params (P, Bp, Np), grad_coupling (like coupling), grad_state0 (6 + D, B, N))``.
         Memory beyond the inputs: the trajectory scratch ``(K, 7, B, N)``, ``g_coup``
-        ``(K, B, N)`` and per-element parameter gradients ``(19, B, N)``, i.e. O(B*N*K).
+        ``(K, B, N)`` and per-element parameter gradients ``(19, B, N)``, i.e. O(B*N*K); with
+        delays no ``g_coup`` but two ``(B, D + 1, N)`` rings and a ``(B, N, N)`` dL/dC partial.
     """
     batch, n_nodes = _check_inputs(params, coupling, grad_state)
     params, coupling = params.contiguous(), coupling.contiguous()
     per_sim = coupling.dim() == 3
-    cfg = cfg or choose_config(batch, n_nodes, per_sim, "bwd")
-    fwd_cfg = fwd_cfg or choose_config(batch, n_nodes, per_sim, "fwd")
+    rows = checkpoints.shape[1]
+    max_delay = rows - 6
+    _check_delays(rows, delays)
+    cfg = cfg or choose_config(batch, n_nodes, per_sim, "bwd", delays=delays is not None)
+    fwd_cfg = fwd_cfg or choose_config(batch, n_nodes, per_sim, "fwd", delays=delays is not None)
     n_trs = n_steps // consts.steps_per_tr
     grad_bold = grad_bold.to(torch.float32).contiguous()
     grad_records = {k: v.to(torch.float32).contiguous() for k, v in grad_records.items()
                     if v is not None}
-    adj = grad_state.to(torch.float32).contiguous().clone()   # updated in place, segment by segment
+    grad_state = grad_state.to(torch.float32).contiguous()
+    adj = grad_state.clone()   # updated in place, segment by segment
     # Sums over segments in float64 (each segment's own sum is float32, in registers): the
     # kernel adds its float32 partials to this float64 buffer; dL/dC likewise below.
     gparam = adj.new_zeros(N_PARAMS, batch, n_nodes, dtype=torch.float64)
@@ -444,9 +519,22 @@ def rww_bwd(params, coupling, checkpoints, consts: ScanConstants, n_steps: int,
     # One row more than a segment: the recomputation runs one step past each segment but the
     # last, so that its end state can be checked against the next checkpoint.
     traj_buf = new_output(adj, seg_len + 1, 7, batch, n_nodes)
-    gcoup_buf = new_output(adj, seg_len, batch, n_nodes)
     n_seg = checkpoints.shape[0]
     c_op = forward_coupling_operand(coupling, fwd_cfg)
+    lag_op = fwd_ring = delay = None
+    if max_delay:
+        # The kernel writes the initial history's adjoint (rows 6..) in the segment at step 0;
+        # dL/d(final history) reaches it below where the history outlives the scan (T < D).
+        adj[6:] = 0.0
+        gcoup_buf = _dummy(adj)
+        lag_op = forward_lag_operand(delays)
+        fwd_ring = new_output(adj, batch, max_delay + 1, n_nodes)
+        dc_buf = adj.new_zeros(batch, n_nodes, n_nodes)
+        delay = {"lag": delays.to(torch.int32).contiguous(),
+                 "gring": adj.new_zeros(batch, max_delay + 1, n_nodes), "dc": dc_buf,
+                 "hgrad": grad_state[6:].contiguous(), "total": n_steps}
+    else:
+        gcoup_buf = new_output(adj, seg_len, batch, n_nodes)
     mismatches = torch.zeros((), dtype=torch.int64, device=adj.device)
     max_difference = torch.zeros((), dtype=torch.float32, device=adj.device)
     for seg in reversed(range(n_seg)):
@@ -456,12 +544,26 @@ def rww_bwd(params, coupling, checkpoints, consts: ScanConstants, n_steps: int,
             continue
         check = seg + 1 < n_seg
         traj = rww_fwd_trajectory(params, coupling, checkpoints[seg], consts, start,
-                                  length + check, cfg=fwd_cfg, traj=traj_buf, c_op=c_op)
+                                  length + check, cfg=fwd_cfg, traj=traj_buf, c_op=c_op,
+                                  lag_op=lag_op, ring=fwd_ring)
         if check:
             end, stored = traj[length, :6], checkpoints[seg + 1]
+            if max_delay:
+                # the next checkpoint's history: S_E of steps start + length - d, from the
+                # recomputed trajectory and (d > length) this checkpoint's own history
+                seq = torch.cat([checkpoints[seg, 6:].flip(0), traj[:length, 0]])
+                end = torch.cat([end, seq[length:length + max_delay].flip(0)])
             mismatches += (end != stored).sum()
             max_difference = torch.maximum(max_difference, (end - stored).abs().max())
             traj = traj[:length]
+        if max_delay:
+            delay["ck0"] = checkpoints[seg]
+            _launch_adjoint(params, coupling, traj, gcoup_buf, adj, gparam, grad_bold,
+                            grad_records, consts, cfg, start, length, n_trs, delay)
+            # dL/dC of the segment, summed over simulations for a shared C, in float64
+            grad_c += dc_buf.double() if per_sim else dc_buf.double().sum(0)
+            dc_buf.zero_()
+            continue
         gcoup = gcoup_buf[:length]
         _launch_adjoint(params, coupling, traj, gcoup, adj, gparam, grad_bold, grad_records,
                         consts, cfg, start, length, n_trs)
@@ -473,6 +575,9 @@ def rww_bwd(params, coupling, checkpoints, consts: ScanConstants, n_steps: int,
             else:
                 grad_c += (gcoup.reshape(-1, n_nodes).T @ s_e.reshape(-1, n_nodes)).double()
     _record_recompute_check(int(mismatches), float(max_difference))
+    if max_delay and n_steps < max_delay:
+        # final history rows T + d are the initial history's rows d (S_E(-d)) when T + d <= D
+        adj[6:rows - n_steps] += grad_state[6 + n_steps:]
     grad_c = grad_c.to(torch.float32)
     _, bp, np_ = params.shape
     grad_params = gparam

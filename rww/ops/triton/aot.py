@@ -1,7 +1,8 @@
 """Ahead-of-time compilation of every kernel variant for real GPUs, without a GPU.
 
 ``python -m rww.ops.triton.aot`` compiles the forward and adjoint kernels (both presets, shared and
-per-simulation coupling, register-resident, streamed and tl.dot coupling variants, at the tile
+per-simulation coupling, register-resident, streamed and tl.dot coupling variants, the streamed
+variant with conduction delays, at the tile
 shapes :func:`rww.ops.triton.config.choose_config` picks for representative sizes) for sm_80 and sm_90,
 prints registers, stack frame, spill bytes and shared memory per variant, and exits non-zero if a
 variant of a size declared supported in registers spills.
@@ -58,10 +59,11 @@ class Variant:
     n_nodes: int
     gate: bool = True      # declared supported in registers: a spill fails the check
     overrides: tuple = ()  # KernelConfig overrides as (name, value) pairs
+    max_delay: int = 0     # conduction delays of up to D steps (HAS_DELAY, streamed)
 
     def config(self) -> KernelConfig:
         return choose_config(self.batch, self.n_nodes, self.per_sim, self.kernel,
-                             **dict(self.overrides))
+                             delays=self.max_delay > 0, **dict(self.overrides))
 
 
 # Sizes declared supported in registers (gated), as (batch, n_nodes, per_sim):
@@ -70,6 +72,14 @@ GATED_SIZES = (
     (1, 16, True),      # the adjoint's largest resident C, one C per simulation
     (1, 64, False),     # the forward's largest resident C (8 warps); the adjoint streams
     (3, 83, True),      # atlas sizes: C streamed by columns (BLOCK_N = 128), per simulation
+)
+# Conduction delays (HAS_DELAY, streamed coupling with per-edge lag gathers from the S_E ring
+# in the forward, the g_coup ring pull and per-edge dL/dC in the adjoint), D = 200 steps (D is a
+# runtime argument: the compiled code does not depend on it), shared C and per-simulation lags
+# (the register-heavier case is the same code). Gated: no spills on sm_80/sm_90.
+DELAYED_SIZES = (
+    (1, 100, False, 200),
+    (64, 68, False, 200),
 )
 # Reported, not gated (beyond the register budget; see rww/ops/triton/README.md).
 REPORTED_SIZES = (
@@ -89,6 +99,9 @@ def jobs_list(full: bool = False, archs=ARCHS, kernels=("fwd", "bwd"),
         for preset in presets:
             for batch, n_nodes, per_sim in GATED_SIZES:
                 out += [(Variant(kernel, preset, per_sim, batch, n_nodes, True), a) for a in archs]
+            for batch, n_nodes, per_sim, max_delay in DELAYED_SIZES:
+                out += [(Variant(kernel, preset, per_sim, batch, n_nodes, True,
+                                 max_delay=max_delay), a) for a in archs]
             reported = list(REPORTED_SIZES) + ([(1, 1000, True)] if full else [])
             for batch, n_nodes, per_sim in reported:
                 dot = (("use_dot", True),) if batch >= 4096 else ()
@@ -121,8 +134,9 @@ def _launch_args(v: Variant):
     # A table varying over simulations (when B > 1) and regions: every parameter is a tile.
     params = torch.ones(19, b, n)
     coupling = torch.ones(b, n, n) if v.per_sim else torch.ones(n, n)
-    state = torch.ones(6, b, n)
+    state = torch.ones(6 + v.max_delay, b, n)
     consts = _consts(v.preset)
+    lags = torch.zeros(b, n, n, dtype=torch.int32) if v.max_delay else None
 
     def buf():
         return torch.empty(64)
@@ -132,14 +146,22 @@ def _launch_args(v: Variant):
                                    "vec")}
         outs["bad"] = torch.empty(64, dtype=torch.int32)
         c_op = forward.forward_coupling_operand(coupling, cfg)
+        lag_op = None
+        if v.max_delay:
+            outs["ring"] = buf()
+            lag_op = forward.forward_lag_operand(lags)
         _, args, kwargs = forward.fwd_kernel_args(params, c_op, state, consts, cfg, 1000, 0,
-                                                  31, 10, outs, True, 15, False)
+                                                  31, 10, outs, True, 15, False, lag_op)
         kernel = forward._rww_fwd_kernel
     else:
         grads = {k: buf() for k in ("S_E", "S_I", "r_E", "r_I")}
         gparam = torch.empty(64, dtype=torch.float64)       # float64 sums across segments
+        delay = None
+        if v.max_delay:
+            delay = {"lag": lags, "gring": buf(), "dc": buf(), "hgrad": buf(), "ck0": buf(),
+                     "total": 1000}
         _, args, kwargs = adjoint.bwd_kernel_args(params, coupling, buf(), buf(), state, gparam,
-                                                  buf(), grads, consts, cfg, 0, 31, 10)
+                                                  buf(), grads, consts, cfg, 0, 31, 10, delay)
         kernel = adjoint._rww_bwd_kernel
     # The launcher's argument list uses the stand-in batch; restore the real one.
     index = kernel.arg_names.index("B")
@@ -197,7 +219,8 @@ def _compile_row(job):
     res["dyn_shared"] = int(compiled.metadata.shared)
     res["spills"] = res["spill_stores"] > 0 or res["spill_loads"] > 0
     cfg = v.config()
-    mode = ("dot-" if cfg.use_dot else "") + ("resident" if cfg.resident else "streamed")
+    mode = (("dot-" if cfg.use_dot else "") + ("resident" if cfg.resident else "streamed")
+            + (f"+D{v.max_delay}" if v.max_delay else ""))
     return {**asdict(v), **asdict(cfg), "arch": arch, "mode": mode, **res,
             "compile_s": round(time.perf_counter() - start, 1)}
 

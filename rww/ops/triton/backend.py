@@ -53,6 +53,9 @@ class TritonBackend(ScanBackend):
     """
 
     name = "triton"
+    # Conduction delays (ScanSpec.max_delay > 0): the streamed coupling variant, forward and
+    # adjoint (choose_config picks it; resident/tl.dot overrides raise ValueError).
+    supports_delays = True
 
     def __init__(self, **config):
         self.config = dict(config)
@@ -84,10 +87,10 @@ class TritonBackend(ScanBackend):
             return True, ""
         return False, f"the Triton backend does not run on {device.type} tensors"
 
-    def _cfg(self, batch, n_nodes, per_sim, kernel="fwd"):
+    def _cfg(self, batch, n_nodes, per_sim, kernel="fwd", delays=False):
         from .config import choose_config
 
-        return choose_config(batch, n_nodes, per_sim, kernel, **self.config)
+        return choose_config(batch, n_nodes, per_sim, kernel, delays=delays, **self.config)
 
     @staticmethod
     def _check_dtype(*tensors):
@@ -108,9 +111,12 @@ class TritonBackend(ScanBackend):
 
         self._check_dtype(params, coupling, state)
         batch, n_nodes = state.shape[1:]
+        delays = delays if spec.max_delay else None
         out = rww_fwd(params, coupling, state, scan_constants(spec), spec.n_steps,
                       checkpoint_every, record=spec.record,
-                      cfg=self._cfg(batch, n_nodes, coupling.dim() == 3))
+                      cfg=self._cfg(batch, n_nodes, coupling.dim() == 3,
+                                    delays=delays is not None),
+                      delays=delays)
         return ForwardOutput(bold=out["bold"], records=out["records"], state=out["state"],
                              checkpoints=out["checkpoints"], first_bad=out["first_bad"])
 
@@ -122,10 +128,13 @@ class TritonBackend(ScanBackend):
         self._check_dtype(params, coupling, checkpoints)
         batch, n_nodes = checkpoints.shape[2:]
         per_sim = coupling.dim() == 3
+        delays = delays if spec.max_delay else None
+        delayed = delays is not None
         return rww_bwd(params, coupling, checkpoints, scan_constants(spec), spec.n_steps,
                        checkpoint_every, grad_bold, grad_records, grad_state,
-                       cfg=self._cfg(batch, n_nodes, per_sim, "bwd"),
-                       fwd_cfg=self._cfg(batch, n_nodes, per_sim, "fwd"))
+                       cfg=self._cfg(batch, n_nodes, per_sim, "bwd", delayed),
+                       fwd_cfg=self._cfg(batch, n_nodes, per_sim, "fwd", delayed),
+                       delays=delays)
 
 
 __all__ = ["TritonBackend", "scan_constants"]

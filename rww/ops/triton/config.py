@@ -104,6 +104,8 @@ DOT_MAX_BLOCK_N = 128
 #   (62.2 and 62.5 us), so BLOCK_N > 256 keeps 8.
 # The adjoint's streamed configuration was not re-measured (its 8 warps for W6 were 0.87x of 4).
 STREAMED_FWD_BLOCK_J = 16
+# Streamed columns per iteration with conduction delays (forward and adjoint), see choose_config.
+DELAYED_BLOCK_J = 8
 
 
 def next_pow2(n: int) -> int:
@@ -111,13 +113,15 @@ def next_pow2(n: int) -> int:
 
 
 def choose_config(batch: int, n_nodes: int, per_sim: bool, kernel: str = "fwd",
-                  **overrides) -> KernelConfig:
+                  delays: bool = False, **overrides) -> KernelConfig:
     """Tile shapes for ``batch`` simulations of ``n_nodes`` regions.
 
     Args:
         batch, n_nodes: B and N.
         per_sim: the coupling is ``(B, N, N)``.
         kernel: ``"fwd"`` (forward and the adjoint's recomputation) or ``"bwd"`` (adjoint sweep).
+        delays: conduction delays (``ScanSpec.max_delay > 0``): the streamed variant, the only
+            one that simulates them (resident or tl.dot overrides raise ``ValueError``).
         **overrides: any :class:`KernelConfig` field (``block_j`` alone forces the streamed
             variant; ``resident=True`` forces registers, which spills beyond RESIDENT_MAX).
 
@@ -127,7 +131,12 @@ def choose_config(batch: int, n_nodes: int, per_sim: bool, kernel: str = "fwd",
     unknown = set(overrides) - set(KernelConfig.__dataclass_fields__)
     if unknown:
         raise ValueError(f"unknown kernel config fields {sorted(unknown)}")
+    if delays and (overrides.get("resident") or overrides.get("use_dot")):
+        raise ValueError("conduction delays run in the streamed coupling variant only "
+                         "(resident=False, use_dot=False); leave resident/use_dot unset or False")
     use_dot = overrides.get("use_dot")
+    if use_dot is None and delays:
+        use_dot = False
     if use_dot is None:
         use_dot = (kernel == "fwd" and not per_sim and DOT_MIN_BATCH is not None
                    and batch >= DOT_MIN_BATCH and 16 <= n_nodes <= DOT_MAX_BLOCK_N)
@@ -137,6 +146,8 @@ def choose_config(batch: int, n_nodes: int, per_sim: bool, kernel: str = "fwd",
     if use_dot:
         block_n = max(block_n, 16)
     resident = overrides.get("resident")
+    if resident is None and delays:
+        resident = False
     if resident is None:
         resident = "block_j" not in overrides and block_n <= RESIDENT_MAX[kernel]
     num_warps = overrides.get("num_warps")
@@ -179,6 +190,11 @@ def choose_config(batch: int, n_nodes: int, per_sim: bool, kernel: str = "fwd",
         # else 8 (two rounds of the 4 accumulators), and 8 in the adjoint.
         if use_dot:
             block_j = 16
+        elif delays:
+            # Each delayed column is three loads (C, the lag, the gathered S_E or g_coup), so 8
+            # columns already keep 24 loads in flight; 16 made the griffiths2022 forward spill
+            # 8 bytes on sm_80 (80 registers), 8 does not (python -m rww.ops.triton.aot).
+            block_j = min(DELAYED_BLOCK_J, block_n)
         else:
             fwd_j = STREAMED_FWD_BLOCK_J if block_n <= 256 else 8
             block_j = min(fwd_j if kernel == "fwd" else 8, block_n)

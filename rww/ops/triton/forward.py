@@ -33,6 +33,12 @@ Coupling variants (compile-time flags):
   simulation per program; ``bench/results/gpu-tune-h200.json``): the default from
   ``rww.ops.triton.config.DOT_MIN_BATCH`` simulations sharing C, up to BLOCK_N = 128.
 
+- ``HAS_DELAY`` (conduction delays, ``ScanSpec.max_delay > 0``; streamed only): S_E of the
+  last ``D + 1`` steps in a per-simulation ring in global memory, the coupling gathered per edge
+  ``sum_j C_ij S_E_j(k - lag_ij)`` with the lag columns read beside C's
+  (:func:`rww.ops.triton.step.delayed_matvec`); the state, checkpoints and final state carry the
+  ``D`` rows of S_E history. Without delays nothing of it is compiled.
+
 Latency (small B): a single simulation uses one program, i.e. one SM; the step is a dependent
 chain (stage S_E, barrier, mat-vec over L1-resident columns of C, expm1, division, clamp). On an
 H200 it measured 2.85 us per step at N = 100 (16 columns unrolled; 3.46 with 8) and 62 us at
@@ -62,7 +68,8 @@ import triton.language as tl
 from .config import KernelConfig, ScanConstants, choose_config
 from .philox import state_normals, step_counter
 from .step import (NO_DIVERGENCE, NO_DIVERGENCE_HOST, bold_signal, coupling_matvec,
-                       coupling_tile, diverged, load_coupling_resident, load_param, rww_step)
+                   coupling_tile, delayed_matvec, diverged, load_coupling_resident, load_param,
+                   rww_step)
 
 # Rows of the parameter table (rww.params.PARAM_NAMES order; a contract).
 (I_G, I_WEE, I_WIE, I_WEI, I_J, I_I0, I_WE, I_WI, I_SIG, I_AE, I_BE, I_DE, I_AI, I_BI, I_DI,
@@ -70,19 +77,21 @@ from .step import (NO_DIVERGENCE, NO_DIVERGENCE_HOST, bold_signal, coupling_matv
 
 
 @triton.jit(do_not_specialize=["B", "n_steps", "k_start", "ckpt_every", "spt", "n_trs",
-                               "seed_lo", "seed_hi", "t_lo", "t_hi", "sim0"])
+                               "seed_lo", "seed_hi", "t_lo", "t_hi", "sim0", "D"])
 def _rww_fwd_kernel(
     p_params, s_pp, s_pb, s_pn,
     p_c, s_cb, s_ci, s_cj,
     p_state0, p_final, p_ckpt, p_bold, p_rse, p_rsi, p_rre, p_rri, p_bad, p_traj, p_vec,
+    p_lag, s_lb, s_li, s_lj, p_ring,
     B, N, n_steps, k_start, ckpt_every, spt, n_trs,
-    seed_lo, seed_hi, t_lo, t_hi, sim0,
+    seed_lo, seed_hi, t_lo, t_hi, sim0, D,
     dt, sqrt_dt, dtb, kappa, gamma_h, inv_tau0, inv_alpha, ln_1m_rho, inv_rho,
     bold_scale, k1, k2, k3,
     GRIFFITHS: tl.constexpr, PER_SIM_C: tl.constexpr, PB: tl.constexpr, PN: tl.constexpr,
     BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_J: tl.constexpr,
     RESIDENT: tl.constexpr, USE_DOT: tl.constexpr,
     WRITE_OUT: tl.constexpr, REC: tl.constexpr, WRITE_TRAJ: tl.constexpr,
+    HAS_DELAY: tl.constexpr = False,
 ):
     """Simulate local steps ``[k_start, k_start + n_steps)`` for the program's simulations.
 
@@ -94,6 +103,14 @@ def _rww_fwd_kernel(
     before each step and its coupling input (for the adjoint); vec ``(B, N)`` scratch of the
     streamed mat-vec. ``(t_hi, t_lo)``: global noise step of local step ``k_start``; ``sim0``:
     noise index of simulation 0.
+
+    ``HAS_DELAY`` (conduction delays of up to ``D`` steps; streamed only): state0, final and
+    every checkpoint have ``6 + D`` rows (rows ``6 + d - 1``: S_E ``d`` steps back); lag
+    ``(N, N)`` or ``(B, N, N)`` int32 read through ``(s_lb, s_li, s_lj)`` with the strides of C
+    (``s_lb = 0``: shared); ring ``(B, D + 1, N)`` scratch: S_E of local step k in slot
+    ``k mod (D + 1)``, filled from the history at the start, written every step behind a barrier
+    (it replaces the staging row vec) and gathered per edge (:func:`step.delayed_matvec`).
+    Without delays none of this is compiled.
     """
     pid = tl.program_id(0)
     o_b = pid * BLOCK_B + tl.arange(0, BLOCK_B)
@@ -138,6 +155,19 @@ def _rww_fwd_kernel(
     else:
         b_c = 0.0
 
+    if HAS_DELAY:
+        d1 = D + 1
+        rows = 6 + D
+        p_lb = p_lag + o_b64[:, None] * s_lb
+        p_rg = p_ring + o_b64[:, None] * d1 * N + o_n[None, :]
+        kmod0 = k_start % d1
+        # S_E d steps before local step k_start (history row 6 + d - 1) into slot k_start - d
+        for d in range(1, D + 1):
+            slot = (kmod0 - d + d1) % d1
+            tl.store(p_rg + slot * N, tl.load(p_state0 + (5 + d) * plane + o_bn, mask=m,
+                                              other=0.0), mask=m)
+        tl.debug_barrier()      # (a checkpoint at k_start reads these slots back)
+
     # Padded lanes start at the Balloon's rest point so that they stay finite.
     b_se = tl.load(p_state0 + o_bn, mask=m, other=0.0)
     b_si = tl.load(p_state0 + plane + o_bn, mask=m, other=0.0)
@@ -156,16 +186,42 @@ def _rww_fwd_kernel(
         k = k_start + jj
         j = k - k_start           # a tensor in both compiled and interpreted mode
         if WRITE_OUT:
-            if k % ckpt_every == 0:
-                p_ck = p_ckpt + (k // ckpt_every).to(tl.int64) * 6 * plane + o_bn
-                tl.store(p_ck, b_se, mask=m)
-                tl.store(p_ck + plane, b_si, mask=m)
-                tl.store(p_ck + 2 * plane, b_x, mask=m)
-                tl.store(p_ck + 3 * plane, b_f, mask=m)
-                tl.store(p_ck + 4 * plane, b_v, mask=m)
-                tl.store(p_ck + 5 * plane, b_q, mask=m)
+            if HAS_DELAY:
+                if k % ckpt_every == 0:
+                    p_ck = p_ckpt + (k // ckpt_every).to(tl.int64) * rows * plane + o_bn
+                    tl.store(p_ck, b_se, mask=m)
+                    tl.store(p_ck + plane, b_si, mask=m)
+                    tl.store(p_ck + 2 * plane, b_x, mask=m)
+                    tl.store(p_ck + 3 * plane, b_f, mask=m)
+                    tl.store(p_ck + 4 * plane, b_v, mask=m)
+                    tl.store(p_ck + 5 * plane, b_q, mask=m)
+                    # the history from the ring (slots written before the last step's barrier)
+                    kmod_ck = k % d1
+                    for d in range(1, D + 1):
+                        slot = (kmod_ck - d + d1) % d1
+                        tl.store(p_ck + (5 + d) * plane, tl.load(p_rg + slot * N, mask=m,
+                                                                 other=0.0), mask=m)
+            else:
+                if k % ckpt_every == 0:
+                    p_ck = p_ckpt + (k // ckpt_every).to(tl.int64) * 6 * plane + o_bn
+                    tl.store(p_ck, b_se, mask=m)
+                    tl.store(p_ck + plane, b_si, mask=m)
+                    tl.store(p_ck + 2 * plane, b_x, mask=m)
+                    tl.store(p_ck + 3 * plane, b_f, mask=m)
+                    tl.store(p_ck + 4 * plane, b_v, mask=m)
+                    tl.store(p_ck + 5 * plane, b_q, mask=m)
 
-        if RESIDENT:
+        if HAS_DELAY:
+            # S_E of this step into its slot; the first barrier keeps the store from
+            # overwriting S_E(k - D - 1) while other warps still gather it for step k - 1.
+            kmod = k % d1
+            tl.debug_barrier()
+            tl.store(p_rg + kmod * N, b_se, mask=m)
+            tl.debug_barrier()
+            b_coup = delayed_matvec(p_cb, m_cb, s_ci, s_cj, p_lb, s_li, s_lj, p_ring, o_b,
+                                    o_b64, o_n, m_b, m_n, N, d1, kmod, 0, b_se, p_ring,
+                                    BLOCK_B, BLOCK_N, BLOCK_J, -1, False)
+        elif RESIDENT:
             b_coup = coupling_matvec(b_se, b_c, p_cb, m_cb, s_ci, s_cj, p_vec, o_b, o_b64, o_n, m_b,
                                      m_n, N,
                                      BLOCK_B, BLOCK_N, BLOCK_J, RESIDENT, USE_DOT)
@@ -236,6 +292,13 @@ def _rww_fwd_kernel(
         tl.store(o_fin + 3 * plane, b_f, mask=m)
         tl.store(o_fin + 4 * plane, b_v, mask=m)
         tl.store(o_fin + 5 * plane, b_q, mask=m)
+        if HAS_DELAY:
+            # S_E of local steps k_end - d (slots written before the last step's barrier)
+            kmod_end = (k_start + n_steps) % d1
+            for d in range(1, D + 1):
+                slot = (kmod_end - d + d1) % d1
+                tl.store(o_fin + (5 + d) * plane, tl.load(p_rg + slot * N, mask=m, other=0.0),
+                         mask=m)
         first = tl.min(tl.where(m, b_bad, NO_DIVERGENCE), axis=1)
         tl.store(p_bad + o_b, first, mask=m_b)
 
@@ -275,10 +338,35 @@ def forward_coupling_operand(coupling, cfg: KernelConfig):
     return ct, s_cb, ct.stride(-1), ct.stride(-2)
 
 
+def forward_lag_operand(delays):
+    """``(tensor, s_lb, s_li, s_lj)``: the lags laid out as :func:`forward_coupling_operand`
+    lays out C for the streamed variant (``lag[b, i, j]`` at ``tensor + b*s_lb + i*s_li +
+    j*s_lj``, unit stride along i; ``s_lb = 0`` for lags shared by the batch), int32."""
+    lt = delays.to(torch.int32).transpose(-1, -2).contiguous()
+    s_lb = lt.stride(0) if lt.dim() == 3 else 0
+    return lt, s_lb, lt.stride(-1), lt.stride(-2)
+
+
+def check_delay_config(cfg: KernelConfig):
+    """Conduction delays are simulated by the streamed variant only."""
+    if cfg.resident or cfg.use_dot:
+        raise ValueError(
+            f"conduction delays run in the streamed coupling variant only (resident=False, "
+            f"use_dot=False); got resident={cfg.resident}, use_dot={cfg.use_dot}. Leave both "
+            "unset (choose_config(..., delays=True) picks the streamed variant)")
+
+
 def _param_strides(params):
     _, bp, np_ = params.shape
     return (params.stride(0), params.stride(1) if bp > 1 else 0, params.stride(2) if np_ > 1 else 0,
             bp > 1, np_ > 1)
+
+
+def _check_delays(rows: int, delays):
+    if (rows > 6) != (delays is not None):
+        raise ValueError(f"a state of {rows} rows needs delays (6 rows: no delays, 6 + D: "
+                         "delays of up to D steps)" if rows > 6 else
+                         "delays given with a 6-row state (no S_E history)")
 
 
 def _check_inputs(params, coupling, state):
@@ -292,10 +380,19 @@ def _check_inputs(params, coupling, state):
 
 
 def fwd_kernel_args(params, c_op, state, consts, cfg, n_steps, k_start, ckpt_every, n_trs,
-                    outputs, write_out, rec, write_traj):
+                    outputs, write_out, rec, write_traj, lag_op=None):
     """``(grid, args, kwargs)`` of one ``_rww_fwd_kernel`` launch (also used by rww.ops.triton.aot to
-    compile exactly what the launcher runs); ``c_op`` from :func:`forward_coupling_operand`."""
+    compile exactly what the launcher runs); ``c_op`` from :func:`forward_coupling_operand`;
+    with conduction delays ``lag_op`` from :func:`forward_lag_operand`, ``state`` with its
+    ``6 + D`` rows and ``outputs["ring"]`` a ``(B, D + 1, N)`` scratch."""
     batch, n_nodes = state.shape[1], state.shape[2]
+    max_delay = state.shape[0] - 6
+    if lag_op is None:
+        lag_op = (_dummy(state).to(torch.int32), 0, 0, 0)
+        ring = outputs.get("ring", outputs["vec"])
+    else:
+        check_delay_config(cfg)
+        ring = outputs["ring"]
     s_pp, s_pb, s_pn, pb, pn = _param_strides(params)
     coupling, s_cb, s_ci, s_cj = c_op
     t = consts.t0 + k_start
@@ -305,9 +402,10 @@ def fwd_kernel_args(params, c_op, state, consts, cfg, n_steps, k_start, ckpt_eve
         coupling, s_cb, s_ci, s_cj,
         state, outputs["final"], outputs["ckpt"], outputs["bold"], outputs["S_E"],
         outputs["S_I"], outputs["r_E"], outputs["r_I"], outputs["bad"], outputs["traj"],
-        outputs["vec"],
+        outputs["vec"], *lag_op, ring,
         batch, n_nodes, n_steps, k_start, ckpt_every, consts.steps_per_tr, n_trs,
         consts.seed & 0xFFFFFFFF, consts.seed >> 32, t & 0xFFFFFFFF, t >> 32, consts.sim_offset,
+        max_delay,
         *consts.kernel_floats(), consts.bold_scale, consts.k1, consts.k2, consts.k3,
     )
     kwargs = dict(
@@ -317,6 +415,8 @@ def fwd_kernel_args(params, c_op, state, consts, cfg, n_steps, k_start, ckpt_eve
         WRITE_OUT=write_out, REC=rec, WRITE_TRAJ=write_traj,
         num_warps=cfg.num_warps,
     )
+    if max_delay:
+        kwargs["HAS_DELAY"] = True      # (absent otherwise: the default, the no-delay kernel)
     return grid, args, kwargs
 
 
@@ -326,22 +426,25 @@ def _launch(*launch):
 
 
 def rww_fwd(params, coupling, state, consts: ScanConstants, n_steps: int, checkpoint_every: int,
-            record=(), cfg: KernelConfig | None = None) -> dict:
+            record=(), cfg: KernelConfig | None = None, delays=None) -> dict:
     """Run the whole scan in one launch.
 
     Args:
         params: ``(P, Bp, Np)`` float32 parameter table (rows in rww.params.PARAM_NAMES order).
         coupling: ``(N, N)`` shared or ``(B, N, N)`` per-simulation float32 coupling.
-        state: ``(6, B, N)`` float32 initial state ``(S_E, S_I, x, f - 1, v - 1, q - 1)``.
+        state: ``(6 + D, B, N)`` float32 initial state ``(S_E, S_I, x, f - 1, v - 1, q - 1)``,
+            then with conduction delays (D > 0) S_E 1, 2, ..., D steps back.
         consts: :class:`ScanConstants` (dt in the preset's unit, Balloon step in seconds).
         n_steps: steps to simulate (a multiple of ``consts.steps_per_tr``; < 2**31).
         checkpoint_every: K; checkpoints are the states at local steps 0, K, 2K, ...
         record: names among ``("S_E", "S_I", "r_E", "r_I")`` to return at TR resolution.
         cfg: tile shapes (default :func:`choose_config`).
+        delays: with D > 0, int lags ``(N, N)`` or ``(B, N, N)`` in ``[0, D]`` (row: receiving
+            region); the coupling input is then ``sum_j C_ij S_E_j(t - lag_ij)``.
 
     Returns:
-        dict with ``bold (B, n_TR, N)``, ``records`` name -> ``(B, n_TR, N)``, ``state (6, B, N)``
-        final state, ``checkpoints (max(1, ceil(n_steps/K)), 6, B, N)`` and ``first_bad (B,)``
+        dict with ``bold (B, n_TR, N)``, ``records`` name -> ``(B, n_TR, N)``, ``state (6 + D, B,
+        N)`` final state, ``checkpoints (max(1, ceil(n_steps/K)), 6 + D, B, N)``, ``first_bad (B,)``
         int64 (global step ``t0 + k`` of the first step after which a state is non-finite or,
         deco2014, f, v or q <= 0; -1 if none). All on the inputs' device.
     """
@@ -351,17 +454,24 @@ def rww_fwd(params, coupling, state, consts: ScanConstants, n_steps: int, checkp
     if checkpoint_every < 1:
         raise ValueError(f"checkpoint_every must be >= 1, got {checkpoint_every}")
     params, coupling, state = params.contiguous(), coupling.contiguous(), state.contiguous()
-    cfg = cfg or choose_config(batch, n_nodes, coupling.dim() == 3)
+    rows = state.shape[0]
+    _check_delays(rows, delays)
+    cfg = cfg or choose_config(batch, n_nodes, coupling.dim() == 3, delays=delays is not None)
     n_trs = n_steps // consts.steps_per_tr
     n_seg = max(1, -(-n_steps // checkpoint_every))
     out = {
-        "final": new_output(state, 6, batch, n_nodes),
-        "ckpt": new_output(state, n_seg, 6, batch, n_nodes),
+        "final": new_output(state, rows, batch, n_nodes),
+        "ckpt": new_output(state, n_seg, rows, batch, n_nodes),
         "bold": new_output(state, batch, n_trs, n_nodes),
         "bad": new_output(state, batch, dtype=torch.int32),
         "traj": _dummy(state),
-        "vec": _dummy(state) if cfg.resident else new_output(state, batch, n_nodes),
+        "vec": (_dummy(state) if cfg.resident or delays is not None
+                else new_output(state, batch, n_nodes)),
     }
+    lag_op = None
+    if delays is not None:
+        out["ring"] = new_output(state, batch, rows - 5, n_nodes)
+        lag_op = forward_lag_operand(delays)
     rec = 0
     for bit, name in enumerate(("S_E", "S_I", "r_E", "r_I")):
         if name in record:
@@ -376,7 +486,7 @@ def rww_fwd(params, coupling, state, consts: ScanConstants, n_steps: int, checkp
         out["bad"].fill_(NO_DIVERGENCE_HOST)
     else:
         _launch(params, forward_coupling_operand(coupling, cfg), state, consts, cfg, n_steps, 0,
-                checkpoint_every, n_trs, out, True, rec, False)
+                checkpoint_every, n_trs, out, True, rec, False, lag_op)
     bad = out["bad"].to(torch.int64)
     first_bad = torch.where(bad == NO_DIVERGENCE_HOST, torch.full_like(bad, -1), bad + consts.t0)
     return {"bold": out["bold"], "records": {n: out[n] for n in record}, "state": out["final"],
@@ -384,15 +494,19 @@ def rww_fwd(params, coupling, state, consts: ScanConstants, n_steps: int, checkp
 
 
 def rww_fwd_trajectory(params, coupling, start_state, consts: ScanConstants, k_start: int,
-                       n_steps: int, cfg: KernelConfig | None = None, traj=None, c_op=None):
+                       n_steps: int, cfg: KernelConfig | None = None, traj=None, c_op=None,
+                       lag_op=None, ring=None):
     """Recompute local steps ``[k_start, k_start + n_steps)`` from ``start_state`` (the
     checkpoint at ``k_start``), keeping what the adjoint needs.
 
     Args:
-        start_state: ``(6, B, N)`` float32, the state at local step ``k_start``.
+        start_state: ``(6 + D, B, N)`` float32, the state at local step ``k_start`` (with
+            conduction delays, its S_E history).
         traj: optional preallocated ``(>= n_steps, 7, B, N)`` buffer (reused across segments).
         c_op: optional :func:`forward_coupling_operand` of ``coupling`` for ``cfg`` (computed
             once by the backward pass instead of once per segment).
+        lag_op: with delays (D > 0), :func:`forward_lag_operand` of the lags (required then).
+        ring: optional ``(B, D + 1, N)`` scratch for the delayed coupling (reused).
 
     Returns:
         ``traj[:n_steps]``: ``(n_steps, 7, B, N)``; row ``j`` holds the state before local step
@@ -402,17 +516,23 @@ def rww_fwd_trajectory(params, coupling, start_state, consts: ScanConstants, k_s
     batch, n_nodes = _check_inputs(params, coupling, start_state)
     params, coupling = params.contiguous(), coupling.contiguous()
     start_state = start_state.contiguous()
-    cfg = cfg or choose_config(batch, n_nodes, coupling.dim() == 3)
+    delayed = start_state.shape[0] > 6
+    cfg = cfg or choose_config(batch, n_nodes, coupling.dim() == 3, delays=delayed)
     if traj is None:
         traj = new_output(start_state, n_steps, 7, batch, n_nodes)
     out = {name: _dummy(start_state) for name in ("final", "ckpt", "bold", "S_E", "S_I", "r_E",
                                                   "r_I")}
     out["bad"] = torch.empty(1, dtype=torch.int32, device=start_state.device)
     out["traj"] = traj
-    out["vec"] = (_dummy(start_state) if cfg.resident
+    if delayed and lag_op is None:
+        raise ValueError("rww_fwd_trajectory: a state with S_E history needs lag_op")
+    out["vec"] = (_dummy(start_state) if cfg.resident or delayed
                   else new_output(start_state, batch, n_nodes))
+    if delayed:
+        out["ring"] = (ring if ring is not None
+                       else new_output(start_state, batch, start_state.shape[0] - 5, n_nodes))
     if n_steps:
         c_op = c_op or forward_coupling_operand(coupling, cfg)
         _launch(params, c_op, start_state, consts, cfg, n_steps, k_start, 1, 0, out,
-                False, 0, True)
+                False, 0, True, lag_op if delayed else None)
     return traj[:n_steps]

@@ -174,6 +174,81 @@ def coupling_matvec(b_v, b_c, p_cb, m_cb, s_ci, s_cj, p_vec, o_b, o_b64, o_n, m_
 
 
 @triton.jit
+def _delayed_column(b_y, p_cb, m_cb, s_ci, s_cj, p_lb, s_li, s_lj, p_ring, o_ring, m_b, o_b,
+                    o_n, m_n, j, N, D1, kmod, lag_min, b_w, p_dc, o_dc,
+                    SIGN: tl.constexpr, DC: tl.constexpr):
+    """``b_y += C[:, :, j] * ring[b, slot(lag[:, :, j]), j]`` (one column of the delayed
+    product, :func:`delayed_matvec`); with ``DC`` also ``dc[b, j, n] += ring[...] * b_w[b, n]``
+    (a read-modify-write each program owns: one thread per ``(b, n)``)."""
+    m_j = (o_n[None, :] * 0 + j) < N
+    m_cj = m_cb & m_n[None, :] & m_j
+    m_bj = m_b[:, None] & m_n[None, :] & m_j
+    b_cj = tl.load(p_cb + o_n[None, :] * s_ci + j * s_cj, mask=m_cj, other=0.0)
+    b_lag = tl.load(p_lb + o_n[None, :] * s_li + j * s_lj, mask=m_bj, other=0)
+    slot = kmod + SIGN * b_lag
+    if SIGN > 0:
+        slot = tl.where(slot >= D1, slot - D1, slot)
+    else:
+        slot = tl.where(slot < 0, slot + D1, slot)
+    m_g = m_bj & (b_lag >= lag_min)
+    b_val = tl.load(p_ring + o_ring + slot * N + j, mask=m_g, other=0.0)
+    if DC:
+        p_d = p_dc + o_dc + j * N
+        tl.store(p_d, tl.load(p_d, mask=m_g, other=0.0) + b_val * b_w, mask=m_g)
+    return b_y + b_cj * b_val
+
+
+@triton.jit
+def delayed_matvec(p_cb, m_cb, s_ci, s_cj, p_lb, s_li, s_lj, p_ring, o_b, o_b64, o_n, m_b, m_n,
+                   N, D1, kmod, lag_min, b_w, p_dc,
+                   BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_J: tl.constexpr,
+                   SIGN: tl.constexpr, DC: tl.constexpr):
+    """Delayed coupling ``y[b, n] = sum_j C[b, n, j] ring[b, (kmod + SIGN lag[b, n, j]) mod D1, j]``
+    (streamed variant only; ``(BLOCK_B, BLOCK_N)`` float32).
+
+    ``ring`` is a per-simulation ``(B, D1, N)`` buffer (``D1 = D + 1`` slots indexed by the
+    local step modulo ``D1``) written behind a barrier by the caller. The forward
+    (``SIGN = -1``) reads S_E ``lag`` steps back: ``sum_j C_ij S_E_j(k - lag_ij)``. The adjoint
+    (``SIGN = +1``, C and the lags with their strides swapped) pulls the coupling gradients
+    ``lag`` steps ahead: ``sum_i C_ij g_i(t + lag_ij)``, the adjoint of ``S_E_j(t)`` through every
+    later step that reads it; lags below ``lag_min`` are skipped (the initial history, times
+    ``t < 0``, is read only by steps ``t + lag >= 0``). With ``DC`` the same pass adds the
+    per-edge product ``g_i(t + lag_ij) S_E_j(t)`` (``b_w`` = S_E(t)) to the per-simulation
+    ``(B, N, N)`` float32 ``dL/dC`` partial at ``p_dc`` (row i, column j): summed over t that is
+    ``sum_t g_i(t) S_E_j(t - lag_ij)``.
+
+    Same loop shape as the streamed :func:`coupling_matvec`: each thread owns its rows, columns
+    of C (unit stride ``s_ci``) and of the lags are read with them, ``BLOCK_J`` per iteration
+    into 4 accumulators summed in a fixed order (deterministic; no atomics).
+    """
+    o_ring = o_b64[:, None] * D1 * N
+    o_dc = o_b64[:, None] * N * N + o_n[None, :]
+    b_y0 = tl.zeros((BLOCK_B, BLOCK_N), dtype=tl.float32)
+    b_y1 = tl.zeros((BLOCK_B, BLOCK_N), dtype=tl.float32)
+    b_y2 = tl.zeros((BLOCK_B, BLOCK_N), dtype=tl.float32)
+    b_y3 = tl.zeros((BLOCK_B, BLOCK_N), dtype=tl.float32)
+    for j0 in range(0, N, BLOCK_J):
+        for u in tl.static_range(BLOCK_J):
+            if u % 4 == 0:
+                b_y0 = _delayed_column(b_y0, p_cb, m_cb, s_ci, s_cj, p_lb, s_li, s_lj, p_ring,
+                                       o_ring, m_b, o_b, o_n, m_n, j0 + u, N, D1, kmod, lag_min,
+                                       b_w, p_dc, o_dc, SIGN, DC)
+            elif u % 4 == 1:
+                b_y1 = _delayed_column(b_y1, p_cb, m_cb, s_ci, s_cj, p_lb, s_li, s_lj, p_ring,
+                                       o_ring, m_b, o_b, o_n, m_n, j0 + u, N, D1, kmod, lag_min,
+                                       b_w, p_dc, o_dc, SIGN, DC)
+            elif u % 4 == 2:
+                b_y2 = _delayed_column(b_y2, p_cb, m_cb, s_ci, s_cj, p_lb, s_li, s_lj, p_ring,
+                                       o_ring, m_b, o_b, o_n, m_n, j0 + u, N, D1, kmod, lag_min,
+                                       b_w, p_dc, o_dc, SIGN, DC)
+            else:
+                b_y3 = _delayed_column(b_y3, p_cb, m_cb, s_ci, s_cj, p_lb, s_li, s_lj, p_ring,
+                                       o_ring, m_b, o_b, o_n, m_n, j0 + u, N, D1, kmod, lag_min,
+                                       b_w, p_dc, o_dc, SIGN, DC)
+    return (b_y0 + b_y1) + (b_y2 + b_y3)
+
+
+@triton.jit
 def phi(z, e):
     """``phi(z) = 1 - exp(-z) (1 + z)`` given ``e = exp(-z)``; >= 0, ~z^2/2 near 0.
 
