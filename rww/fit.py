@@ -32,6 +32,15 @@ Checkpoints (``checkpoint=path``) are written atomically after every epoch (mode
 scheduler, history, config); ``resume=True`` continues from the last one and reproduces the
 uninterrupted fit exactly. Files are plain tensors and lists, loaded with
 ``torch.load(weights_only=True)``.
+
+Realisations over ranks (``ctx=``, a :class:`rww.distributed.Context` of several ranks, e.g.
+under ``torchrun``): each rank simulates a contiguous block of the ``model.batch`` realisations
+(their noise that of the one-process batch), every rank computes the whole loss on the gathered
+outputs and the gradients are summed over ranks before each step (details, and what is refused,
+in :mod:`rww.fit_epoch`). Every rank holds the same parameters and optimizer state and returns
+the same result; rank 0 writes the checkpoint, which has no rank layout, so a fit resumes on any
+number of ranks. The result equals the one-process fit to rounding (the summed gradient differs
+in its last bits; ``tests/test_fit_distributed.py`` measures it). ``ctx=None``: one process.
 """
 
 from __future__ import annotations
@@ -46,8 +55,11 @@ import numpy as np
 import torch
 
 from . import objectives as obj
+from . import distributed as rdist
 from .fit_control import (StopFit, _atomic_torch_save, _atomic_write_text, _build_optimizer,
                           _build_scheduler, _step_takes_closure, convergence)
+from .fit_epoch import (Block, _burn_in, _records_needed, _total, check_distributable,  # noqa: F401
+                        final_bold, local_batch, loss_terms, run_epoch)
 from .fit_target import MIN_FCD_PAIRS, FitTarget, _pair_kind, fcd_counts, fcd_min_trs
 from .model import RWWBold
 
@@ -225,73 +237,6 @@ def _verdict_settings(config: dict) -> dict:
             for k in ("convergence_window", "param_rtol", "loss_rtol")}
 
 
-def loss_terms(model: RWWBold, result, target: FitTarget, emp_fc: torch.Tensor, config: FitConfig,
-               extra: FitState) -> dict:
-    """Every weighted loss term for one simulated piece (window or whole scan).
-
-    Args:
-        result: :class:`rww.ops.reference.ScanResult` of the piece, ``bold (B, T, N)``.
-        emp_fc: ``(N, N)`` FC to compare with (the window's or the whole target's).
-
-    Returns:
-        name -> scalar tensor (unweighted); only terms with a non-zero weight are computed.
-    """
-    w = config.weights
-    terms = {}
-    need_fc = any(w.get(k) for k in ("fc_corr", "fc_log", "fc_l1", "fc_mse", "fc_level"))
-    if need_fc:
-        sim_fc = obj.pearson_matrix(result.bold, eps=1e-20)            # (B, N, N)
-        for name, fn in (("fc_corr", obj.fc_corr_loss), ("fc_log", obj.fc_log_loss),
-                         ("fc_l1", obj.fc_l1), ("fc_mse", obj.fc_mse),
-                         ("fc_level", obj.fc_level_loss)):
-            if w.get(name):
-                terms[name] = fn(sim_fc, emp_fc).mean()
-    if w.get("fcd") or w.get("fcd_ks"):
-        if target.fcd_values is None:
-            term = "fcd" if w.get("fcd") else "fcd_ks"
-            raise ValueError(f"weights: the {term} term needs target fcd_values, and "
-                             f"{target.fcd_unavailable or 'the target has none'}")
-        sim = target.simulated_fcd_values(result.bold)                # (B, M)
-        if w.get("fcd"):
-            terms["fcd"] = obj.wasserstein1(sim, target.fcd_values).mean()
-        if w.get("fcd_ks"):
-            terms["fcd_ks"] = obj.smooth_ks_statistic(sim, target.fcd_values).mean()
-    if w.get("bold_std"):
-        if target.bold is None:
-            raise ValueError("weights: the bold_std term needs target bold")
-        terms["bold_std"] = obj.bold_std_loss(result.bold, target.bold.std(0)).mean()
-    if w.get("bold_mean"):
-        if target.bold is None:
-            raise ValueError("weights: the bold_mean term needs target bold")
-        terms["bold_mean"] = obj.bold_mean_loss(result.bold, target.bold.mean(0), target.bold.std(0)).mean()
-    if w.get("firing_rate"):
-        terms["firing_rate"] = obj.firing_rate_loss(result.records["r_E"], config.firing_rate_hz).mean()
-    if w.get("rate_band"):
-        low, high = config.rate_band_hz
-        terms["rate_band"] = obj.rate_band_loss(result.records["r_E"], float(low), float(high)).mean()
-    if w.get("bifurcation"):
-        c = extra.curve
-        terms["bifurcation"] = obj.bifurcation_penalty(model.w_IE, model.w_EI, c[0], c[1], c[2])
-    if w.get("entropy"):
-        terms["entropy"] = obj.entropy_term(result.records["S_E"], result.records["S_I"])
-    if w.get("smoothness"):
-        per_region = [model.learned[n]() for n in model.learnable
-                      if n not in ("w_bb", "sigma_out") and model.learned[n]().dim() == 1]
-        terms["smoothness"] = sum((obj.smoothness_penalty(v, model.sc) for v in per_region),
-                                  torch.zeros((), dtype=model.sc.dtype, device=model.sc.device))
-    return terms
-
-
-def _total(terms: dict, config: FitConfig, model: RWWBold) -> tuple[torch.Tensor, dict]:
-    total = sum(config.weights.get(k, 0.0) * v for k, v in terms.items())
-    logged = dict(terms)
-    for name, (mean, std) in config.priors.items():
-        nll = obj.gaussian_nll(getattr(model, name), mean, std)
-        logged[f"prior_{name}"] = nll
-        total = total + nll
-    return total, logged
-
-
 def _check_fcd_piece(target: FitTarget, piece_trs: int, term: str):
     """The FCD term compares distributions of FCD values of each simulated piece: a target
     without FCD values, or a piece too short for two pairs of windows, would fail deep inside
@@ -307,23 +252,6 @@ def _check_fcd_piece(target: FitTarget, piece_trs: int, term: str):
                          f"needs at least {MIN_FCD_PAIRS}, i.e. pieces of at least "
                          f"{fcd_min_trs(w, s, exclude)} TRs: simulate longer pieces (n_trs, "
                          "window_trs; window_trs=None for the whole scan) or use shorter windows")
-
-
-def _records_needed(config: FitConfig) -> tuple:
-    rec = []
-    if config.weights.get("firing_rate") or config.weights.get("rate_band"):
-        rec.append("r_E")
-    if config.weights.get("entropy"):
-        rec += ["S_E", "S_I"]
-    return tuple(rec)
-
-
-def _burn_in(model: RWWBold, config: FitConfig, seed: int):
-    state = model.initial_state()
-    if config.burn_in_trs:
-        with torch.no_grad():
-            _, state = model(config.burn_in_trs, state=state, seed=seed, t0=0)
-    return state.detach(), config.burn_in_trs * model.steps_per_tr
 
 
 def _check_resumable(saved: dict, checkpoint: str, config: FitConfig, optimizer, scheduler):
@@ -360,7 +288,7 @@ def _fill_history(history: dict, config: FitConfig):
 
 def fit(model: RWWBold, target: FitTarget, config: FitConfig | None = None, optimizer=None,
         checkpoint: str | None = None, resume: bool = False, progress: bool = True,
-        callback=None, scheduler=None) -> FitResult:
+        callback=None, scheduler=None, ctx: rdist.Context | None = None) -> FitResult:
     """Fit the learnable parameters of ``model`` to ``target``.
 
     Args:
@@ -373,15 +301,24 @@ def fit(model: RWWBold, target: FitTarget, config: FitConfig | None = None, opti
             term is on); default ``Adam(lr)``. Steps are ``optimizer.step(closure)``: the closure
             re-simulates the step's window and returns its loss, so L-BFGS works, at up to
             ``max_eval`` simulations per step (see the module docstring).
-        checkpoint: path of the checkpoint file written atomically after every epoch.
+        checkpoint: path of the checkpoint file written atomically after every epoch (by rank 0).
         resume: continue from ``checkpoint`` if it exists (the result equals an uninterrupted fit;
-            the same optimizer and scheduler types are required).
-        progress: show a progress bar (tqdm) over epochs.
+            the same optimizer and scheduler types are required; any number of ranks).
+        progress: show a progress bar (tqdm) over epochs (on rank 0).
         callback: called as ``callback(epoch, history)`` after every epoch (after its
-            checkpoint); raising :class:`StopFit` ends the fit there, other exceptions propagate.
+            checkpoint; on rank 0); raising :class:`StopFit` ends the fit there (on every rank),
+            other exceptions propagate.
         scheduler: a learning-rate scheduler (``torch.optim.lr_scheduler``) on ``optimizer``, or
             a callable ``optimizer -> scheduler`` (for the default Adam); stepped once after every
             epoch (``ReduceLROnPlateau`` with the epoch's mean loss), checkpointed with the fit.
+        ctx: ``None`` (one process) or a :class:`rww.distributed.Context` from
+            :func:`rww.distributed.init`: with several ranks, the ``model.batch`` realisations are
+            split over them in contiguous blocks, each rank simulating its own and the loss and
+            gradients combined over ranks (:mod:`rww.fit_epoch`). Call ``fit`` on every rank with
+            the same model, target, settings and optimizer; every rank holds the same parameters
+            and optimizer state, and returns the same result. Equals the one-process fit to
+            rounding (the gradient is summed over ranks in another order). Refused: models with
+            per-simulation parameters or settings, more ranks than realisations.
 
     Returns:
         :class:`FitResult`; ``result.converged`` and ``result.convergence["reason"]`` give the
@@ -391,11 +328,14 @@ def fit(model: RWWBold, target: FitTarget, config: FitConfig | None = None, opti
         ValueError: settings, target or schedule that cannot work (each message names the
             setting), e.g. an FCD term without FCD values or with pieces too short for them.
         TypeError: an optimizer or scheduler of the wrong kind.
+        RuntimeError: (several ranks) another rank failed; its error is on its stderr.
     """
     config = config or FitConfig()
     config.validate()
     if not model.learnable:
         raise ValueError("model: no learnable parameters; build it with learn=[...]")
+    check_distributable(model, ctx)
+    block = Block(model.batch, ctx)
     dtype, device = model.sc.dtype, model.sc.device
     target = target.validate(model.n_nodes, dtype, device)
     n_trs = config.n_trs or (target.bold.shape[0] if target.bold is not None else 1200)
@@ -423,9 +363,8 @@ def fit(model: RWWBold, target: FitTarget, config: FitConfig | None = None, opti
     start_epoch = 0
     saved_bold = None
     stopped = None
-    if resume and checkpoint and os.path.exists(checkpoint):
-        saved = torch.load(checkpoint, weights_only=True)
-        _check_resumable(saved, checkpoint, config, optimizer, scheduler)
+    saved = _load_checkpoint(checkpoint, config, optimizer, scheduler, block) if resume else None
+    if saved is not None:
         model.load_state_dict(saved["model"])
         extra.load_state_dict(saved["extra"])
         optimizer.load_state_dict(saved["optimizer"])
@@ -439,129 +378,142 @@ def fit(model: RWWBold, target: FitTarget, config: FitConfig | None = None, opti
             stopped = "early_stop"                 # the fit stopped there: it stays stopped
 
     bar = None
-    if progress:
+    if progress and block.is_main:
         from tqdm.auto import tqdm
         bar = tqdm(total=config.epochs, initial=start_epoch, desc="fit", unit="epoch")
     last_bold = None
     pieces_per_epoch = n_windows if config.window_trs else 1
-    for epoch in range(start_epoch, config.epochs):
-        if stopped:
-            break
-        tick = time.perf_counter()
-        seed = config.seed + epoch
-        lr = optimizer.param_groups[0]["lr"]
-        state, t0 = _burn_in(model, config, seed)
-        logged_sum, pieces, evaluations = {}, [], 0
-        for w_index in range(pieces_per_epoch):
-            length = window if config.window_trs else n_trs
-            if target.bold is not None and config.window_trs:
-                emp_fc = obj.pearson_matrix(target.bold[w_index * window:(w_index + 1) * window], eps=1e-20)
-            else:
-                emp_fc = target.fc
-            first = {}
-
-            def closure():
-                # One loss evaluation of this window: the same start state, noise and time at
-                # every call, so an optimizer evaluating several times sees one function.
-                nonlocal evaluations
-                optimizer.zero_grad(set_to_none=True)
-                result = model.simulate(length, state=state, seed=seed, t0=t0, record=record)
-                terms = loss_terms(model, result, target, emp_fc, config, extra)
-                total, logged = _total(terms, config, model)
-                total.backward()
-                if config.grad_clip:
-                    torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
-                evaluations += 1
-                if not first:
-                    first.update(total=total.item(), logged={k: v.item() for k, v in logged.items()},
-                                 bold=result.bold.detach(), state=result.state.detach())
-                return total
-
-            if with_closure:
-                optimizer.step(closure)
-            else:                                   # an optimizer whose step takes no closure
-                closure()
-                optimizer.step()
-            if not first:
-                raise RuntimeError(f"optimizer: {type(optimizer).__name__}.step(closure) did not "
-                                   "call the closure; the fit cannot log or carry the window's "
-                                   "simulation (use an optimizer that evaluates it)")
-            for k, v in first["logged"].items():
-                logged_sum[k] = logged_sum.get(k, 0.0) + v / pieces_per_epoch
-            logged_sum["total"] = logged_sum.get("total", 0.0) + first["total"] / pieces_per_epoch
-            pieces.append(first["bold"])
-            state, t0 = first["state"], t0 + length * model.steps_per_tr
-        last_bold = torch.cat(pieces, dim=1)
-        sim_fc = obj.pearson_matrix(last_bold, eps=1e-20).mean(0)
-        fc_r = float(obj.fc_correlation(sim_fc, target.fc))
-        history["epoch"].append(epoch)
-        history["loss"].append(logged_sum.pop("total"))
-        history["fc_r"].append(fc_r)
-        if model.fic_target is not None:
-            # Distance to the bifurcation, recorded for every epoch (NaN without a crossing).
-            try:
-                ratio = float(model.coupling_ratio().mean())
-            except ValueError:
-                ratio = float("nan")
-            history.setdefault("G_over_Gc", []).append(ratio)
-        history.setdefault("lr", []).append(float(lr))
-        history.setdefault("evaluations", []).append(evaluations)
-        history["seconds"].append(time.perf_counter() - tick)
-        for k, v in logged_sum.items():
-            history.setdefault(f"terms/{k}", []).append(v)
-        for name in model.learnable:
-            value = getattr(model, name).detach().cpu()
-            if value.dim() >= 2:
-                # An N x N matrix (w_bb) per epoch would make every checkpoint and the saved
-                # history grow by N^2 floats an epoch: its mean and spread are kept instead (the
-                # final matrix is in the result's params).
-                history.setdefault(f"params/{name}/mean", []).append(value.double().mean().item())
-                history.setdefault(f"params/{name}/std", []).append(value.double().std().item())
-            else:
-                history.setdefault(f"params/{name}", []).append(value.tolist())
-        converged = convergence(history, **verdict_settings)["converged"]
-        history.setdefault("converged", []).append(converged)
-        if scheduler is not None:
-            if plateau:
-                scheduler.step(history["loss"][-1])
-            else:
-                scheduler.step()
-        if checkpoint:
-            # last_bold: what a resumed, already finished fit returns (the last epoch's BOLD,
-            # simulated with the parameters of each of its windows).
-            _atomic_torch_save({"model": model.state_dict(), "extra": extra.state_dict(),
-                                "optimizer": optimizer.state_dict(),
-                                "optimizer_class": type(optimizer).__name__,
-                                "scheduler": None if scheduler is None else scheduler.state_dict(),
-                                "scheduler_class": None if scheduler is None else type(scheduler).__name__,
-                                "history": history, "epoch": epoch, "config": _config_dict(config),
-                                "last_bold": last_bold.cpu()}, checkpoint)
+    with local_batch(model, block):
+        for epoch in range(start_epoch, config.epochs):
+            if stopped:
+                break
+            tick = time.perf_counter()
+            lr = optimizer.param_groups[0]["lr"]
+            logged_sum, last_bold, evaluations = run_epoch(
+                model, target, config, extra, optimizer, params, seed=config.seed + epoch,
+                window=window, n_trs=n_trs, pieces=pieces_per_epoch, with_closure=with_closure,
+                record=record, block=block)
+            fc_r = _record_epoch(history, model, epoch, logged_sum, last_bold, target, lr,
+                                 evaluations, tick)
+            converged = convergence(history, **verdict_settings)["converged"]
+            history.setdefault("converged", []).append(converged)
+            if scheduler is not None:
+                if plateau:
+                    scheduler.step(history["loss"][-1])
+                else:
+                    scheduler.step()
+            decision = None
+            if block.is_main:
+                if checkpoint:
+                    # last_bold: what a resumed, already finished fit returns (the last epoch's
+                    # BOLD, simulated with the parameters of each of its windows).
+                    _atomic_torch_save({"model": model.state_dict(), "extra": extra.state_dict(),
+                                        "optimizer": optimizer.state_dict(),
+                                        "optimizer_class": type(optimizer).__name__,
+                                        "scheduler": None if scheduler is None else scheduler.state_dict(),
+                                        "scheduler_class": None if scheduler is None else type(scheduler).__name__,
+                                        "history": history, "epoch": epoch,
+                                        "config": _config_dict(config),
+                                        "last_bold": last_bold.cpu()}, checkpoint)
+                if bar is not None:
+                    bar.set_postfix(loss=f"{history['loss'][-1]:.4f}", fc_r=f"{fc_r:.3f}")
+                    bar.update(1)
+                decision = _call_back(callback, epoch, history, block)
+            if block.distributed:         # rank 0's callback decides for every rank
+                decision = rdist.broadcast_from_main(decision, block.ctx)
+                if isinstance(decision, tuple):
+                    raise RuntimeError(decision[1])
+            stopped = decision
+            if config.early_stop and converged and not stopped:
+                stopped = "early_stop"
         if bar is not None:
-            bar.set_postfix(loss=f"{history['loss'][-1]:.4f}", fc_r=f"{fc_r:.3f}")
-            bar.update(1)
-        if callback is not None:
-            try:
-                callback(epoch, history)
-            except StopFit as stop:
-                stopped = f"callback: {stop}" if str(stop) else "callback"
-        if config.early_stop and converged and not stopped:
-            stopped = "early_stop"
-    if bar is not None:
-        bar.close()
-    if last_bold is None and saved_bold is not None:   # resumed a finished fit
-        last_bold = saved_bold.to(model.sc.device)
-    elif last_bold is None:
-        # A finished fit's checkpoint from rww < 0.2 (no BOLD saved): simulate the last epoch's
-        # noise (seed and burn-in as in the loop) with the final parameters.
-        with torch.no_grad():
+            bar.close()
+        if last_bold is None and saved_bold is not None:   # resumed a finished fit
+            last_bold = saved_bold.to(model.sc.device)
+        elif last_bold is None:
+            # A finished fit's checkpoint from rww < 0.2 (no BOLD saved): simulate the last
+            # epoch's noise (seed and burn-in as in the loop) with the final parameters.
             seed = config.seed + (history["epoch"][-1] if history["epoch"] else 0)
-            state, t0 = _burn_in(model, config, seed)
-            last_bold = model.simulate(n_trs, state=state, seed=seed, t0=t0).bold
+            last_bold = final_bold(model, config, n_trs, seed, block)
     params_out = {name: getattr(model, name).detach().clone() for name in model.learnable}
     sim_fc = obj.pearson_matrix(last_bold, eps=1e-20).mean(0)
     verdict = convergence(history, **verdict_settings)
     verdict.update(stopped=stopped, epochs_run=len(history["epoch"]), epochs=config.epochs)
     return FitResult(params_out, last_bold, sim_fc, history, _config_dict(config), verdict)
+
+
+def _load_checkpoint(checkpoint, config, optimizer, scheduler, block) -> dict | None:
+    """The checkpoint to resume from (``None``: none yet), checked; read by rank 0 and sent to
+    every rank (a refusal raises on every rank)."""
+    if not checkpoint:
+        return None
+    if not block.distributed:
+        if not os.path.exists(checkpoint):
+            return None
+        saved = torch.load(checkpoint, weights_only=True)
+        _check_resumable(saved, checkpoint, config, optimizer, scheduler)
+        return saved
+    saved = None
+    if block.is_main and os.path.exists(checkpoint):
+        try:
+            saved = torch.load(checkpoint, weights_only=True)
+            _check_resumable(saved, checkpoint, config, optimizer, scheduler)
+        except Exception as err:                  # noqa: BLE001 - every rank must learn of it
+            saved = ("error", err)
+    saved = rdist.broadcast_from_main(saved, block.ctx)
+    if isinstance(saved, tuple):
+        err = saved[1]
+        raise err if isinstance(err, (ValueError, TypeError)) else RuntimeError(f"resume: {err}")
+    return saved
+
+
+def _call_back(callback, epoch: int, history: dict, block):
+    """Run the callback (rank 0): ``None`` to go on, the reason to stop; another exception is
+    sent to the other ranks as ``("error", message)`` before it propagates."""
+    if callback is None:
+        return None
+    try:
+        callback(epoch, history)
+    except StopFit as stop:
+        return f"callback: {stop}" if str(stop) else "callback"
+    except Exception as err:
+        if block.distributed:
+            rdist.broadcast_from_main(("error", f"rank 0 callback: {type(err).__name__}: {err}"),
+                                      block.ctx)
+        raise
+    return None
+
+
+def _record_epoch(history, model, epoch, logged_sum, last_bold, target, lr, evaluations, tick):
+    """Append the epoch's entries to ``history``; returns its FC r."""
+    sim_fc = obj.pearson_matrix(last_bold, eps=1e-20).mean(0)
+    fc_r = float(obj.fc_correlation(sim_fc, target.fc))
+    history["epoch"].append(epoch)
+    history["loss"].append(logged_sum.pop("total"))
+    history["fc_r"].append(fc_r)
+    if model.fic_target is not None:
+        # Distance to the bifurcation, recorded for every epoch (NaN without a crossing).
+        try:
+            ratio = float(model.coupling_ratio().mean())
+        except ValueError:
+            ratio = float("nan")
+        history.setdefault("G_over_Gc", []).append(ratio)
+    history.setdefault("lr", []).append(float(lr))
+    history.setdefault("evaluations", []).append(evaluations)
+    history["seconds"].append(time.perf_counter() - tick)
+    for k, v in logged_sum.items():
+        history.setdefault(f"terms/{k}", []).append(v)
+    for name in model.learnable:
+        value = getattr(model, name).detach().cpu()
+        if value.dim() >= 2:
+            # An N x N matrix (w_bb) per epoch would make every checkpoint and the saved
+            # history grow by N^2 floats an epoch: its mean and spread are kept instead (the
+            # final matrix is in the result's params).
+            history.setdefault(f"params/{name}/mean", []).append(value.double().mean().item())
+            history.setdefault(f"params/{name}/std", []).append(value.double().std().item())
+        else:
+            history.setdefault(f"params/{name}", []).append(value.tolist())
+    return fc_r
 
 
 def _config_dict(config: FitConfig) -> dict:
