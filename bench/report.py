@@ -9,7 +9,9 @@ Usage (from the repository root)::
 
 Inputs: pytest-benchmark JSON files written by ``bench/test_workloads.py`` (``--benchmark-json
 bench/results/<name>.json``; one file per machine and run) and the sweep written by
-``bench/scaling.py`` (``bench/results/scaling-<device>.json``). Nothing is typed in by hand: every
+``bench/scaling.py`` (``bench/results/scaling-<device>.json``), and the interleaved conduction-delay
+comparison written by ``bench/delays.py`` (``"kind": "delays"``, e.g.
+``bench/results/cpu-delays.json``). Nothing is typed in by hand: every
 number in the generated part of README.md is computed here from those files, and each table
 names the file, machine, versions and git revision it came from.
 
@@ -617,6 +619,159 @@ def scaling_table(data: dict) -> list[str]:
     return out
 
 
+# ---------------------------------------------------------------------------- delays
+def load_delays() -> list[dict]:
+    """``bench/delays.py`` results (JSON with ``"kind": "delays"``), each with its ``path``."""
+    out = []
+    for path in sorted(glob.glob(os.path.join(RESULTS, "*.json"))):
+        with open(path) as fh:
+            data = json.load(fh)
+        if isinstance(data, dict) and data.get("kind") == "delays":
+            data["path"] = os.path.relpath(path, ROOT)
+            out.append(data)
+    return out
+
+
+def _delay_impl_name(row: dict) -> str:
+    meta = row["meta"]
+    if meta.get("ours"):
+        return f"**rww `{row['impl']}` -> {meta.get('backend')}**"
+    return f"{meta.get('peer', row['impl'])} {_peer_version(meta)}"
+
+
+def _pair(a: dict, b: dict) -> str:
+    """``a``'s time over ``b``'s, wall / CPU (``4.2x / 3.9x``)."""
+    txt = _ratio(a["wall_min"] / b["wall_min"])
+    if a.get("cpu_min") and b.get("cpu_min"):
+        txt += f" / {_ratio(a['cpu_min'] / b['cpu_min'])}"
+    return txt
+
+
+def delays_section(data: dict) -> list[str]:
+    """One ``bench/delays.py`` result: the summary (each implementation at no delays, 5 and 10
+    m/s, against its own no-delay run and against rww's at the same velocity), every row, and
+    how each peer's delays differ from rww's."""
+    rows = data["rows"]
+    conn = data["connectome"]
+    env = data.get("environment")
+    names = []                                       # workloads in run order
+    for r in rows:
+        if r["workload"]["name"] not in names:
+            names.append(r["workload"]["name"])
+    impls = []
+    for r in rows:
+        if r["impl"] not in impls:
+            impls.append(r["impl"])
+    cell = {(r["workload"]["name"], r["impl"]): r for r in rows}
+    ours_impl = next((r["impl"] for r in rows if r["meta"].get("ours")), None)
+    base_name = next((n for n in names if next(r for r in rows if r["workload"]["name"] == n)
+                      ["workload"].get("velocity") is None), None)
+
+    def lag(r):
+        return (r["meta"].get("delays") or {}).get("max_lag_steps", 0)
+
+    def head(name):
+        w = next(r for r in rows if r["workload"]["name"] == name)["workload"]
+        return "no delays" if w.get("velocity") is None else f"{w['velocity']:g} m/s"
+
+    loads = [x for r in rows for x in r.get("loadavg", [])]
+    lines = [f"### Conduction delays: `{data['path']}` ({data.get('datetime', '')})", ""]
+    if env:
+        lines += [f"Machine: {describe_environment(env)}.", ""]
+    start = data.get("environment_start")
+    if env and start and start["git"].get("source_sha1") != env["git"].get("source_sha1"):
+        lines += [f"The library's sources changed while this ran (other sessions committed): "
+                  f"at the start {describe_environment(start).split('; git ')[-1]}.", ""]
+    first = rows[0]["workload"]
+    lines += [
+        f"Command: `{data.get('command')}` ({data.get('total_s', 0) / 60:.0f} min). "
+        f"{first['label'].split(', demo')[0]} on the demo connectome (`rww.data.load_demo`, "
+        f"N = {conn['n_nodes']}, SC / its mean row sum {conn.get('mean_row_sum_raw') or 0:,.2f}, "
+        f"SHA-1 `{conn['sc_sha1']}`; tract lengths up to {conn['max_length_mm']:.1f} mm, SHA-1 "
+        f"`{conn['lengths_sha1']}`), the same bytes in every worker. All rows were timed in one "
+        f"session: every worker built and warmed up, then {data['rounds']} rounds each running "
+        "every row once (rows under a second several times), in an order rotated from round to "
+        "round. Times: the minimum over the runs; `CPU` = the worker process's CPU time of its "
+        "least costly run, which other jobs inflate much less than wall time; 1-minute load "
+        f"average {min(loads):.1f}-{max(loads):.1f} during the runs." if loads else "", ""]
+    lines += ["Summary: µs per step, wall / CPU; in brackets the time over the same "
+              "implementation's run without delays, and for the peers the time over rww's at the "
+              "same velocity (`rww faster by`), each as wall / CPU. D = the longest lag in steps "
+              "before the current step (rww/TVB, cuBNM).", ""]
+    lines += ["| implementation | " + " | ".join(
+        f"{head(n)}" + ("" if n == base_name else
+                        f" (D = {'/'.join(sorted({str(lag(cell[(n, i)])) for i in impls if (n, i) in cell}, key=int, reverse=True))})")
+        for n in names) + " |", "|---|" + "---:|" * len(names)]
+    for impl in impls:
+        cells = []
+        for n in names:
+            r = cell.get((n, impl))
+            if r is None:
+                cells.append("–")
+                continue
+            parts = []
+            base = cell.get((base_name, impl))
+            if base is not None and base is not r:
+                parts.append(f"{_pair(r, base)} no delays")
+            ours = cell.get((n, ours_impl))
+            if ours is not None and ours is not r:
+                parts.append(f"rww faster by {_pair(r, ours)}")
+            text = f"{_fmt(r['us_per_step'])} / {_fmt(r.get('cpu_us_per_step'))}"
+            if parts:
+                text += f" ({'; '.join(parts)})"
+            cells.append(text)
+        name = _delay_impl_name(cell[next(n for n in names if (n, impl) in cell), impl])
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    lines += ["", "All rows (`vs no delays` = this row's time over the same implementation's W9 "
+              "row; `rww faster by` = this row's time over rww's on the same workload; CPU-time "
+              "ratios in brackets):", "",
+              "| workload | implementation | D (steps) | wall s / simulated s | µs / step | CPU µs "
+              "/ step | vs no delays | rww faster by | runs | peak RSS MB (+ during run) | load |",
+              "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+
+    def both(a, b):
+        txt = _ratio(a["wall_min"] / b["wall_min"])
+        if a.get("cpu_min") and b.get("cpu_min"):
+            txt += f" ({_ratio(a['cpu_min'] / b['cpu_min'])})"
+        return txt
+
+    for r in rows:
+        w = r["workload"]
+        base, ours = cell.get((base_name, r["impl"])), cell.get((w["name"], ours_impl))
+        mem = r["memory"]
+        peak, before = _mb(mem.get("peak_rss_kb")), _mb(mem.get("rss_before_kb"))
+        memtxt = (f"{peak:,.0f} (+{max(peak - before, 0):,.1f})" if peak is not None and
+                  before is not None else _fmt(_mb(mem.get("ru_maxrss_kb"))))
+        ld = r.get("loadavg") or [None]
+        lines.append(
+            f"| {w['name']} {w['variant']}: {w['label']} | {_delay_impl_name(r)} | {lag(r)} | "
+            f"{_fmt(r['wall_min'] / w['seconds'])} | {_fmt(r['us_per_step'])} | "
+            f"{_fmt(r.get('cpu_us_per_step'))} | "
+            f"{'—' if base is None or base is r else both(r, base)} | "
+            f"{'—' if ours is None or ours is r else both(r, ours)} | {len(r['wall_s'])} | "
+            f"{memtxt} | {_fmt(min(ld), 2)}-{_fmt(max(ld), 2)} |")
+    lines += ["", "How each implementation's delays were computed (from each row's recorded "
+              "settings):", ""]
+    seen = set()
+    for r in rows:
+        meta = r["meta"]
+        d = meta.get("delays")
+        who = meta.get("peer") or "rww"
+        if d is None or who in seen:
+            continue
+        seen.add(who)
+        if meta.get("ours"):
+            lines.append(f"- **rww** ({meta.get('dtype')}, {meta.get('integrator')}): "
+                         f"{d.get('convention')}.")
+        else:
+            vers = ", ".join(f"{k} {v}" for k, v in meta.get("versions", {}).items())
+            lines.append(f"- **{who}** ({vers}; `{meta.get('install')}`): {meta.get('dtype')}, "
+                         f"{meta.get('integrator')}. {d.get('convention')}. {meta.get('notes')}.")
+    for name, why in (data.get("skipped") or {}).items():
+        lines.append(f"- {name}: not run ({why}).")
+    return lines + [""]
+
+
 # ---------------------------------------------------------------------------- README
 def workloads_table() -> list[str]:
     """The workload definitions (bench/workloads.py), full size and reduced variants."""
@@ -688,6 +843,8 @@ def generate(plot: bool = True) -> str:
                   "grow like sqrt(T), slope 0.5, the reference loop's autograd tape like T, slope "
                   f"1; memory slopes only over points above {MEMORY_FLOOR_MB:g} MB):", ""]
         lines += scaling_table(data) + [""]
+    for data in load_delays():
+        lines += delays_section(data)
     timings, tunings = load_gpu()
     for data in timings:
         lines += gpu_section(data)

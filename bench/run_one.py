@@ -7,6 +7,13 @@ Usage (from the repository root)::
     python bench/run_one.py W1/ref torch              # ours, the plain PyTorch reference loop
     python bench/run_one.py W6/full auto --device cuda
     .venv-peers/cubnm/bin/python bench/run_one.py W1/cpu cubnm     # a peer, in its own venv
+    python bench/run_one.py W9v5/cpu auto              # conduction delays (demo connectome)
+    .venv-peers/tvb/bin/python bench/run_one.py W9v5/ref tvb --sc sc.npy --lengths lengths.npy
+
+The delayed workloads (``W9``, ``W9v5``, ``W9v10``: the demo connectome, with delays at the
+workload's velocity) need the demo's connectome and tract lengths: rww's own runs load them with
+``rww.data``; peers (whose virtualenvs have no rww) need ``--sc`` and ``--lengths`` files, which
+``bench/delays.py`` writes once per session.
 
 Implementations: ours are the backends of :func:`rww.rww_scan` (``auto``, ``numba``, ``torch``,
 ``torch-checkpoint``, ``triton``); peers are ``cubnm``, ``neurolib``, ``vbjax``, ``vbjax-euler``
@@ -108,7 +115,8 @@ def ru_maxrss_kb() -> int:
 class OursRunner:
     """A workload built with rww: ``run()`` does one timed unit of work (synchronised)."""
 
-    def __init__(self, workload: wl.Workload, backend: str, device: str = "cpu", sc_np=None):
+    def __init__(self, workload: wl.Workload, backend: str, device: str = "cpu", sc_np=None,
+                 lengths_np=None):
         import torch
 
         import rww
@@ -164,6 +172,10 @@ class OursRunner:
             self.model = rww.RWWBold(sc, G=wl.G_DECO, w_IE=torch.ones(w.n_nodes),
                                      learn=["G", "w_IE"], **common)
         elif w.mode == "forward":
+            if w.velocity is not None:
+                # Conduction delays: the connectome's tract lengths [mm] at the workload's velocity.
+                common.update(lengths=torch.as_tensor(lengths_np, dtype=torch.float64),
+                              velocity=float(w.velocity))
             self.model = rww.RWWBold(sc, G=wl.G_DECO, **common)
         else:
             raise ValueError(f"unknown mode {w.mode!r}")
@@ -178,6 +190,13 @@ class OursRunner:
             "integrator": "Euler-Maruyama; Balloon every step",
             "notes": "",
         }
+        if w.velocity is not None:
+            self.meta["delays"] = {
+                "velocity_m_per_s": float(w.velocity), "lengths_sha1": wl.connectome_sha1(lengths_np),
+                "max_lag_steps": int(self.model.max_delay),
+                "convention": "lag rint(L / (v dt)) steps before the current step (rww.delays; "
+                              "TVB's rounding), lag 0 = current S_E; history constant at the "
+                              "initial S_E"}
         if w.mode == "fit_epoch":
             self.meta["fit_settings"] = self.fit_settings
 
@@ -284,10 +303,13 @@ def _versions_ours() -> dict:
 # ---------------------------------------------------------------------------- dispatch
 def load_connectome(workload: wl.Workload, path: str | None):
     """The workload's connectome: from ``path`` (``.npy``, written by the suite so that every
-    implementation gets the same bytes whatever its numpy) or :func:`workloads.connectome`."""
+    implementation gets the same bytes whatever its numpy) or :func:`workloads.connectome` (the
+    demo's, :func:`workloads.demo_connectome`, for the delayed workloads: needs rww)."""
     import numpy as np
 
     if path is None:
+        if workload.connectome == "demo":
+            return wl.demo_connectome()[0]
         return wl.connectome(workload.n_nodes)
     sc = np.load(path)
     if sc.shape != (workload.n_nodes, workload.n_nodes):
@@ -295,16 +317,39 @@ def load_connectome(workload: wl.Workload, path: str | None):
     return sc
 
 
-def build(impl: str, workload: wl.Workload, device: str = "cpu", sc_path: str | None = None):
+def load_lengths(workload: wl.Workload, path: str | None):
+    """Tract lengths [mm] for a workload with conduction delays (``None`` without): from ``path``
+    (``.npy``) or the demo's (:func:`workloads.demo_connectome`, needs rww)."""
+    import numpy as np
+
+    if workload.velocity is None:
+        if path is not None:
+            raise ValueError(f"--lengths: {workload.key} has no conduction delays (no velocity)")
+        return None
+    lengths = np.load(path) if path is not None else wl.demo_connectome()[1]
+    if lengths.shape != (workload.n_nodes, workload.n_nodes):
+        raise ValueError(f"--lengths: shape {lengths.shape}, expected {workload.n_nodes} regions")
+    return lengths
+
+
+def build(impl: str, workload: wl.Workload, device: str = "cpu", sc_path: str | None = None,
+          lengths_path: str | None = None):
     """A runner with ``warmup()``, ``run()``, ``meta`` for ``impl`` on ``workload``."""
     sc = load_connectome(workload, sc_path)
+    lengths = load_lengths(workload, lengths_path)
     if impl in OURS:
-        return OursRunner(workload, impl, device, sc_np=sc)
+        return OursRunner(workload, impl, device, sc_np=sc, lengths_np=lengths)
     if impl in PEERS:
         if device != "cpu":
             raise ValueError(f"{impl}: peers are run on CPU only")
         module = importlib.import_module(PEERS[impl])
-        runner = module.build(workload, sc, variant=impl)
+        if lengths is not None:
+            if not getattr(module, "SUPPORTS_DELAYS", False):
+                raise ValueError(f"{impl}: conduction delays are not wired for this peer")
+            runner = module.build(workload, sc, variant=impl, lengths=lengths)
+            runner.meta.setdefault("delays", {})["lengths_sha1"] = wl.connectome_sha1(lengths)
+        else:
+            runner = module.build(workload, sc, variant=impl)
         runner.meta.setdefault("sc_sha1", wl.connectome_sha1(sc))
         runner.meta.update(impl=impl, ours=False)
         runner.meta.setdefault("versions", {})["python"] = platform.python_version()
@@ -349,6 +394,9 @@ def main(argv=None):
                         help="connectome (.npy) instead of workloads.connectome(N): the suite "
                              "writes it once, so that every implementation simulates the same "
                              "bytes (numpy versions differ in the last bits of exp/norm)")
+    parser.add_argument("--lengths", default=None, metavar="NPY",
+                        help="tract lengths [mm] (.npy) for a workload with conduction delays "
+                             "(W9v5, W9v10); default: the demo's, through rww.data (rww only)")
     parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                         help="override a workload field (n_nodes, batch, seconds, tr); the "
                              "variant becomes 'sweep' (used by bench/scaling.py)")
@@ -367,7 +415,7 @@ def main(argv=None):
         workload = override(workload, args.set)
     try:
         tick = time.perf_counter()
-        runner = build(args.impl, workload, args.device, args.sc)
+        runner = build(args.impl, workload, args.device, args.sc, args.lengths)
         build_s = time.perf_counter() - tick
         tick = time.perf_counter()
         runner.warmup()

@@ -311,3 +311,36 @@ def test_connectome_is_deterministic_and_normalised():
     assert np.array_equal(a, b) and wl.connectome_sha1(a) == wl.connectome_sha1(b)
     assert np.allclose(a, a.T) and (np.diag(a) == 0).all() and (a >= 0).all()
     assert a.sum(1).mean() == pytest.approx(1.0)
+
+
+def test_delayed_workloads():
+    """W9 (demo connectome, no delays) and W9v5/W9v10 (delays at 5 and 10 m/s) differ only in the
+    velocity; the demo connectome is normalised as the synthetic one; the lag conventions (rww and
+    TVB: rint(L / (v dt)); cuBNM: one step less far back, at least the current state)."""
+    import dataclasses
+
+    import numpy as np
+
+    base = wl.get("W9", "cpu")
+    assert base.velocity is None and base.connectome == "demo" and base.key == "W9/cpu"
+    assert (base.n_nodes, base.batch, base.dt, base.tr, base.seconds, base.mode, base.preset) == \
+        (100, 1, 0.1, 1.0, 10.0, "forward", "deco2014")
+    for name, v in (("W9v5", 5.0), ("W9v10", 10.0)):
+        w = wl.get(name, "cpu")
+        assert w.velocity == v
+        same = ("n_nodes", "batch", "seconds", "dt", "tr", "preset", "mode", "variant", "connectome")
+        assert all(getattr(w, f) == getattr(base, f) for f in same), name
+        assert wl.parse_key(f"{name}/ref").seconds == 1.0
+    assert not set(wl.DELAYED) & set(wl.FULL)          # the pytest-benchmark suite is unchanged
+    # Lag conventions on a toy matrix: 1.48 -> 1 step (cuBNM 0); 0.25 / 0.5 = 0.5 -> 0 (halves to
+    # even; cuBNM's floor of 1 entry back = the current state, 0 steps).
+    toy = np.array([[0.0, 0.74], [0.74, 0.0]])
+    assert wl.max_lag(toy, 5.0, 0.1) == 1 and wl.max_lag(toy, 5.0, 0.1, "cubnm") == 0
+    half = np.array([[0.0, 0.25], [0.25, 0.0]])
+    assert wl.max_lag(half, 5.0, 0.1) == 0 and wl.max_lag(half, 5.0, 0.1, "cubnm") == 0
+    sc, lengths = wl.demo_connectome()
+    assert sc.shape == lengths.shape == (100, 100)
+    assert sc.sum(1).mean() == pytest.approx(1.0) and np.allclose(sc, sc.T)
+    assert wl.max_lag(lengths, 5.0, 0.1) == 470 and wl.max_lag(lengths, 10.0, 0.1) == 235
+    assert wl.max_lag(lengths, 5.0, 0.1, "cubnm") == 469
+    assert dataclasses.replace(base, velocity=5.0).label.endswith("delays at 5 m/s")

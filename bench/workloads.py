@@ -81,6 +81,12 @@ class Workload:
         variant: ``"full"``, ``"cpu"`` or ``"ref"`` (see the module docstring).
         target: the performance goal, in words, with its source.
         notes: anything a reader needs to interpret the number.
+        connectome: ``"synthetic"`` (:func:`connectome`, the W1-W8 default) or ``"demo"`` (the
+            embedded HCP Schaefer-100 connectome, ``rww.data.load_demo``, normalised to a mean
+            row sum of 1, with its tract lengths; written to ``.npy`` files by the driver, since
+            the peers' virtualenvs cannot import rww).
+        velocity: conduction velocity [m/s = mm/ms] for conduction delays from the connectome's
+            tract lengths; ``None``: no delays (the W1-W8 default).
     """
 
     name: str
@@ -97,6 +103,8 @@ class Workload:
     variant: str = "full"
     target: str = ""
     notes: str = ""
+    connectome: str = "synthetic"
+    velocity: float | None = None
 
     @property
     def key(self) -> str:
@@ -124,8 +132,13 @@ class Workload:
         what = {"forward": "forward", "gradient": "forward+backward",
                 "fit_epoch": f"fit epoch, {self.window_trs}-TR windows"}[self.mode]
         length = f"{self.n_trs} TRs" if self.mode == "fit_epoch" else f"{self.seconds:g} s"
+        extra = ""
+        if self.connectome != "synthetic":
+            extra += f", {self.connectome} connectome"
+        if self.velocity is not None:
+            extra += f", delays at {self.velocity:g} m/s"
         return (f"N={self.n_nodes} B={self.batch} {length} dt={self.dt:g} {unit} "
-                f"TR={self.tr:g} s, {self.preset}, {what}")
+                f"TR={self.tr:g} s, {self.preset}, {what}{extra}")
 
     def as_dict(self) -> dict:
         d = asdict(self)
@@ -193,6 +206,26 @@ FULL: dict[str, Workload] = {w.name: w for w in (
 )}
 
 
+# Conduction delays (the delays issue's benchmark row): one simulation of the demo connectome (HCP
+# Schaefer-100, the connectome whose tract lengths rww ships) without delays, the ratio's base,
+# and with delays from its tract lengths at 5 and at 10 m/s. Kept out of FULL so that the
+# pytest-benchmark suite (test_workloads.py, whose rows are built from FULL) is unchanged; they are
+# timed by bench/delays.py, interleaved, against cuBNM and TVB with the same lengths and velocity.
+DELAYED: dict[str, Workload] = {w.name: w for w in (
+    _w(name="W9", title="single simulation, demo connectome, no delays", n_nodes=100, batch=1,
+       seconds=60.0, dt=0.1, tr=1.0, devices=("cpu",), connectome="demo",
+       target="the base of W9v5 and W9v10's ratios (same connectome, no delays)",
+       notes="W1's work on the demo connectome (100 regions)."),
+    _w(name="W9v5", title="single simulation, demo connectome, delays at 5 m/s", n_nodes=100,
+       batch=1, seconds=60.0, dt=0.1, tr=1.0, devices=("cpu",), connectome="demo", velocity=5.0,
+       target="cost of conduction delays: time over W9's (same run)",
+       notes="lags rint(L / (v dt)) steps (rww.delays.delay_steps): up to 470 steps (47 ms)."),
+    _w(name="W9v10", title="single simulation, demo connectome, delays at 10 m/s", n_nodes=100,
+       batch=1, seconds=60.0, dt=0.1, tr=1.0, devices=("cpu",), connectome="demo", velocity=10.0,
+       target="cost of conduction delays: time over W9's (same run)",
+       notes="lags rint(L / (v dt)) steps (rww.delays.delay_steps): up to 235 steps (23.5 ms)."),
+)}
+
 # Reduced variants: (simulated seconds, TR) per workload; N, B, dt, preset and mode stay those of
 # the full workload. Chosen so that the whole CPU suite, peers included, runs in about 10-15
 # minutes on a 2-core machine with the compiled CPU backend, and the reference loop takes seconds
@@ -201,13 +234,17 @@ _CPU = {"W1": (10.0, 1.0), "W2": (1.0, 1.0), "W3": (2.0, 1.0), "W4": (0.001, 0.0
         "W5": (10.0, 1.0), "W6": (14.4, 0.72), "W7": (2.0, 1.0), "W8": (900.0, 0.75)}
 _REF = {"W1": (0.2, 0.1), "W2": (0.02, 0.02), "W3": (0.1, 0.1), "W4": (0.0002, 0.0002),
         "W5": (0.2, 0.1), "W6": (0.1, 0.1), "W7": (0.2, 0.1), "W8": (45.0, 0.75)}
+# W9*: the cpu variant is W1's 10 s; ref (1 s) is for the slow torch-checkpoint path and quick checks.
+for _name in DELAYED:
+    _CPU[_name], _REF[_name] = (10.0, 1.0), (1.0, 1.0)
 
 
 def get(name: str, variant: str = "full") -> Workload:
-    """The workload ``name`` (``"W1"``..``"W8"``) at ``variant`` (``"full"``, ``"cpu"``, ``"ref"``)."""
-    if name not in FULL:
-        raise KeyError(f"unknown workload {name!r}; choose one of {sorted(FULL)}")
-    base = FULL[name]
+    """The workload ``name`` (``"W1"``..``"W8"``, or a delayed one, ``"W9"``, ``"W9v5"``,
+    ``"W9v10"``) at ``variant`` (``"full"``, ``"cpu"``, ``"ref"``)."""
+    base = FULL.get(name) or DELAYED.get(name)
+    if base is None:
+        raise KeyError(f"unknown workload {name!r}; choose one of {sorted(FULL) + sorted(DELAYED)}")
     if variant == "full":
         return base
     table = {"cpu": _CPU, "ref": _REF}.get(variant)
@@ -217,6 +254,18 @@ def get(name: str, variant: str = "full") -> Workload:
     return replace(base, seconds=seconds, tr=tr, variant=variant, devices=("cpu",))
 
 
+def max_lag(lengths: np.ndarray, velocity: float, dt: float, convention: str = "rww") -> int:
+    """The longest conduction lag in steps before the current state, from tract lengths [mm],
+    velocity [m/s] and dt [ms]: ``rint(L / (v dt))`` for rww and TVB (lag 0 = the current S_E);
+    cuBNM stores ``max(rint(L / (v dt)), 1)`` (rounded in single precision, ``rintf``) and reads
+    that many entries back in a history whose newest entry is the current S_E, i.e. one step
+    less far back (``convention="cubnm"`` returns that count minus 1)."""
+    if convention == "cubnm":
+        lags = np.maximum(np.rint((lengths / (velocity * dt)).astype(np.float32)), 1)
+        return int(lags.max()) - 1
+    return int(np.rint(lengths / (velocity * dt)).max())
+
+
 def parse_key(key: str) -> Workload:
     """``"W1/cpu"`` -> :func:`get` ``("W1", "cpu")``."""
     name, _, variant = key.partition("/")
@@ -224,8 +273,8 @@ def parse_key(key: str) -> Workload:
 
 
 def all_workloads() -> list[Workload]:
-    """Every workload at every variant, in W1..W8 order (full, cpu, ref)."""
-    return [get(n, v) for n in FULL for v in ("full", "cpu", "ref")]
+    """Every workload at every variant, in W1..W8 order (full, cpu, ref), then the delayed ones."""
+    return [get(n, v) for n in (*FULL, *DELAYED) for v in ("full", "cpu", "ref")]
 
 
 def connectome(n_nodes: int, seed: int = 0) -> np.ndarray:
@@ -253,6 +302,19 @@ def connectome_sha1(sc: np.ndarray) -> str:
     return hashlib.sha1(np.ascontiguousarray(sc, dtype=np.float64).tobytes()).hexdigest()[:12]
 
 
+def demo_connectome() -> tuple[np.ndarray, np.ndarray]:
+    """The demo connectome of the W9 workloads: ``(sc, lengths)``, float64 ``(100, 100)``; sc =
+    ``rww.data.load_demo().sc`` (HCP Schaefer-100, symmetric) divided by its mean row sum (as
+    :func:`connectome` is normalised, for deco2014 at ``G_DECO``), lengths = its tract lengths
+    [mm]. Needs rww (torch): only the driver calls it; workers get the arrays as ``.npy``."""
+    from rww.data import load_demo
+
+    demo = load_demo(include_bold=False)
+    sc = np.asarray(demo.sc, dtype=np.float64)
+    lengths = np.asarray(demo.tract_lengths, dtype=np.float64)
+    return sc / sc.sum(axis=1).mean(), lengths
+
+
 def target_bold(n_trs: int, n_nodes: int, seed: int = 1) -> np.ndarray:
     """A deterministic ``(T, N)`` stand-in for an HCP BOLD scan (W8's fit target): noise with a
     shared component, so its FC is a non-trivial correlation matrix."""
@@ -261,5 +323,5 @@ def target_bold(n_trs: int, n_nodes: int, seed: int = 1) -> np.ndarray:
     return 0.5 * shared + rng.standard_normal((n_trs, n_nodes))
 
 
-__all__ = ["Workload", "FULL", "get", "parse_key", "all_workloads", "connectome", "connectome_sha1",
-           "target_bold", "G_DECO", "DECO_PARAMS", "BALLOON", "WHOBPYT_EPOCH_SECONDS"]
+__all__ = ["Workload", "FULL", "DELAYED", "get", "max_lag", "demo_connectome", "parse_key",
+           "all_workloads", "connectome", "connectome_sha1", "target_bold", "G_DECO", "DECO_PARAMS", "BALLOON", "WHOBPYT_EPOCH_SECONDS"]

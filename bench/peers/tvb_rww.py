@@ -11,6 +11,23 @@ Settings and how they differ from rww's run:
   (Volterra, 20 s), not the Balloon-Windkessel ODE rww integrates;
 - one simulation per call (TVB has no batch dimension); TVB's simulator loop is Python over
   steps, with the model's derivative compiled by numba.
+
+Conduction delays (the delayed workloads ``W9v5``, ``W9v10``): ``tract_lengths`` = the lengths in
+mm and ``speed`` = the velocity in mm/ms (= m/s). How they differ from rww's (TVB 2.x,
+``Connectivity.set_idelays`` and ``simulator/history.py``):
+- rounding and lag: the same as rww's, ``idelays = rint(L / speed / dt)`` (double precision,
+  half to even), and the coupling of step s reads the state after step ``s - 1 - idelay``, so
+  lag 0 is the current S (rww's convention; cuBNM reads one step less far back);
+- history: TVB's ``SparseHistory`` keeps ``max lag + 1`` states of every coupled variable; with
+  no initial conditions given (as here, with or without delays) the whole history is drawn by
+  ``model.initial()``: random, uniform over the state-variable ranges (S_E, S_I in [0, 1]), not
+  constant at one initial S_E as in rww and cuBNM. The first ~50 ms of a delayed run therefore
+  see different inputs (timing is not affected);
+- the same Python loop runs with and without delays (TVB always reads the coupling through the
+  history buffer; without delays it is one state deep): delays change the gather's indices, not
+  the work per step;
+- BOLD: TVB's ``Bold`` monitor (HRF convolution of the delayed-coupling model's S_E), as without
+  delays.
 """
 
 from __future__ import annotations
@@ -19,9 +36,11 @@ import numpy as np
 
 from . import PeerRunner, check_finite, forward_only
 
+SUPPORTS_DELAYS = True
+
 
 class TvbRunner(PeerRunner):
-    def __init__(self, workload, sc, meta):
+    def __init__(self, workload, sc, meta, lengths=None):
         super().__init__(meta)
         import workloads as wl
         from tvb.simulator import coupling, integrators, models, monitors, noise, simulator
@@ -32,10 +51,14 @@ class TvbRunner(PeerRunner):
             raise ValueError("tvb: no batch dimension (one simulator per simulation)")
         p = wl.DECO_PARAMS
         n = workload.n_nodes
+        if lengths is None:
+            tract_lengths, speed = np.zeros((n, n)), np.inf
+        else:       # conduction delays: lengths in mm, speed in mm/ms (= the velocity in m/s)
+            tract_lengths, speed = np.array(lengths, dtype=np.float64), float(workload.velocity)
         conn = connectivity.Connectivity(
-            weights=np.array(sc, dtype=np.float64), tract_lengths=np.zeros((n, n)),
+            weights=np.array(sc, dtype=np.float64), tract_lengths=tract_lengths,
             region_labels=np.array([f"r{i}" for i in range(n)]), centres=np.zeros((n, 3)),
-            speed=np.array([np.inf]))
+            speed=np.array([speed]))
         conn.configure()
         a = lambda v: np.array([v], dtype=np.float64)  # noqa: E731
         model = models.ReducedWongWangExcInh(
@@ -51,13 +74,16 @@ class TvbRunner(PeerRunner):
             integrator=integ, monitors=(monitors.Bold(period=workload.tr * 1000.0),),
             simulation_length=workload.seconds * 1000.0)
         self.sim.configure()
+        self.max_lag = int(self.sim.connectivity.idelays.max())
+        if lengths is not None:
+            self.meta["delays"]["max_lag_steps"] = self.max_lag
 
     def run(self):
         ((_, bold),) = self.sim.run()
         check_finite("tvb", bold)
 
 
-def build(workload, sc, variant="tvb"):
+def build(workload, sc, variant="tvb", lengths=None):
     import importlib.metadata as md
 
     meta = {"peer": "TVB", "versions": {"tvb-library": md.version("tvb-library"),
@@ -67,4 +93,12 @@ def build(workload, sc, variant="tvb"):
             "install": "pip install tvb-library",
             "notes": "ReducedWongWangExcInh, no delays, additive noise nsig=sigma^2/2, BOLD by "
                      "TVB's HRF-kernel monitor, Python loop over steps"}
-    return TvbRunner(workload, sc, meta)
+    if lengths is not None:
+        meta["notes"] = meta["notes"].replace("no delays", f"delays at {workload.velocity:g} m/s "
+                                              "(tract_lengths, speed in mm/ms)")
+        meta["notes"] += (", lags rint(L / (speed dt)) steps as rww's, history drawn at random by "
+                          "model.initial() over the state ranges")
+        meta["delays"] = {"velocity_m_per_s": float(workload.velocity),
+                          "convention": "TVB: rint(L / (speed dt)) steps before the current step "
+                                        "(as rww)"}
+    return TvbRunner(workload, sc, meta, lengths)
