@@ -22,7 +22,7 @@ def test_forward_only_runs_keep_a_single_segment(monkeypatch):
     seen = []
     real_apply = scan.RWWScanFunction.apply
     monkeypatch.setattr(scan.RWWScanFunction, "apply",
-                        lambda *args: seen.append(args[-1]) or real_apply(*args))
+                        lambda *args: seen.append(args[5]) or real_apply(*args))   # K
     sc = torch.rand(4, 4, dtype=torch.float64)
     model = RWWBold(sc, tr=0.005, dt=0.5, backend="torch-checkpoint", G=0.3, learn=["G"],
                     dtype=torch.float64)
