@@ -74,3 +74,23 @@ def test_budget_from_the_environment_reaches_the_model(monkeypatch):
     monkeypatch.setenv("RWW_MEMORY_BUDGET", "plenty")
     with pytest.raises(ValueError, match="RWW_MEMORY_BUDGET: memory size 'plenty'"):
         model(n_trs=10, seed=0)
+
+
+def test_delays_enter_the_memory_estimate():
+    """With conduction delays of up to D steps a checkpoint holds 6 + D rows, and each backend's
+    segment working set grows by what it keeps for the delays (the gathered lagged S_E for the
+    autograd backends, the history rings for numba, rings and the dL/dC buffer for Triton)."""
+    from rww.ops import scan
+
+    t, k, b, n, d = 10_000, 100, 4, 50, 300
+    for name in ("torch-checkpoint", "numba", "triton"):
+        ok, _ = scan.backend_available(name)
+        if not ok:
+            continue
+        backend = scan._load_backend(name)
+        plain = backend.segment_bytes(k, b, n, 4)
+        delayed = backend.segment_bytes(k, b, n, 4, max_delay=d)
+        assert delayed > plain, name
+        extra_checkpoints = (gradient_bytes(backend, t, k, b, n, 4, state_rows=6 + d)
+                             - gradient_bytes(backend, t, k, b, n, 4))
+        assert extra_checkpoints == math.ceil(t / k) * d * b * n * 4 + delayed - plain, name

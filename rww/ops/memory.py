@@ -77,7 +77,8 @@ def gradient_bytes(backend, n_steps: int, k: int, batch: int, n_nodes: int, item
     ``(ceil(T/k), state_rows, B, N)`` (6, plus D rows of S_E history with conduction delays of
     up to D steps) plus ``backend.segment_bytes`` for one segment."""
     checkpoints = math.ceil(max(n_steps, 1) / k) * state_rows * batch * n_nodes * itemsize
-    return checkpoints + backend.segment_bytes(k, batch, n_nodes, itemsize)
+    return checkpoints + backend.segment_bytes(k, batch, n_nodes, itemsize,
+                                               max_delay=state_rows - 6)
 
 
 def _fmt(n: float) -> str:
@@ -115,8 +116,9 @@ def choose_checkpoint_every(backend, n_steps: int, batch: int, n_nodes: int, ite
     if need <= budget:
         return k_default
     # The working set's floats per (simulation, region, step), from the backend's own estimate.
-    per_step = (backend.segment_bytes(2, batch, n_nodes, itemsize)
-                - backend.segment_bytes(1, batch, n_nodes, itemsize)) / (batch * n_nodes * itemsize)
+    per_step = (backend.segment_bytes(2, batch, n_nodes, itemsize, max_delay=state_rows - 6)
+                - backend.segment_bytes(1, batch, n_nodes, itemsize, max_delay=state_rows - 6)
+                ) / (batch * n_nodes * itemsize)
     k_star = math.sqrt(state_rows * t / per_step) if per_step > 0 else t
     candidates = {min(t, max(1, int(k))) for k in (math.floor(k_star), math.ceil(k_star))}
     best = min(candidates, key=gradient_bytes_k)

@@ -83,12 +83,15 @@ class ScanBackend:
         Runs inside a custom op, where torch.autograd records nothing: use torch.func there."""
         raise NotImplementedError
 
-    def segment_bytes(self, k: int, batch: int, n_nodes: int, itemsize: int) -> int:
+    def segment_bytes(self, k: int, batch: int, n_nodes: int, itemsize: int,
+                      max_delay: int = 0) -> int:
         """Estimated bytes the backward holds for one segment of ``k`` steps (beyond the
         checkpoints), for :mod:`rww.ops.memory`. Default: an autograd graph of the reference
         step, about 60 saved floats per simulation, region and step (counted with
-        ``torch.autograd.graph.saved_tensors_hooks``: 58.6)."""
-        return 60 * k * batch * n_nodes * itemsize
+        ``torch.autograd.graph.saved_tensors_hooks``: 58.6); with conduction delays
+        (``max_delay > 0``) each step also saves the gathered lagged S_E, ``B x N x N``."""
+        per_step = 60 * n_nodes + (n_nodes * n_nodes if max_delay else 0)
+        return k * batch * per_step * itemsize
 
 
 class TorchCheckpointBackend(ScanBackend):

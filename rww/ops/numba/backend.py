@@ -289,13 +289,17 @@ class NumbaBackend(ScanBackend):
                            "use backend='triton' on CUDA or move the model to the CPU")
         return True, ""
 
-    def segment_bytes(self, k: int, batch: int, n_nodes: int, itemsize: int) -> int:
+    def segment_bytes(self, k: int, batch: int, n_nodes: int, itemsize: int,
+                      max_delay: int = 0) -> int:
         """The adjoint's working set: per worker thread a tape of ``(k + 1, N_TAPE, NP)`` (two
-        with the pipelined backward); it does not grow with the batch. Plus the float64
+        with the pipelined backward) and, with conduction delays, the S_E and adjoint history
+        rings (each ``2 (D + 1) x NP``); it does not grow with the batch. Plus the float64
         gradient sums of every simulation, ``(17 + N, B, N)``."""
         lanes = padded_nodes(n_nodes)
-        tapes = 2 * min(batch, num_threads()) * (k + 1) * _kernels().N_TAPE * lanes * itemsize
-        return tapes + (17 + n_nodes) * batch * n_nodes * 8
+        workers = min(batch, num_threads())
+        tapes = 2 * workers * (k + 1) * _kernels().N_TAPE * lanes * itemsize
+        rings = workers * 4 * (max_delay + 1) * lanes * itemsize if max_delay else 0
+        return tapes + rings + (17 + n_nodes) * batch * n_nodes * 8
 
     def forward(self, params, coupling, state, spec: ScanSpec, checkpoint_every: int,
                 delays=None) -> ForwardOutput:

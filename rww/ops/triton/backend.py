@@ -100,10 +100,14 @@ class TritonBackend(ScanBackend):
                     f"backend 'triton' computes in float32, got {t.dtype}; use dtype=float32, or "
                     "backend='torch' / 'torch-checkpoint' for float64")
 
-    def segment_bytes(self, k: int, batch: int, n_nodes: int, itemsize: int) -> int:
+    def segment_bytes(self, k: int, batch: int, n_nodes: int, itemsize: int,
+                      max_delay: int = 0) -> int:
         """The adjoint's working set for one segment: the recomputed trajectory ``(k, 7, B, N)``,
-        ``g_coup (k, B, N)`` and the ``(19, B, N)`` parameter partials, float32."""
-        return (8 * k + 19) * batch * n_nodes * 4
+        ``g_coup (k, B, N)`` and the ``(19, B, N)`` parameter partials, float32; with conduction
+        delays also the S_E and ``g_coup`` rings (``(D + 1, B, N)`` each) and the per-simulation
+        dL/dC buffer ``(B, N, N)``."""
+        delayed = (2 * (max_delay + 1) + n_nodes) if max_delay else 0
+        return (8 * k + 19 + delayed) * batch * n_nodes * 4
 
     def forward(self, params, coupling, state, spec: ScanSpec, checkpoint_every: int,
                 delays=None) -> ForwardOutput:
