@@ -508,3 +508,10 @@ def test_transfer_functions_and_slopes_near_y_zero(kind, dtype):
             exact_rate, exact_slope = _exact_rate_and_slope(kind, float(y), float(dtype(d)))
             assert abs(float(rate) / float(exact_rate) - 1) < tol_rate, (y, rate, exact_rate)
             assert abs(float(slope) / float(exact_slope) - 1) < tol_slope, (y, slope, exact_slope)
+
+
+def test_warmup_runs_every_kernel_variant():
+    """The real warm-up (``rww info --warmup``), not a stand-in: it must import what it needs and
+    run every variant (it once failed on a relative import that the CLI test's fake hid)."""
+    seconds = numba_backend.warmup()
+    assert isinstance(seconds, float) and seconds > 0
