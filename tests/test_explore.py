@@ -290,6 +290,31 @@ def test_cli_explore_stops_and_resumes(problem, tmp_path, capsys):
     assert "G_rel: G relative to G_c needs FIC" in err
 
 
+def test_cli_explore_sweeps_a_map_coefficient(problem, tmp_path, capsys):
+    """--maps NAME=FILE with a PARAM:MAP bound: the table equals the API's sweep with the same
+    map; a bound naming a map that was not given is refused with the option to add."""
+    sc, bold, _ = problem
+    np.save(tmp_path / "sc.npy", sc.numpy())
+    np.save(tmp_path / "bold.npy", bold.numpy())
+    gradient = np.linspace(-1.0, 1.0, N)
+    np.savetxt(tmp_path / "map.txt", gradient)
+    argv = ["explore", str(tmp_path / "sc.npy"), "--normalise", "none", "--bold",
+            str(tmp_path / "bold.npy"), "--fcd-window", "10", "--fcd-step", "3", "--tr", "0.1",
+            "--dt", "1", "--n-trs", "60", "--burn-in", "10", "--seed", "5", "--bounds",
+            "G_rel=0.6:0.9,w_EE:grad=-0.3:0.3", "--points", "2", "--batch-size", "4",
+            "--backend", "numba", "--no-progress", "--no-figures", "--out", str(tmp_path / "m")]
+    assert cli.main(argv[:-2] + ["--out", str(tmp_path / "x")]) == 1
+    _, err = capsys.readouterr()
+    assert "needs the regional map 'grad'; add --maps grad=FILE" in err
+    assert cli.main(argv + ["--maps", f"grad={tmp_path / 'map.txt'}"]) == 0
+    capsys.readouterr()
+    sc_, _, target = problem
+    ev = SweepEvaluator(sc_, target, batch_size=4, maps={"grad": torch.tensor(gradient)}, **SIM)
+    api = sweep(SearchSpace({"G_rel": (0.6, 0.9), "w_EE:grad": (-0.3, 0.3)}), ev, "grid",
+                points=2, out=str(tmp_path / "api"), figures=False, progress=False)
+    assert (tmp_path / "m" / "sweep.csv").read_text() == open(api.paths["csv"]).read()
+
+
 def test_cli_explore_help(capsys):
     with pytest.raises(SystemExit) as exit_:
         cli.main(["explore", "--help"])

@@ -64,6 +64,10 @@ def add_parser(subparsers):
                     help="swept parameters and their bounds, e.g. G_rel=0.5:1.0,w_EE=0.5:1.5 "
                          "(G_rel = G/G_c, needs FIC; G for absolute coupling; fic_target in Hz; "
                          "any deco2014 parameter but w_IE)")
+    sw.add_argument("--maps", metavar="NAME[=FILE],...", default="",
+                    help="regional maps for PARAM:MAP coefficients in --bounds (e.g. "
+                         "w_EE:myelin=-1:1): with --demo the embedded myelin and fc_gradient by "
+                         "name; NAME=FILE loads N values (.npy, .txt, .csv) for any connectome")
     sw.add_argument("--log", metavar="NAME,...", default="",
                     help="names spaced logarithmically (positive bounds)")
     sw.add_argument("--design", choices=("grid", "lhs"), default="grid",
@@ -219,6 +223,12 @@ def _run(args, ctx, tick, preset, device) -> int:
     if "sigma_out" in fixed:
         raise ValueError("--param sigma_out: observation noise is not supported by rww explore")
     bounds = _parse_bounds(args.bounds)
+    maps = _load_maps(args.maps, demo, n)
+    for name in bounds:
+        if ":" in name and name.split(":", 1)[1] not in maps:
+            map_name = name.split(":", 1)[1]
+            raise ValueError(f"--bounds {name}: needs the regional map {map_name!r}; add --maps "
+                             f"{map_name}" + ("" if demo is not None else "=FILE (N values)"))
     log = tuple(s.strip() for s in args.log.split(",") if s.strip())
     space = SearchSpace(bounds, log=log)
     fic = 3.0 if args.fic is None else float(args.fic)
@@ -238,7 +248,8 @@ def _run(args, ctx, tick, preset, device) -> int:
     evaluator = SweepEvaluator(sc, target, device=device, n_trs=args.n_trs,
                                burn_in_trs=args.burn_in,
                                dt=args.dt, tr=args.tr, fixed=fixed, fic=fic,
-                               hemispheres=hemispheres, batch_size=args.batch_size, seed=args.seed,
+                               hemispheres=hemispheres, maps=maps,
+                               batch_size=args.batch_size, seed=args.seed,
                                backend=backend, haemo=args.haemo, dtype=dtype,
                                score_max_bytes=int(parse_bytes(args.score_memory)))
     points = _points(args.points) if args.design == "grid" else None
@@ -276,3 +287,29 @@ def _run(args, ctx, tick, preset, device) -> int:
     written = [result.paths["csv"], result.paths["json"]] + result.paths.get("figures", [])
     print("wrote " + ", ".join(written))
     return 0
+
+
+def _load_maps(text: str, demo, n: int) -> dict:
+    """``--maps``: name -> ``(N,)`` float64 map (the demo's by name, or NAME=FILE)."""
+    import numpy as np
+    import torch
+
+    maps = {}
+    for item in (t.strip() for t in text.split(",") if t.strip()):
+        name, _, path = item.partition("=")
+        name = name.strip()
+        if path:
+            values = (np.load(path) if path.endswith(".npy")
+                      else np.loadtxt(path, delimiter="," if path.endswith(".csv") else None))
+            values = np.asarray(values, dtype=np.float64).ravel()
+            if values.shape[0] != n or not np.isfinite(values).all():
+                raise ValueError(f"--maps {name}={path}: expected {n} finite values (one per "
+                                 f"region), got {values.shape[0]}")
+            maps[name] = torch.as_tensor(values)
+        elif demo is not None and name in demo.maps:
+            maps[name] = demo.maps[name]
+        else:
+            known = sorted(demo.maps) if demo is not None else []
+            raise ValueError(f"--maps {name}: " + (f"the embedded maps are {known}" if known else
+                             "no embedded maps without --demo; give NAME=FILE with N values"))
+    return maps
