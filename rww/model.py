@@ -44,6 +44,12 @@ def _normalise_learn(learn, griffiths: bool) -> dict:
     return {name: defaults.get(name, "positive") for name in learn}
 
 
+# Longest conduction lag [ms] that is not flagged as a units mistake: cortico-cortical delays are
+# up to a few tens of ms (e.g. 235 mm at 3 m/s is 78 ms); 1 s means mm/m or m/s/mm/ms mixed up.
+MAX_PLAUSIBLE_LAG_MS = 1000.0
+# Longest tract [mm] below which lengths are taken for a units mistake (metres for millimetres).
+MIN_PLAUSIBLE_TRACT_MM = 1.0
+
 # Smallest neural step float32 resolves, as dt / (largest synaptic time constant): each Euler step
 # changes S_E and S_I by about dt/tau of their value, and below ~1e-5 that change is only a few
 # hundred float32 roundings. Measured float32-vs-float64 S_E (deco2014, 7 regions, 4 ms, tau_E =
@@ -215,13 +221,31 @@ class RWWBold(nn.Module):
             raise ValueError(f"lengths: expected ({self.n_nodes}, {self.n_nodes}) tract lengths "
                              f"[mm] matching the connectome, got {tuple(lengths.shape)}")
         velocity = DEFAULT_VELOCITY if velocity is None else velocity
+        if isinstance(velocity, (str, bytes)):
+            raise TypeError(f"velocity: expected a number of m/s or a ({self.batch},) tensor, got "
+                            f"the string {velocity!r}")
         velocity = torch.as_tensor(velocity, dtype=torch.float64, device=device)
-        if velocity.dim() == 1 and velocity.shape[0] != self.batch:
-            raise ValueError(f"velocity: a per-simulation velocity needs {self.batch} values "
-                             f"(batch={self.batch}), got {velocity.shape[0]}")
-        delay_steps(lengths, velocity, self.dt)          # validates; raises with advice
+        if velocity.dim() > 1 or (velocity.dim() == 1 and velocity.shape[0] != self.batch):
+            raise ValueError(f"velocity: expected a number or one value per simulation "
+                             f"({self.batch},) [m/s], got shape {tuple(velocity.shape)}")
+        lags = delay_steps(lengths, velocity, self.dt)   # validates; raises with advice
         self.register_buffer("lengths", lengths)
         self.register_buffer("velocity", velocity)
+        longest_ms = float(lags.max()) * self.dt
+        longest_mm = float(lengths.max())
+        if 0 < longest_mm < MIN_PLAUSIBLE_TRACT_MM or (longest_mm > 0 and int(lags.max()) == 0):
+            effect = ("so the delays have no effect" if int(lags.max()) == 0 else
+                      f"the longest lag is {int(lags.max())} step(s)")
+            warnings.warn(
+                f"lengths: the longest tract is {longest_mm:.3g} mm ({effect} at "
+                f"{velocity.min().item():g} m/s); tract lengths are in mm (not m), cortical "
+                "tracts are tens of mm", RuntimeWarning, stacklevel=3)
+        elif longest_ms > MAX_PLAUSIBLE_LAG_MS:
+            warnings.warn(
+                f"lengths/velocity: the longest conduction lag is {longest_ms:.4g} ms "
+                f"({int(lags.max())} steps, kept in the state of every simulation); brain "
+                f"conduction delays are under ~{MAX_PLAUSIBLE_LAG_MS:g} ms: tract lengths are in "
+                "mm and the velocity in m/s (= mm/ms)", RuntimeWarning, stacklevel=3)
 
     def delays(self) -> torch.Tensor | None:
         """Conduction lags in steps, int64 ``(N, N)`` (one velocity) or ``(B, N, N)`` (one per
@@ -458,7 +482,8 @@ class RWWBold(nn.Module):
 
         Args:
             n_trs: number of BOLD samples to produce.
-            state: ``(6, B, N)`` state to start from (default :meth:`initial_state`).
+            state: ``(6 + D, B, N)`` state to start from (default :meth:`initial_state`; D
+                rows of S_E history with conduction delays, :attr:`max_delay`).
             seed: noise seed in [0, 2**64). None (the default): drawn from torch's random
                 number generator (so ``torch.manual_seed`` fixes it) and kept in
                 ``model.last_seed``; pass it back, with ``t0``, to continue the same noise.
@@ -470,7 +495,7 @@ class RWWBold(nn.Module):
                 member b can be rerun alone (``batch=1, sim_offset=b``).
 
         Returns:
-            ``(bold, state)``: ``(B, n_trs, N)`` BOLD and the ``(6, B, N)`` final state.
+            ``(bold, state)``: ``(B, n_trs, N)`` BOLD and the ``(6 + D, B, N)`` final state.
 
         Raises:
             ValueError: ``sim_offset`` negative or ``sim_offset + B > 2**32``.
@@ -517,6 +542,7 @@ class RWWBold(nn.Module):
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
                               unexpected_keys, error_msgs):
+        self._check_saved_delays(state_dict, prefix)
         key = prefix + "sc"
         policy = self._sc_on_load
         if key in state_dict and policy == "check":
@@ -539,6 +565,33 @@ class RWWBold(nn.Module):
             return
         super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
                                       unexpected_keys, error_msgs)
+
+    def _check_saved_delays(self, state_dict, prefix: str):
+        """Refuse a state whose conduction delays (tract lengths, velocity) differ from this
+        model's: loading would silently replace them (or fail on unexpected keys)."""
+        saved = {name: state_dict.get(prefix + name) for name in ("lengths", "velocity")}
+        mine = {"lengths": self.lengths, "velocity": self.velocity}
+        if all(v is None for v in saved.values()) and self.lengths is None:
+            return
+        differ = [name for name in saved
+                  if (saved[name] is None) != (mine[name] is None)
+                  or (saved[name] is not None and not torch.equal(
+                      torch.as_tensor(saved[name], dtype=torch.float64).cpu(),
+                      mine[name].to(torch.float64).cpu()))]
+        if not differ:
+            return
+
+        def describe(lengths, velocity):
+            if lengths is None:
+                return "no delays"
+            return (f"tract lengths up to {float(torch.as_tensor(lengths).max()):.4g} mm at "
+                    f"{torch.as_tensor(velocity).flatten().tolist()} m/s")
+
+        raise ValueError(
+            f"load_state_dict: the saved conduction delays ({describe(**saved)}) differ from this "
+            f"model's ({describe(**mine)}): {' and '.join(differ)}. Build the model with the "
+            "lengths and velocity the state was saved with (rww fit --resume: the same --lengths "
+            "and --velocity as the run that wrote the checkpoint)")
 
     def extra_repr(self) -> str:
         backend = self.backend

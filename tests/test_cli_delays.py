@@ -46,6 +46,8 @@ def test_simulate_with_delays_equals_the_api(tmp_path, capsys, files):
     assert code == 0, err
     summary = json.loads((out / "summary.json").read_text())
     record = summary["connectome"]["delays"]
+    assert summary["batch_figures"]["swept"] == ["velocity"]          # a velocity sweep
+    assert summary["batch_figures"]["x"] == [2.0, 4.0]
     # lags rint(L / (v dt)): up to 12 mm / (2 mm/ms * 0.5 ms) = 12 steps at the slower velocity
     expected_lags = np.rint(lengths / (np.array([2.0, 4.0])[:, None, None] * 0.5))
     assert record["max_delay_steps"] == int(expected_lags.max()) > 0

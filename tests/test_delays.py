@@ -117,11 +117,32 @@ def test_zero_lags_are_the_no_delay_path_bit_for_bit():
     (6-row state) and its BOLD equals a model without lengths exactly."""
     sc = seeded_connectome(N, 3)
     plain = rww.RWWBold(sc, G=0.9, dtype=torch.float64, tr=0.01, backend="torch")
-    short = rww.RWWBold(sc, G=0.9, dtype=torch.float64, tr=0.01, backend="torch",
-                        lengths=_lengths(scale=0.1), velocity=3.0)
+    with pytest.warns(RuntimeWarning, match=r"delays have no effect.*in mm \(not m\)"):
+        short = rww.RWWBold(sc, G=0.9, dtype=torch.float64, tr=0.01, backend="torch",
+                            lengths=_lengths(scale=0.1), velocity=3.0)
     assert short.max_delay == 0 and short.initial_state().shape[0] == 6
     a, b = plain.simulate(3, seed=2), short.simulate(3, seed=2)
     assert torch.equal(a.bold, b.bold) and torch.equal(a.state, b.state)
+
+
+def test_implausible_units_warn_and_changed_delays_refuse_to_load():
+    """Lengths in metres (0.06 m read as 0.06 mm) and a velocity in mm/s-like units warn; a state
+    saved with other delays (or none) is refused by load_state_dict, naming what differs."""
+    sc = seeded_connectome(N, 3)
+    with pytest.warns(RuntimeWarning, match=r"longest tract is 0.0\d+ mm.*in mm \(not m\)"):
+        rww.RWWBold(sc, lengths=_lengths() / 1000, velocity=3.0)
+    with pytest.warns(RuntimeWarning, match=r"longest conduction lag is .* ms"):
+        rww.RWWBold(sc, lengths=_lengths(), velocity=0.003)
+    with pytest.raises(TypeError, match="got the string '5'"):
+        rww.RWWBold(sc, lengths=_lengths(), velocity="5")
+    saved = rww.RWWBold(sc, lengths=_lengths(), velocity=3.0, learn=["G"], G=0.5).state_dict()
+    for other, what in ((dict(lengths=_lengths(), velocity=6.0), r": velocity\. Build"),
+                        ({}, r"this model's \(no delays\): lengths and velocity")):
+        model = rww.RWWBold(sc, learn=["G"], G=0.5, **other)
+        with pytest.raises(ValueError, match=what):
+            model.load_state_dict(saved)
+    same = rww.RWWBold(sc, lengths=_lengths(), velocity=3.0, learn=["G"], G=0.5)
+    same.load_state_dict(saved)
 
 
 def test_model_errors_name_the_fix():
@@ -130,7 +151,7 @@ def test_model_errors_name_the_fix():
         rww.RWWBold(sc, velocity=3.0)
     with pytest.raises(ValueError, match=r"expected \(4, 4\) tract lengths"):
         rww.RWWBold(sc, lengths=torch.ones(3, 3))
-    with pytest.raises(ValueError, match="per-simulation velocity needs 2 values"):
+    with pytest.raises(ValueError, match=r"one value per simulation \(2,\) \[m/s\], got shape \(3,\)"):
         rww.RWWBold(sc, batch=2, lengths=_lengths(), velocity=torch.tensor([1.0, 2.0, 3.0]))
     model = rww.RWWBold(sc, lengths=_lengths(), velocity=3.0, tr=0.01, backend="torch")
     rows = model.initial_state().shape[0]

@@ -291,6 +291,10 @@ def _sweep(model, bifurcation) -> dict:
         per_sim = row.mean(-1)
         if not torch.allclose(per_sim, per_sim[0].expand(b), rtol=1e-6, atol=0.0):
             swept.append((name, per_sim, bool((row != per_sim[:, None]).any())))
+    velocity = getattr(model, "velocity", None)
+    if velocity is not None and velocity.dim() == 1 and bool((velocity != velocity[0]).any()):
+        # conduction velocity per simulation [m/s] (--velocity V1,V2,...)
+        swept.append(("velocity", velocity.detach().cpu().double(), False))
     if len(swept) != 1:
         names = [n for n, _, _ in swept]
         label = ("simulation (noise realisations of one parameter set)" if not names else
@@ -305,7 +309,8 @@ def _sweep(model, bifurcation) -> dict:
     g_c = [v for v in bifurcation["G_c"] if v is not None] if bifurcation is not None else []
     if name == "G" and len(g_c) == b and max(g_c) - min(g_c) <= 1e-6 * abs(max(g_c)):
         marks[f"G_c = {g_c[0]:.4g}"] = g_c[0]
-    return {"x": x, "label": name + (" (mean over regions)" if regional else ""),
+    unit = " [m/s]" if name == "velocity" else ""
+    return {"x": x, "label": name + unit + (" (mean over regions)" if regional else ""),
             "swept": [name], "marks": marks}
 
 
