@@ -11,6 +11,19 @@ from .params import PARAM_NAMES, PRESETS, get_preset, pack_parameters
 
 __version__ = "0.2.0.dev0"
 
+# Submodules loaded on first use, so that ``import rww`` stays light and ``rww.data.load_demo()``
+# works without a separate ``import rww.data``.
+_LAZY_SUBMODULES = ("cohort", "data", "delays", "distributed", "evaluate", "explore", "fic",
+                    "figures", "fit", "plausibility", "recipe", "scoring", "search", "stability")
+
+
+def __getattr__(name):
+    if name in _LAZY_SUBMODULES:
+        import importlib
+
+        return importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module 'rww' has no attribute {name!r}")
+
 __all__ = [
     "RWWBold", "initial_state", "rww_scan", "reference_scan", "ScanSpec", "STATE_NAMES",
     "RECORDABLE", "PARAM_NAMES", "PRESETS", "get_preset", "pack_parameters", "fc", "fcd",
