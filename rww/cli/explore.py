@@ -130,17 +130,27 @@ def _points(text: str):
     text = text.strip()
     if "=" not in text:
         try:
-            return int(text)
+            k = int(text)
         except ValueError:
             raise ValueError(f"--points: expected an integer or NAME=K,..., got {text!r}") from None
+        return _at_least_one(k, text)
     out = {}
     for item in filter(None, (s.strip() for s in text.split(","))):
         name, _, k = item.partition("=")
         try:
-            out[name.strip()] = int(k)
-        except ValueError:
+            out[name.strip()] = _at_least_one(int(k), item)
+        except ValueError as err:
+            if "--points" in str(err):
+                raise
             raise ValueError(f"--points: expected NAME=K with an integer K, got {item!r}") from None
     return out
+
+
+def _at_least_one(k: int, text: str) -> int:
+    if k < 1:
+        raise ValueError(f"--points: {text!r}: grid points per dimension must be >= 1 (1 keeps "
+                         "the middle of the bounds)")
+    return k
 
 
 def run(args) -> int:
