@@ -316,7 +316,8 @@ def _check_fcd_length(n_trs: int, st: ScoringTarget, what: str):
         raise ValueError(
             f"{what}: {n_trs} TRs hold {n_win} FCD window(s) of {st.fcd_window} TRs every "
             f"{st.fcd_step}; the FCD scores need at least 2 (>= {st.fcd_window + st.fcd_step} TRs): "
-            "simulate longer, or pass fcd=False to score FC only")
+            "simulate longer (rww explore/fit: --n-trs), or score FC only (Python: fcd=False; "
+            "command line: no --fcd and a target FC without BOLD)")
 
 
 def _score(bold: torch.Tensor, st: ScoringTarget, hemispheres, fcd: bool):

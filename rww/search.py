@@ -83,8 +83,9 @@ class SearchSpace:
             if base == "w_IE":
                 raise ValueError("SearchSpace: w_IE is set by FIC; search fic_target instead")
             if base not in PARAM_NAMES and name not in SPECIAL_NAMES:
+                searchable = [p for p in PARAM_NAMES if p != "w_IE"]     # w_IE: set by FIC
                 raise ValueError(f"SearchSpace: unknown parameter {name!r}; choose from "
-                                 f"{', '.join(PARAM_NAMES)}, {', '.join(SPECIAL_NAMES)} or "
+                                 f"{', '.join(searchable)}, {', '.join(SPECIAL_NAMES)} or "
                                  "'<param>:<map>'")
             if ":" in name and name.split(":")[1] == "":
                 raise ValueError(f"SearchSpace: {name!r} names no map after ':'")

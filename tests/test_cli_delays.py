@@ -104,3 +104,18 @@ def test_fit_with_delays_records_them_and_the_recipe_refuses(tmp_path, capsys, f
     assert summary["connectome"]["delays"]["max_delay_steps"] > 0
     code, _, err = run(capsys, "fit", "--demo", "--velocity", 5, "--out", tmp_path / "demo")
     assert code == 1 and "the recipe (--demo, --recipe) searches and refines without" in err
+
+
+def test_lengths_with_a_bad_entry_and_velocity_lists_in_fit_name_the_fix(tmp_path, capsys, files):
+    sc_path, len_path, _, lengths = files
+    bad = lengths.copy()
+    bad[1, 2] = -3.0
+    np.save(tmp_path / "bad.npy", bad)
+    code, _, err = run(capsys, "simulate", sc_path, *TINY, "--trs", 1, "--lengths",
+                       tmp_path / "bad.npy", "--out", tmp_path / "x")
+    assert code == 1 and "entry (1, 2) is -3.0" in err and "bad.npy" in err
+    np.save(tmp_path / "fc.npy", np.eye(4))
+    fit_options = [o for o in TINY if o not in ("--dtype", "float64")]
+    code, _, err = run(capsys, "fit", sc_path, "--fc", tmp_path / "fc.npy", *fit_options,
+                       "--lengths", len_path, "--velocity", "3,5", "--out", tmp_path / "f")
+    assert code == 1 and "as many as --realisations" in err

@@ -335,6 +335,13 @@ def delay_options(args, source_lengths, n: int) -> tuple[dict, dict | None]:
     if args.lengths is not None:
         array, _ = load_matrix(args.lengths, square=True, what="tract lengths")
         lengths = torch.as_tensor(array, dtype=torch.float64)
+        bad = torch.nonzero(~torch.isfinite(lengths) | (lengths < 0))
+        if bad.numel():
+            i, j = bad[0].tolist()
+            raise ValueError(f"--lengths {args.lengths}: entry ({i}, {j}) is "
+                             f"{float(lengths[i, j])!r}; tract lengths must be finite and "
+                             f"non-negative [mm] ({bad.shape[0]} such entries; use 0 where two "
+                             "regions are not connected)")
         if tuple(lengths.shape) != (n, n):
             raise ValueError(f"--lengths {args.lengths}: shape {tuple(lengths.shape)} does not "
                              f"match the connectome's {n} regions; give the tract lengths of the "

@@ -231,6 +231,11 @@ def run(args) -> int:
         args, preset, include_bold=True, with_lengths=True)
     delays, delay_record = delay_options(args, source_lengths, sc.shape[-1])
     connectome["delays"] = delay_record
+    velocity = delays.get("velocity")
+    if hasattr(velocity, "shape") and velocity.shape[0] != (args.realisations or 1):
+        raise ValueError(f"--velocity: {velocity.shape[0]} values, one per simulation, but the fit "
+                         f"runs {args.realisations or 1} (--realisations); give one velocity, or "
+                         "as many as --realisations")
     n = sc.shape[0]
     bold = fcd_values = target_fc = None
     fcd_window, fcd_step = 30, 5
