@@ -181,9 +181,12 @@ def run(args) -> int:
     device = _check_device(args.device)
     ctx = rdist.init(device=device if device.type == "cuda" else None)
     try:
-        return _run(args, ctx, tick, preset, device)
-    finally:
-        rdist.shutdown(ctx)
+        code = _run(args, ctx, tick, preset, device)
+    except BaseException:
+        rdist.shutdown(ctx, barrier=False)       # another rank may never reach a barrier
+        raise
+    rdist.shutdown(ctx)
+    return code
 
 
 def _run(args, ctx, tick, preset, device) -> int:
