@@ -235,11 +235,12 @@ def _recompute_segment(W, tape, b, seg, ckpt, ct, bc, hc, griffiths, n_steps, k_
 
 
 @njit(forceinline=True, error_model="numpy", fastmath=FASTMATH)
-def _sweep_segment(W, tape, b, seg, cm, bc, hc, griffiths, steps_per_tr, n_steps, k_every,
-                   grad_bold, grad_rec, grec_slot, want_gc, acc, gacc, N, NP):
-    """Sweep the adjoint of simulation ``b`` back through segment ``seg`` from its tape: on entry
-    ``W[W_LAM]`` is dL/d(state at the segment's end), on exit dL/d(state at its start); the
-    coefficient and coupling sums are added into ``acc`` and ``gacc`` (float64)."""
+def _step_tape_and_outputs(W, tape, j, k, b, steps_per_tr, grad_bold, grad_rec, grec_slot, hc,
+                           inv_spt, N, NP):
+    """Before the adjoint of local step ``k`` (tape row ``j``): the state after the step moves to
+    ``W[W_NXT]``, the step's tape rows are loaded, the upstream gradients of the outputs sampled
+    after it (BOLD, S_E, S_I at a TR's end) are added to ``W[W_LAM]``, and the TR-mean rate
+    records' gradients (weight 1/spt on every step of their TR) go to ``W[W_GRE]``, ``W[W_GRI]``."""
     T = W.dtype.type
     zero = T(0.0)
     one = T(1.0)
@@ -247,6 +248,47 @@ def _sweep_segment(W, tape, b, seg, cm, bc, hc, griffiths, steps_per_tr, n_steps
     k1 = hc[H_K1]
     k2 = hc[H_K2]
     k3 = hc[H_K3]
+    tr = k // steps_per_tr
+    # the state after this step is in the state rows (loaded for step j + 1, or the end
+    # state): copied within W, which stays in L1, rather than read again from the tape
+    for fld in range(6):
+        for i in range(NP):
+            W[(W_NXT + fld) * LANES + i] = W[(fld) * LANES + i]
+    for fld in range(N_TAPE):
+        for i in range(NP):
+            W[(fld) * LANES + i] = tape[j, fld, i]
+    if (k + 1) % steps_per_tr == 0:
+        # outputs sampled from the state after this step
+        for i in range(N):
+            v1 = one + W[(W_NXT + 4) * LANES + i]
+            q1 = one + W[(W_NXT + 5) * LANES + i]
+            g = grad_bold[b, tr, i] * scale
+            W[(W_LAM + 5) * LANES + i] += g * (-k1 - k2 / v1)
+            W[(W_LAM + 4) * LANES + i] += g * (k2 * q1 / (v1 * v1) - k3)
+        if grec_slot[0] >= 0:
+            for i in range(N):
+                W[W_LAM * LANES + i] += grad_rec[grec_slot[0], b, tr, i]
+        if grec_slot[1] >= 0:
+            for i in range(N):
+                W[(W_LAM + 1) * LANES + i] += grad_rec[grec_slot[1], b, tr, i]
+    for i in range(NP):
+        W[W_GRE * LANES + i] = zero
+        W[W_GRI * LANES + i] = zero
+    if grec_slot[2] >= 0:
+        for i in range(N):
+            W[W_GRE * LANES + i] = grad_rec[grec_slot[2], b, tr, i] * inv_spt
+    if grec_slot[3] >= 0:
+        for i in range(N):
+            W[W_GRI * LANES + i] = grad_rec[grec_slot[3], b, tr, i] * inv_spt
+
+
+@njit(forceinline=True, error_model="numpy", fastmath=FASTMATH)
+def _sweep_segment(W, tape, b, seg, cm, bc, hc, griffiths, steps_per_tr, n_steps, k_every,
+                   grad_bold, grad_rec, grec_slot, want_gc, acc, gacc, N, NP):
+    """Sweep the adjoint of simulation ``b`` back through segment ``seg`` from its tape: on entry
+    ``W[W_LAM]`` is dL/d(state at the segment's end), on exit dL/d(state at its start); the
+    coefficient and coupling sums are added into ``acc`` and ``gacc`` (float64)."""
+    T = W.dtype.type
     inv_spt = T(1.0 / steps_per_tr)
     start = seg * k_every
     length = min(start + k_every, n_steps) - start
@@ -256,39 +298,8 @@ def _sweep_segment(W, tape, b, seg, cm, bc, hc, griffiths, steps_per_tr, n_steps
     since_flush = 0
     for j in range(length - 1, -1, -1):
         k = start + j
-        tr = k // steps_per_tr
-        # the state after this step is in the state rows (loaded for step j + 1, or the end
-        # state): copied within W, which stays in L1, rather than read again from the tape
-        for fld in range(6):
-            for i in range(NP):
-                W[(W_NXT + fld) * LANES + i] = W[(fld) * LANES + i]
-        for fld in range(N_TAPE):
-            for i in range(NP):
-                W[(fld) * LANES + i] = tape[j, fld, i]
-        if (k + 1) % steps_per_tr == 0:
-            # outputs sampled from the state after this step
-            for i in range(N):
-                v1 = one + W[(W_NXT + 4) * LANES + i]
-                q1 = one + W[(W_NXT + 5) * LANES + i]
-                g = grad_bold[b, tr, i] * scale
-                W[(W_LAM + 5) * LANES + i] += g * (-k1 - k2 / v1)
-                W[(W_LAM + 4) * LANES + i] += g * (k2 * q1 / (v1 * v1) - k3)
-            if grec_slot[0] >= 0:
-                for i in range(N):
-                    W[W_LAM * LANES + i] += grad_rec[grec_slot[0], b, tr, i]
-            if grec_slot[1] >= 0:
-                for i in range(N):
-                    W[(W_LAM + 1) * LANES + i] += grad_rec[grec_slot[1], b, tr, i]
-        # the TR-mean rate records see every step of their TR with weight 1/spt
-        for i in range(NP):
-            W[W_GRE * LANES + i] = zero
-            W[W_GRI * LANES + i] = zero
-        if grec_slot[2] >= 0:
-            for i in range(N):
-                W[W_GRE * LANES + i] = grad_rec[grec_slot[2], b, tr, i] * inv_spt
-        if grec_slot[3] >= 0:
-            for i in range(N):
-                W[W_GRI * LANES + i] = grad_rec[grec_slot[3], b, tr, i] * inv_spt
+        _step_tape_and_outputs(W, tape, j, k, b, steps_per_tr, grad_bold, grad_rec, grec_slot,
+                               hc, inv_spt, N, NP)
         _adjoint_step(W, hc, griffiths, NP)
         if want_gc:
             for i in range(NP):

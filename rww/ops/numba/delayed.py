@@ -27,8 +27,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from .layout import (FASTMATH, H_K1, H_K2, H_K3, H_SCALE, LANES, N_WROWS, W_CS, W_Q, W_RE, W_RI,
-                     W_SE, W_SI, W_V)
+from .forward import _nan_from, _sample_tr
+from .layout import FASTMATH, LANES, N_WROWS, W_CS, W_RE, W_RI, W_SE
 from .step import _haemo, _load_coefficients, _load_state, _noise, _step_local
 
 
@@ -114,11 +114,6 @@ def rww_fwd_delayed_kernel(sims, coef, ct, off, state0, hc64, griffiths, steps_p
     W = np.zeros(N_WROWS * LANES, dtype=state0.dtype)
     H = np.zeros(N * 2 * RS, dtype=state0.dtype)
     rsum = np.zeros((2, NP), dtype=np.float64)
-    scale = hc[H_SCALE]
-    k1 = hc[H_K1]
-    k2 = hc[H_K2]
-    k3 = hc[H_K3]
-    one = T(1.0)
     inv_spt = 1.0 / steps_per_tr
     nan = T(np.nan)
     want_rates = (rec_slot[2] >= 0) | (rec_slot[3] >= 0)
@@ -150,38 +145,11 @@ def rww_fwd_delayed_kernel(sims, coef, ct, off, state0, hc64, griffiths, steps_p
                     bad_step = k
                     break
                 if (k + 1) % steps_per_tr == 0:
-                    tr = k // steps_per_tr
-                    for i in range(N):
-                        vd = W[W_V * LANES + i]
-                        qd = W[W_Q * LANES + i]
-                        bold[b, tr, i] = scale * (-(k1 * qd) + k2 * ((vd - qd) / (one + vd))
-                                                  - k3 * vd)
-                    if rec_slot[0] >= 0:
-                        for i in range(N):
-                            rec[rec_slot[0], b, tr, i] = W[W_SE * LANES + i]
-                    if rec_slot[1] >= 0:
-                        for i in range(N):
-                            rec[rec_slot[1], b, tr, i] = W[W_SI * LANES + i]
-                    if rec_slot[2] >= 0:
-                        for i in range(N):
-                            rec[rec_slot[2], b, tr, i] = T(rsum[0, i] * inv_spt)
-                    if rec_slot[3] >= 0:
-                        for i in range(N):
-                            rec[rec_slot[3], b, tr, i] = T(rsum[1, i] * inv_spt)
-                    for i in range(NP):
-                        rsum[0, i] = 0.0
-                        rsum[1, i] = 0.0
+                    _sample_tr(W, rsum, b, k // steps_per_tr, bold, rec, rec_slot, hc, inv_spt,
+                               N, NP)
             if bad_step >= 0:
                 first_bad[b] = t0 + bad_step
-                for tr in range(bad_step // steps_per_tr, bold.shape[1]):
-                    for i in range(N):
-                        bold[b, tr, i] = nan
-                        for r in range(rec.shape[0]):
-                            rec[r, b, tr, i] = nan
-                for s2 in range(seg + 1, n_seg):
-                    for kk in range(n_rows):
-                        for i in range(N):
-                            ckpt[s2, kk, b, i] = nan
+                _nan_from(bold, rec, ckpt, b, bad_step // steps_per_tr, seg + 1)
                 break
         if bad_step < 0:
             first_bad[b] = -1

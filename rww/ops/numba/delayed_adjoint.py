@@ -22,10 +22,10 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from .adjoint import _adjoint_step, _bwd_begin, _flush
+from .adjoint import _adjoint_step, _bwd_begin, _flush, _step_tape_and_outputs
 from .delayed import _history_mismatches, _load_history, _step_delayed
-from .layout import (FASTMATH, FLUSH, H_K1, H_K2, H_K3, H_SCALE, LANES, N_COEF, N_TAPE, N_WROWS,
-                     W_EXT, W_GRE, W_GRI, W_LAM, W_LCS, W_NXT, W_SE, W_U0)
+from .layout import (FASTMATH, FLUSH, LANES, N_COEF, N_TAPE, N_WROWS, W_EXT, W_LAM, W_LCS, W_SE,
+                     W_U0)
 from .step import _haemo, _load_state
 
 # Row of the sweep's workspace holding the gathered g_i(s + lag_ij) of one row i (the uniforms'
@@ -99,13 +99,7 @@ def _sweep_segment_delayed(W, tape, G, b, seg, cm, offa, bc, bd, hc, griffiths, 
     :func:`_pull_delayed`, and the upstream gradient of the final state's history rows added to
     dL/dS_E at the steps they hold."""
     T = W.dtype.type
-    zero = T(0.0)
-    one = T(1.0)
     RS = grad_state.shape[0] - 5
-    scale = hc[H_SCALE]
-    k1 = hc[H_K1]
-    k2 = hc[H_K2]
-    k3 = hc[H_K3]
     inv_spt = T(1.0 / steps_per_tr)
     start = seg * k_every
     length = min(start + k_every, n_steps) - start
@@ -115,35 +109,8 @@ def _sweep_segment_delayed(W, tape, G, b, seg, cm, offa, bc, bd, hc, griffiths, 
     since_flush = 0
     for j in range(length - 1, -1, -1):
         k = start + j
-        tr = k // steps_per_tr
-        for fld in range(6):
-            for i in range(NP):
-                W[(W_NXT + fld) * LANES + i] = W[fld * LANES + i]
-        for fld in range(N_TAPE):
-            for i in range(NP):
-                W[fld * LANES + i] = tape[j, fld, i]
-        if (k + 1) % steps_per_tr == 0:
-            for i in range(N):
-                v1 = one + W[(W_NXT + 4) * LANES + i]
-                q1 = one + W[(W_NXT + 5) * LANES + i]
-                g = grad_bold[b, tr, i] * scale
-                W[(W_LAM + 5) * LANES + i] += g * (-k1 - k2 / v1)
-                W[(W_LAM + 4) * LANES + i] += g * (k2 * q1 / (v1 * v1) - k3)
-            if grec_slot[0] >= 0:
-                for i in range(N):
-                    W[W_LAM * LANES + i] += grad_rec[grec_slot[0], b, tr, i]
-            if grec_slot[1] >= 0:
-                for i in range(N):
-                    W[(W_LAM + 1) * LANES + i] += grad_rec[grec_slot[1], b, tr, i]
-        for i in range(NP):
-            W[W_GRE * LANES + i] = zero
-            W[W_GRI * LANES + i] = zero
-        if grec_slot[2] >= 0:
-            for i in range(N):
-                W[W_GRE * LANES + i] = grad_rec[grec_slot[2], b, tr, i] * inv_spt
-        if grec_slot[3] >= 0:
-            for i in range(N):
-                W[W_GRI * LANES + i] = grad_rec[grec_slot[3], b, tr, i] * inv_spt
+        _step_tape_and_outputs(W, tape, j, k, b, steps_per_tr, grad_bold, grad_rec, grec_slot,
+                               hc, inv_spt, N, NP)
         _adjoint_step(W, hc, griffiths, NP)
         _pull_delayed(W, G, gacc, cm, offa, bc, bd, k % RS, RS, want_gc, N, NP)
         d = n_steps - k                     # S_E at step k is the final state's history row d

@@ -10,6 +10,56 @@ from .layout import FASTMATH, H_K1, H_K2, H_K3, H_SCALE, LANES, N_WROWS, W_Q, W_
 
 from .step import _haemo, _load_coefficients, _load_state, _step
 
+# ----------------------------------------------------------------------------- TR outputs
+@njit(forceinline=True, error_model="numpy", fastmath=FASTMATH)
+def _sample_tr(W, rsum, b, tr, bold, rec, rec_slot, hc, inv_spt, N, NP):
+    """At the end of TR ``tr``: BOLD from the state rows, the recorded S_E/S_I, and the TR means
+    of the rates from ``rsum`` (float64 sums over the TR's steps, then reset)."""
+    T = W.dtype.type
+    scale = hc[H_SCALE]
+    k1 = hc[H_K1]
+    k2 = hc[H_K2]
+    k3 = hc[H_K3]
+    one = T(1.0)
+    for i in range(N):
+        # deviations from rest: 1 - q/v = (v - q) / v, no cancellation
+        vd = W[W_V * LANES + i]
+        qd = W[W_Q * LANES + i]
+        bold[b, tr, i] = scale * (-(k1 * qd) + k2 * ((vd - qd) / (one + vd)) - k3 * vd)
+    if rec_slot[0] >= 0:
+        for i in range(N):
+            rec[rec_slot[0], b, tr, i] = W[W_SE * LANES + i]
+    if rec_slot[1] >= 0:
+        for i in range(N):
+            rec[rec_slot[1], b, tr, i] = W[W_SI * LANES + i]
+    if rec_slot[2] >= 0:
+        for i in range(N):
+            rec[rec_slot[2], b, tr, i] = T(rsum[0, i] * inv_spt)
+    if rec_slot[3] >= 0:
+        for i in range(N):
+            rec[rec_slot[3], b, tr, i] = T(rsum[1, i] * inv_spt)
+    for i in range(NP):
+        rsum[0, i] = 0.0
+        rsum[1, i] = 0.0
+
+
+@njit(forceinline=True)
+def _nan_from(bold, rec, ckpt, b, first_tr, first_seg):
+    """A diverged simulation is not continued: its outputs from TR ``first_tr`` and its
+    checkpoints from segment ``first_seg`` on (every state row) are NaN."""
+    nan = bold.dtype.type(np.nan)
+    N = bold.shape[2]
+    for tr in range(first_tr, bold.shape[1]):
+        for i in range(N):
+            bold[b, tr, i] = nan
+            for r in range(rec.shape[0]):
+                rec[r, b, tr, i] = nan
+    for s2 in range(first_seg, ckpt.shape[0]):
+        for kk in range(ckpt.shape[1]):
+            for i in range(N):
+                ckpt[s2, kk, b, i] = nan
+
+
 # ----------------------------------------------------------------------------- forward
 @njit(nogil=True, cache=True, error_model="numpy", fastmath=FASTMATH)
 def rww_fwd_kernel(sims, coef, ct, state0, hc64, griffiths, steps_per_tr, n_steps, k_every, t0,
@@ -41,11 +91,6 @@ def rww_fwd_kernel(sims, coef, ct, state0, hc64, griffiths, steps_per_tr, n_step
     hc = _haemo(hc64, state0.dtype)
     W = np.zeros(N_WROWS * LANES, dtype=state0.dtype)
     rsum = np.zeros((2, NP), dtype=np.float64)     # rate sums over the current TR (float64)
-    scale = hc[H_SCALE]
-    k1 = hc[H_K1]
-    k2 = hc[H_K2]
-    k3 = hc[H_K3]
-    one = T(1.0)
     inv_spt = 1.0 / steps_per_tr
     nan = T(np.nan)
     want_rates = (rec_slot[2] >= 0) | (rec_slot[3] >= 0)
@@ -74,40 +119,11 @@ def rww_fwd_kernel(sims, coef, ct, state0, hc64, griffiths, steps_per_tr, n_step
                     bad_step = k
                     break
                 if (k + 1) % steps_per_tr == 0:
-                    tr = k // steps_per_tr
-                    for i in range(N):
-                        # deviations from rest: 1 - q/v = (v - q) / v, no cancellation
-                        vd = W[W_V * LANES + i]
-                        qd = W[W_Q * LANES + i]
-                        bold[b, tr, i] = scale * (-(k1 * qd) + k2 * ((vd - qd) / (one + vd))
-                                                  - k3 * vd)
-                    if rec_slot[0] >= 0:
-                        for i in range(N):
-                            rec[rec_slot[0], b, tr, i] = W[W_SE * LANES + i]
-                    if rec_slot[1] >= 0:
-                        for i in range(N):
-                            rec[rec_slot[1], b, tr, i] = W[W_SI * LANES + i]
-                    if rec_slot[2] >= 0:
-                        for i in range(N):
-                            rec[rec_slot[2], b, tr, i] = T(rsum[0, i] * inv_spt)
-                    if rec_slot[3] >= 0:
-                        for i in range(N):
-                            rec[rec_slot[3], b, tr, i] = T(rsum[1, i] * inv_spt)
-                    for i in range(NP):
-                        rsum[0, i] = 0.0
-                        rsum[1, i] = 0.0
+                    _sample_tr(W, rsum, b, k // steps_per_tr, bold, rec, rec_slot, hc, inv_spt,
+                               N, NP)
             if bad_step >= 0:
                 first_bad[b] = t0 + bad_step
-                # Outputs from the diverged step on are NaN: the simulation is not continued.
-                for tr in range(bad_step // steps_per_tr, bold.shape[1]):
-                    for i in range(N):
-                        bold[b, tr, i] = nan
-                        for r in range(rec.shape[0]):
-                            rec[r, b, tr, i] = nan
-                for s2 in range(seg + 1, n_seg):
-                    for kk in range(6):
-                        for i in range(N):
-                            ckpt[s2, kk, b, i] = nan
+                _nan_from(bold, rec, ckpt, b, bad_step // steps_per_tr, seg + 1)
                 for kk in range(6):
                     for i in range(N):
                         W[(kk) * LANES + i] = nan
