@@ -69,7 +69,7 @@ from .config import KernelConfig, ScanConstants, choose_config
 from .philox import state_normals, step_counter
 from .step import (NO_DIVERGENCE, NO_DIVERGENCE_HOST, bold_signal, coupling_matvec,
                    coupling_tile, delayed_matvec, diverged, load_coupling_resident, load_param,
-                   rww_step)
+                   rww_step, store_history, store_state)
 
 # Rows of the parameter table (rww.params.PARAM_NAMES order; a contract).
 (I_G, I_WEE, I_WIE, I_WEI, I_J, I_I0, I_WE, I_WI, I_SIG, I_AE, I_BE, I_DE, I_AI, I_BI, I_DI,
@@ -155,6 +155,7 @@ def _rww_fwd_kernel(
     else:
         b_c = 0.0
 
+    rows = 6                      # rows of a checkpoint: the state, then the S_E history
     if HAS_DELAY:
         d1 = D + 1
         rows = 6 + D
@@ -186,30 +187,12 @@ def _rww_fwd_kernel(
         k = k_start + jj
         j = k - k_start           # a tensor in both compiled and interpreted mode
         if WRITE_OUT:
-            if HAS_DELAY:
-                if k % ckpt_every == 0:
-                    p_ck = p_ckpt + (k // ckpt_every).to(tl.int64) * rows * plane + o_bn
-                    tl.store(p_ck, b_se, mask=m)
-                    tl.store(p_ck + plane, b_si, mask=m)
-                    tl.store(p_ck + 2 * plane, b_x, mask=m)
-                    tl.store(p_ck + 3 * plane, b_f, mask=m)
-                    tl.store(p_ck + 4 * plane, b_v, mask=m)
-                    tl.store(p_ck + 5 * plane, b_q, mask=m)
+            if k % ckpt_every == 0:
+                p_ck = p_ckpt + (k // ckpt_every).to(tl.int64) * rows * plane + o_bn
+                store_state(p_ck, plane, b_se, b_si, b_x, b_f, b_v, b_q, m)
+                if HAS_DELAY:
                     # the history from the ring (slots written before the last step's barrier)
-                    kmod_ck = k % d1
-                    for d in range(1, D + 1):
-                        slot = (kmod_ck - d + d1) % d1
-                        tl.store(p_ck + (5 + d) * plane, tl.load(p_rg + slot * N, mask=m,
-                                                                 other=0.0), mask=m)
-            else:
-                if k % ckpt_every == 0:
-                    p_ck = p_ckpt + (k // ckpt_every).to(tl.int64) * 6 * plane + o_bn
-                    tl.store(p_ck, b_se, mask=m)
-                    tl.store(p_ck + plane, b_si, mask=m)
-                    tl.store(p_ck + 2 * plane, b_x, mask=m)
-                    tl.store(p_ck + 3 * plane, b_f, mask=m)
-                    tl.store(p_ck + 4 * plane, b_v, mask=m)
-                    tl.store(p_ck + 5 * plane, b_q, mask=m)
+                    store_history(p_ck, plane, p_rg, N, k % d1, d1, D, m)
 
         if HAS_DELAY:
             # S_E of this step into its slot; the first barrier keeps the store from
@@ -286,19 +269,10 @@ def _rww_fwd_kernel(
 
     if WRITE_OUT:
         o_fin = p_final + o_bn
-        tl.store(o_fin, b_se, mask=m)
-        tl.store(o_fin + plane, b_si, mask=m)
-        tl.store(o_fin + 2 * plane, b_x, mask=m)
-        tl.store(o_fin + 3 * plane, b_f, mask=m)
-        tl.store(o_fin + 4 * plane, b_v, mask=m)
-        tl.store(o_fin + 5 * plane, b_q, mask=m)
+        store_state(o_fin, plane, b_se, b_si, b_x, b_f, b_v, b_q, m)
         if HAS_DELAY:
             # S_E of local steps k_end - d (slots written before the last step's barrier)
-            kmod_end = (k_start + n_steps) % d1
-            for d in range(1, D + 1):
-                slot = (kmod_end - d + d1) % d1
-                tl.store(o_fin + (5 + d) * plane, tl.load(p_rg + slot * N, mask=m, other=0.0),
-                         mask=m)
+            store_history(o_fin, plane, p_rg, N, (k_start + n_steps) % d1, d1, D, m)
         first = tl.min(tl.where(m, b_bad, NO_DIVERGENCE), axis=1)
         tl.store(p_bad + o_b, first, mask=m_b)
 

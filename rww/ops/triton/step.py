@@ -393,6 +393,26 @@ def rww_step(b_se, b_si, b_x, b_f, b_v, b_q, b_coup, xi_e, xi_i,
 
 
 @triton.jit
+def store_state(p, plane, b_se, b_si, b_x, b_f, b_v, b_q, m):
+    """The six state rows (S_E, S_I, x, f - 1, v - 1, q - 1) at ``p``, ``plane`` apart."""
+    tl.store(p, b_se, mask=m)
+    tl.store(p + plane, b_si, mask=m)
+    tl.store(p + 2 * plane, b_x, mask=m)
+    tl.store(p + 3 * plane, b_f, mask=m)
+    tl.store(p + 4 * plane, b_v, mask=m)
+    tl.store(p + 5 * plane, b_q, mask=m)
+
+
+@triton.jit
+def store_history(p, plane, p_rg, N, kmod, d1, D, m):
+    """History rows ``6 + d - 1`` (S_E d steps before the step whose ring slot is ``kmod``,
+    d = 1..D) at ``p`` from the S_E ring ``p_rg`` of ``d1 = D + 1`` slots."""
+    for d in range(1, D + 1):
+        slot = (kmod - d + d1) % d1
+        tl.store(p + (5 + d) * plane, tl.load(p_rg + slot * N, mask=m, other=0.0), mask=m)
+
+
+@triton.jit
 def bold_signal(b_q, b_v, scale, k1, k2, k3):
     """``scale * (k1 (1 - q) + k2 (1 - q/v) + k3 (1 - v))`` from the deviations ``b_q = q - 1``,
     ``b_v = v - 1``, without cancellation: ``-k1 b_q + k2 (b_v - b_q) / v - k3 b_v``."""
