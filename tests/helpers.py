@@ -3,6 +3,9 @@ comparison used by every backend's tests (same inputs, same upstream gradients).
 
 from __future__ import annotations
 
+import os
+import sys
+
 import torch
 
 from rww.model import initial_state
@@ -216,7 +219,23 @@ def relative_error(actual: torch.Tensor, expected: torch.Tensor) -> float:
     return (actual - expected).abs().max().item() / scale if scale else 0.0
 
 
-__all__ = ["TOLERANCES", "FLOAT32_CONDITIONING_FACTOR", "float32_sensitivity", "relative_error", "assert_close", "assert_scan_close", "make_problem", "run_with_grads", "compare_with_reference",
+# Two processes under torchrun (gloo on CPU), as the distributed tests start them themselves.
+TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+
+
+def torchrun_env() -> dict:
+    """The environment for a torchrun child: this checkout on PYTHONPATH, no inherited rank
+    variables (a test run under torchrun itself must not leak them), one OpenMP thread per rank."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [os.path.dirname(os.path.dirname(
+        os.path.abspath(__file__))), env.get("PYTHONPATH")]))
+    for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        env.pop(key, None)
+    env["OMP_NUM_THREADS"] = "1"
+    return env
+
+
+__all__ = ["TORCHRUN", "torchrun_env", "TOLERANCES", "FLOAT32_CONDITIONING_FACTOR", "float32_sensitivity", "relative_error", "assert_close", "assert_scan_close", "make_problem", "run_with_grads", "compare_with_reference",
            "upstream_gradients", "N_PARAMS", "PARAM_INDEX"]
 
 

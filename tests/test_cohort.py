@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -19,7 +18,7 @@ from rww.cohort import CohortParam, CohortTarget, evaluate_cohort, fit_cohort
 from rww.evaluate import evaluate
 from rww.fit import FitConfig, FitTarget
 
-from helpers import seeded_connectome
+from helpers import TORCHRUN, seeded_connectome, torchrun_env
 
 # ------------------------------------------------------------------------------ recovery
 N = 8
@@ -316,16 +315,6 @@ rdist.shutdown(ctx)
 '''
 
 
-def _env():
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [os.path.dirname(os.path.dirname(
-        os.path.abspath(__file__))), env.get("PYTHONPATH")]))
-    for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
-        env.pop(key, None)
-    env["OMP_NUM_THREADS"] = "1"
-    return env
-
-
 def test_two_ranks_equal_one_process_and_resume_across_rank_counts(small, straight):
     """Rank 0 simulates subjects 0-1, rank 1 subject 2: the fit (parameters, group values,
     deviations, FC, every history entry but wall-clock seconds, held-out scores) equals the
@@ -334,8 +323,7 @@ def test_two_ranks_equal_one_process_and_resume_across_rank_counts(small, straig
     _fit(small, epochs=2, checkpoint=str(small / "one_then_two.ckpt"))
     script = small / "cohort_two_ranks.py"
     script.write_text(SCRIPT)
-    run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
-                          "--nproc_per_node", "2", str(script), str(small)], env=_env(),
+    run = subprocess.run(TORCHRUN + [str(script), str(small)], env=torchrun_env(),
                          capture_output=True, text=True, timeout=240)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-12000:]
     two = torch.load(small / "two.pt", weights_only=False)

@@ -17,20 +17,9 @@ import torch
 from rww import RWWBold
 from rww import distributed as rdist
 
-from helpers import seeded_connectome
+from helpers import TORCHRUN, seeded_connectome, torchrun_env
 
 N = 6
-TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
-
-
-def _env():
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [os.path.dirname(os.path.dirname(
-        os.path.abspath(__file__))), env.get("PYTHONPATH")]))
-    for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
-        env.pop(key, None)
-    env["OMP_NUM_THREADS"] = "1"
-    return env
 
 
 def test_helpers_in_one_process():
@@ -146,7 +135,7 @@ pathlib.Path(sys.argv[1], f"ok{ctx.rank}").write_text("ok")
 def test_helpers_under_torchrun(tmp_path):
     script = tmp_path / "helpers.py"
     script.write_text(HELPER_SCRIPT)
-    run = subprocess.run(TORCHRUN + [str(script), str(tmp_path)], env=_env(), capture_output=True,
+    run = subprocess.run(TORCHRUN + [str(script), str(tmp_path)], env=torchrun_env(), capture_output=True,
                          text=True, timeout=120)
     assert run.returncode == 0, run.stderr[-3000:]
     assert (tmp_path / "ok0").exists() and (tmp_path / "ok1").exists()
@@ -175,7 +164,7 @@ def _args(folder, out, batch_size=2):
 
 def _one_process(files, out, batch_size=2):
     run = subprocess.run([sys.executable, "-m", "rww"] + _args(files, out, batch_size),
-                         env=_env(), capture_output=True, text=True, timeout=120)
+                         env=torchrun_env(), capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr[-3000:]
     return run
 
@@ -200,7 +189,7 @@ def _batch_ranks(out):
 
 def test_two_ranks_give_the_one_process_table_bit_for_bit(files, reference):
     out = files / "two"
-    run = subprocess.run(TORCHRUN + ["-m", "rww"] + _args(files, out), env=_env(),
+    run = subprocess.run(TORCHRUN + ["-m", "rww"] + _args(files, out), env=torchrun_env(),
                          capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr[-3000:]
     assert "6 batch(es) simulated on 2 rank(s)" in run.stdout
@@ -244,7 +233,7 @@ def test_killed_two_rank_sweep_resumes_on_one_rank(files, reference):
     1-rank rerun simulates exactly the missing batches and writes the same table."""
     out = files / "killed"
     proc = subprocess.Popen(TORCHRUN + ["-m", "rww"] + _args(files, out, batch_size=1),
-                            env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env=torchrun_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
     folder = out / "batches"
     deadline = time.monotonic() + 120

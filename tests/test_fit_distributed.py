@@ -8,16 +8,15 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 
 import pytest
 import torch
 
 from rww import RWWBold
 from rww import distributed as rdist
-from rww.fit import FitConfig, FitTarget, fit
+from rww.fit import FitConfig, fit
 
-from helpers import seeded_connectome
+from helpers import TORCHRUN, seeded_connectome, torchrun_env
 
 # Shared with the torchrun script below (exec'd there): N = 6, TR 0.1 s at dt 1 ms, windows of
 # 4 TRs, 8 TRs a scan; G and w_EE learned; FC, BOLD mean, firing-rate (records), a prior and
@@ -99,16 +98,6 @@ def _fit(folder, realisations=4, epochs=3, optimizer=None, sched="step", changes
                              scheduler=SMALL["scheduler"] if sched == "step" else sched, **kwargs))
 
 
-def _env():
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [os.path.dirname(os.path.dirname(
-        os.path.abspath(__file__))), env.get("PYTHONPATH")]))
-    for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
-        env.pop(key, None)
-    env["OMP_NUM_THREADS"] = "1"
-    return env
-
-
 def _difference(a: dict, b: dict) -> tuple[float, float]:
     """Largest relative differences ``(parameters, BOLD/FC/logged series)``; asserts the rest
     (epochs, evaluations, learning rates, verdicts) are equal."""
@@ -137,8 +126,7 @@ def test_two_ranks_equal_one_process_and_resume_in_one_process(small):
     continued in one process equals the straight fit as closely."""
     script = small / "fit_two_ranks.py"
     script.write_text(SCRIPT)
-    run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
-                          "--nproc_per_node", "2", str(script), str(small)], env=_env(),
+    run = subprocess.run(TORCHRUN + [str(script), str(small)], env=torchrun_env(),
                          capture_output=True, text=True, timeout=240)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-12000:]
     ranks = [torch.load(small / f"rank{r}.pt", weights_only=False) for r in (0, 1)]
