@@ -430,13 +430,15 @@ class RWWBold(nn.Module):
                              self.max_delay)
 
     def spec(self, n_trs: int, seed: int = 0, t0: int = 0, record=(),
-             sim_offset: int = 0) -> ScanSpec:
+             sim_offset: int = 0, max_delay: int | None = None) -> ScanSpec:
+        """The :class:`ScanSpec` of ``n_trs`` TRs (``max_delay`` default :attr:`max_delay`)."""
         if not isinstance(n_trs, int) or n_trs < 0:
             raise ValueError(f"n_trs: must be a non-negative integer, got {n_trs!r}")
         return ScanSpec(self.preset, self.dt, self.steps_per_tr, n_trs * self.steps_per_tr,
                         seed=check_seed(seed), t0=t0,
                         sim_offset=check_sim_offset(sim_offset, self.batch), haemo=self.haemo,
-                        record=tuple(record), max_delay=self.max_delay)
+                        record=tuple(record),
+                        max_delay=self.max_delay if max_delay is None else max_delay)
 
     def simulate(self, n_trs: int, state: torch.Tensor | None = None, seed: int | None = None,
                  t0: int = 0, record=(), sim_offset: int = 0) -> ScanResult:
@@ -447,10 +449,13 @@ class RWWBold(nn.Module):
         if seed is None:
             seed = draw_seed()
         self.last_seed = seed
-        spec = self.spec(n_trs, seed, t0, record, sim_offset)
+        lags = self.delays()                  # once per call: D and the lags from one rounding
+        spec = self.spec(n_trs, seed, t0, record, sim_offset,
+                         max_delay=0 if lags is None else int(lags.max()))
         rows = spec.n_state_rows
         if state is None:
-            state = self.initial_state()
+            state = initial_state(self.batch, self.n_nodes, self.sc.dtype, self.sc.device,
+                                  spec.max_delay)
         elif not torch.is_tensor(state) or tuple(state.shape) != (rows, self.batch, self.n_nodes):
             got = tuple(state.shape) if torch.is_tensor(state) else type(state).__name__
             why = (f" (6 state rows and {rows - 6} of S_E history for this model's conduction "
@@ -459,7 +464,7 @@ class RWWBold(nn.Module):
                              f"{why}, got {got}")
         result = rww_scan(self.parameter_table(), self.coupling(), state, spec,
                           backend=self.backend, checkpoint_every=self.checkpoint_every,
-                          delays=self.delays())
+                          delays=lags)
         result.bold = self._observe(result.bold, spec)
         result.seed = spec.seed
         return result
