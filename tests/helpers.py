@@ -219,6 +219,15 @@ def relative_error(actual: torch.Tensor, expected: torch.Tensor) -> float:
     return (actual - expected).abs().max().item() / scale if scale else 0.0
 
 
+def run_cli(capsys, *argv):
+    """``rww <argv>`` in this process: ``(exit code, stdout, stderr)`` (arguments str()-ed)."""
+    from rww import cli
+
+    code = cli.main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
 # Two processes under torchrun (gloo on CPU), as the distributed tests start them themselves.
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
 
@@ -235,7 +244,7 @@ def torchrun_env() -> dict:
     return env
 
 
-__all__ = ["TORCHRUN", "torchrun_env", "TOLERANCES", "FLOAT32_CONDITIONING_FACTOR", "float32_sensitivity", "relative_error", "assert_close", "assert_scan_close", "make_problem", "run_with_grads", "compare_with_reference",
+__all__ = ["TORCHRUN", "torchrun_env", "run_cli", "TOLERANCES", "FLOAT32_CONDITIONING_FACTOR", "float32_sensitivity", "relative_error", "assert_close", "assert_scan_close", "make_problem", "run_with_grads", "compare_with_reference",
            "upstream_gradients", "N_PARAMS", "PARAM_INDEX"]
 
 

@@ -18,16 +18,13 @@ from rww import cli
 from rww.data import load_connectome, load_demo
 from rww.model import RWWBold
 from rww.objectives import fc, fc_correlation
+from helpers import run_cli as run
 
 # 0.5 ms steps, 5 ms TRs: 10 steps per TR, so every run takes a fraction of a second. float64:
 # in the first tens of ms the BOLD response from rest is ~1e-9, which rounds to 0 in float32.
 TINY = ["--tr", "0.005", "--dt", "0.5", "--backend", "torch", "--dtype", "float64", "--no-progress"]
 
 
-def run(capsys, *argv):
-    code = cli.main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def png_ok(path):

@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 import torch
 
-from rww import cli, figures
+from rww import figures
 from rww.objectives import fc, fc_correlation, lower_triangle
+from helpers import run_cli as run
 from test_figures import check_png
 
 TINY = ["--tr", "0.005", "--dt", "0.5", "--backend", "torch", "--dtype", "float64", "--no-progress"]
@@ -44,10 +45,6 @@ def sc_path(tmp_path):
     return path
 
 
-def run(capsys, *argv):
-    code = cli.main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def _main_line(ax):

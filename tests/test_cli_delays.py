@@ -10,17 +10,13 @@ import numpy as np
 import pytest
 import torch
 
-from rww import cli
 from rww.model import RWWBold
+from helpers import run_cli as run
 
 TINY = ["--tr", "0.005", "--dt", "0.5", "--backend", "torch-checkpoint", "--dtype", "float64",
         "--no-progress"]
 
 
-def run(capsys, *argv):
-    code = cli.main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 @pytest.fixture

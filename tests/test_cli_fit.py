@@ -10,20 +10,16 @@ import numpy as np
 import pytest
 import torch
 
-from rww import cli
 from rww import fit as fit_module
 from rww.fit import FitResult
 from rww.objectives import fc, fc_correlation, fcd, fcd_values, ks_statistic
+from helpers import run_cli as run
 
 # deco2014 with 1 ms steps and 10-ms TRs (10 steps per TR): a fit epoch of 16 TRs takes
 # milliseconds with the reference backend.
 TINY = ["--tr", "0.01", "--dt", "1", "--backend", "torch", "--burn-in", "4", "--no-progress"]
 
 
-def run(capsys, *argv):
-    code = cli.main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 @pytest.fixture
