@@ -14,7 +14,8 @@ __version__ = "0.2.0.dev0"
 # Submodules loaded on first use, so that ``import rww`` stays light and ``rww.data.load_demo()``
 # works without a separate ``import rww.data``.
 _LAZY_SUBMODULES = ("cohort", "data", "delays", "distributed", "evaluate", "explore", "fic",
-                    "figures", "fit", "plausibility", "recipe", "scoring", "search", "stability")
+                    "figures", "fit", "linear", "linear_fit", "plausibility", "recipe", "scoring",
+                    "search", "stability")
 
 
 def __getattr__(name):

@@ -1,0 +1,304 @@
+"""The linear noise approximation (LNA) of the deco2014 network with Balloon-Windkessel BOLD:
+the model's BOLD covariance and FC without simulating, differentiable in every parameter.
+
+Around the feedback-inhibition-control (FIC) fixed point (every region at the target rate,
+:func:`rww.fic.analytic_fic`), small fluctuations of the state ``z = (S_E, S_I, x, f, v, q)``
+(each ``(N,)``, 6N in all) obey the linear stochastic system
+
+    dz = A z dt + B dW,        BOLD y = L z
+
+(time in seconds). ``A`` [1/s] stacks the neural Jacobian of :mod:`rww.stability` (times 1000,
+since the neural equations are in ms) and the Balloon equations linearised at their steady state
+under the fixed point's S_E (:func:`balloon_jacobian`); ``Q = B B^T`` [1/s] is the simulators'
+noise, ``sigma sqrt(dt)`` per step of ``dt`` ms on S_E and S_I, i.e. ``1000 sigma^2`` per second
+on each; ``L`` is the BOLD signal linearised (:func:`bold_gradient`). The stationary covariance
+``Sigma`` solves the Lyapunov equation
+
+    A Sigma + Sigma A^T + Q = 0,
+
+and the model's BOLD covariance is ``L Sigma L^T``; its correlation matrix is the LNA's FC. This
+is how Demirtas et al. (2019, Neuron 101:1181, "Hierarchical heterogeneity across human cortex
+shapes large-scale neural dynamics", STAR Methods) computed the FC of this model with regional
+heterogeneity; the linear noise approximation itself is van Kampen's (Stochastic Processes in
+Physics and Chemistry, 1981) and the Lyapunov covariance of a linear system is standard (e.g.
+Gardiner, Handbook of Stochastic Methods, sec. 4.4.6).
+
+What it is good for, measured on the embedded demo (Schaefer-100, the packaged fitted point,
+``examples/fit_lna.py``): the LNA's FC correlates 0.93-0.94 with a single simulated 1200-TR FC
+and 0.965 with the average of 8. It is not a substitute for simulating: the LNA's FC *level*
+was 0.16 where the simulations' was 0.26 (fluctuations near the bifurcation are not linear), the
+FCD needs simulations, and the LNA knows nothing of other attractors (a region that noise can
+kick to a high-activity state is invisible to it). Use it to shape FC patterns quickly (e.g.
+regional heterogeneity, :func:`fit_regional_lna`), then check by simulation.
+
+The Lyapunov equation is solved by :func:`scipy.linalg.solve_continuous_lyapunov`
+(Bartels-Stewart) on the CPU in float64; its gradient is the adjoint Lyapunov equation
+(:class:`_Lyapunov`). A 600 x 600 system (N = 100) takes about 0.3 s each way on one core.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .params import bold_coefficients, get_preset, resolve_haemo
+
+__all__ = ["LNAResult", "lyapunov", "balloon_jacobian", "bold_gradient", "linear_system",
+           "lna", "lna_fc", "lna_of_model", "fit_regional_lna", "RegionalLNAFit"]
+
+# The state order of the linear system (rows/columns come in blocks of N).
+LNA_STATE = ("S_E", "S_I", "x", "f", "v", "q")
+
+
+class _Lyapunov(torch.autograd.Function):
+    """``Sigma`` with ``A Sigma + Sigma A^T + Q = 0`` for one ``(n, n)`` pair (float64, CPU).
+
+    Backward: for a loss ``l(Sigma)`` with symmetric gradient ``G``, the adjoint ``Lambda``
+    solves ``A^T Lambda + Lambda A + G = 0``; then ``dl/dA = 2 Lambda Sigma`` and
+    ``dl/dQ = Lambda`` (differentiate the equation: ``dA Sigma + A dSigma + dSigma A^T +
+    Sigma dA^T + dQ = 0``, and ``<G, dSigma> = <Lambda, dA Sigma + Sigma dA^T + dQ>``).
+    """
+
+    @staticmethod
+    def forward(ctx, a, q):
+        from scipy.linalg import solve_continuous_lyapunov
+        sigma = solve_continuous_lyapunov(a.detach().cpu().numpy(), -q.detach().cpu().numpy())
+        sigma = torch.from_numpy(np.ascontiguousarray(0.5 * (sigma + sigma.T))).to(a.device)
+        ctx.save_for_backward(a, sigma)
+        return sigma
+
+    @staticmethod
+    def backward(ctx, grad):
+        from scipy.linalg import solve_continuous_lyapunov
+        a, sigma = ctx.saved_tensors
+        g = 0.5 * (grad + grad.T)
+        lam = solve_continuous_lyapunov(a.detach().cpu().numpy().T, -g.detach().cpu().numpy())
+        lam = torch.from_numpy(np.ascontiguousarray(0.5 * (lam + lam.T))).to(a.device)
+        return 2.0 * lam @ sigma, lam
+
+
+def lyapunov(a: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+    """Solve ``A Sigma + Sigma A^T + Q = 0`` (the stationary covariance of ``dz = A z dt + dW``
+    with ``Cov(dW) = Q dt``).
+
+    Args:
+        a: ``(n, n)`` or ``(B, n, n)`` float64 drift matrix whose eigenvalues all have negative
+            real parts (else no stationary covariance exists: ``ValueError``).
+        q: ``(n, n)`` or ``(B, n, n)`` float64 symmetric noise covariance rate.
+
+    Returns:
+        ``Sigma`` of the shape of ``a``, float64, symmetric; differentiable in ``a`` and ``q``
+        (adjoint Lyapunov equation). Solved on the CPU by scipy, returned on ``a``'s device.
+    """
+    for name, t in (("a", a), ("q", q)):
+        if not torch.is_tensor(t) or t.dtype != torch.float64:
+            raise TypeError(f"lyapunov: {name} must be a float64 tensor, got "
+                            f"{getattr(t, 'dtype', type(t).__name__)}")
+        if t.dim() not in (2, 3) or t.shape[-1] != t.shape[-2]:
+            raise ValueError(f"lyapunov: {name} must be (n, n) or (B, n, n), got {tuple(t.shape)}")
+    if a.shape != q.shape:
+        raise ValueError(f"lyapunov: a {tuple(a.shape)} and q {tuple(q.shape)} differ in shape")
+    with torch.no_grad():
+        lead = torch.linalg.eigvals(a.detach().cpu()).real.amax(dim=-1)
+    if bool((lead >= 0).any()):
+        raise ValueError(f"lyapunov: the system is not stable (largest real part of an "
+                         f"eigenvalue {float(lead.max()):.4g} >= 0); no stationary covariance "
+                         "exists. Move away from the bifurcation (lower G or w_EE)")
+    if a.dim() == 2:
+        return _Lyapunov.apply(a, q)
+    return torch.stack([_Lyapunov.apply(a[b], q[b]) for b in range(a.shape[0])])
+
+
+def _balloon_steady(s_e: torch.Tensor, haemo: dict):
+    """Steady state of the Balloon under constant ``s_e``: ``x = 0``, ``f = 1 + s_e/gamma``,
+    ``v = f**alpha``, ``q = v E(f)/rho`` with ``E(f) = 1 - (1 - rho)**(1/f)``."""
+    rho, alpha = haemo["rho"], haemo["alpha"]
+    f = 1.0 + s_e / haemo["gamma_h"]
+    v = f ** alpha
+    extraction = -torch.expm1(math.log1p(-rho) / f)
+    q = v * extraction / rho
+    return f, v, q
+
+
+def balloon_jacobian(s_e: torch.Tensor, haemo: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """The Balloon equations of :func:`rww.ops.reference.balloon_derivatives` linearised at
+    their steady state under a constant S_E.
+
+    Args:
+        s_e: ``(B, N)`` fixed-point S_E (dimensionless).
+        haemo: haemodynamic constants (:func:`rww.params.resolve_haemo`).
+
+    Returns:
+        ``(jac, drive)``: ``jac`` ``(B, N, 4, 4)`` [1/s], d(dx, df, dv, dq)/d(x, f, v, q) per
+        region, and ``drive`` ``(B, N, 4)`` [1/s], d(dx, df, dv, dq)/dS_E (only dx depends on
+        S_E). Derivatives (Friston et al. 2000's equations):
+        ``d(dv)/dv = -v**(1/alpha - 1)/(alpha tau_0)``,
+        ``d(dq)/df = (E + f E'(f))/(rho tau_0)`` with ``E'(f) = (1 - rho)**(1/f) ln(1 - rho)/f**2``,
+        ``d(dq)/dv = -(1/alpha - 1) v**(1/alpha - 2) q/tau_0``, ``d(dq)/dq = -v**(1/alpha - 1)/tau_0``.
+    """
+    kappa, gamma_h, tau_0 = haemo["kappa"], haemo["gamma_h"], haemo["tau_0"]
+    alpha, rho = haemo["alpha"], haemo["rho"]
+    f, v, q = _balloon_steady(s_e, haemo)
+    remain = torch.exp(math.log1p(-rho) / f)               # (1 - rho)**(1/f)
+    extraction = 1.0 - remain
+    d_flow = (extraction + f * remain * math.log1p(-rho) / f ** 2) / rho
+    v_pow = v ** (1.0 / alpha - 1.0)
+    zero, one = torch.zeros_like(s_e), torch.ones_like(s_e)
+    rows = [
+        [-kappa * one, -gamma_h * one, zero, zero],
+        [one, zero, zero, zero],
+        [zero, one / tau_0, -v_pow / (alpha * tau_0), zero],
+        [zero, d_flow / tau_0, -(1.0 / alpha - 1.0) * v_pow / v * q / tau_0, -v_pow / tau_0],
+    ]
+    jac = torch.stack([torch.stack(r, dim=-1) for r in rows], dim=-2)
+    drive = torch.stack([one, zero, zero, zero], dim=-1)
+    return jac, drive
+
+
+def bold_gradient(s_e: torch.Tensor, haemo: dict, scale: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(dy/dv, dy/dq)``, each ``(B, N)``, of ``y = scale (k_1 (1 - q) + k_2 (1 - q/v) +
+    k_3 (1 - v))`` at the Balloon's steady state under ``s_e`` (``scale`` from
+    :func:`rww.params.bold_coefficients`)."""
+    _, v, q = _balloon_steady(s_e, haemo)
+    k1, k2, k3 = haemo["k_1"], haemo["k_2"], haemo["k_3"]
+    return scale * (k2 * q / v ** 2 - k3), scale * (-k1 - k2 / v)
+
+
+def linear_system(params: torch.Tensor, coupling: torch.Tensor, haemo: dict | str = "deco2014",
+                  target_rate=3.0):
+    """The linear system ``(A, Q, L)`` of the module docstring at the FIC fixed point.
+
+    Args:
+        params: ``(P, Bp, Np)`` deco2014 table (:func:`rww.params.pack_parameters`); its ``w_IE``
+            row is replaced by analytic FIC's.
+        coupling: ``(N, N)`` or ``(B, N, N)``.
+        haemo: haemodynamic model name or constants (:func:`rww.params.resolve_haemo`).
+        target_rate: FIC target [Hz], a number or ``(B,)``.
+
+    Returns:
+        ``(A, Q, L, fic)``: ``A`` ``(B, 6N, 6N)`` [1/s], ``Q`` ``(B, 6N, 6N)`` [1/s], ``L``
+        ``(B, N, 6N)`` (BOLD per unit state), all float64, state order :data:`LNA_STATE` in
+        blocks of N; ``fic`` the :class:`rww.fic.FICResult`. Differentiable in ``params``,
+        ``coupling`` and a tensor ``target_rate``.
+
+    Raises:
+        rww.fic.FICFailed: where analytic FIC fails (the linearisation point does not exist).
+    """
+    from .fic import FICFailed
+    from .stability import _fic_jacobian64
+    preset = get_preset("deco2014")
+    haemo = resolve_haemo(preset, haemo) if not isinstance(haemo, dict) or "k_1" not in haemo \
+        else haemo
+    neural, fic = _fic_jacobian64(params, coupling, None, target_rate, "deco2014", "linear_system")
+    if bool(fic.failed.any()):
+        raise FICFailed(fic.describe() + "; the LNA needs the FIC fixed point")
+    batch, n2, _ = neural.shape
+    n = n2 // 2
+    s_e = fic.S_E.expand(batch, n)
+    jac_b, drive = balloon_jacobian(s_e, haemo)
+    a = neural.new_zeros(batch, 6 * n, 6 * n)
+    a[:, :2 * n, :2 * n] = 1000.0 * neural                   # 1/ms -> 1/s
+    for i in range(4):
+        rows = slice((2 + i) * n, (3 + i) * n)
+        a[:, rows, :n] = torch.diag_embed(drive[..., i])
+        for j in range(4):
+            a[:, rows, (2 + j) * n:(3 + j) * n] = torch.diag_embed(jac_b[..., i, j])
+    p = params.to(torch.float64)
+    sigma = p[_sigma_row()].expand(batch, n)
+    noise = 1000.0 * sigma ** 2                               # per second on S_E and S_I
+    q = a.new_zeros(batch, 6 * n, 6 * n)
+    q[:, :2 * n, :2 * n] = torch.diag_embed(torch.cat([noise, noise], dim=-1))
+    scale = bold_coefficients(preset, haemo)[0]
+    dy_dv, dy_dq = bold_gradient(s_e, haemo, scale)
+    out = a.new_zeros(batch, n, 6 * n)
+    out[:, :, 4 * n:5 * n] = torch.diag_embed(dy_dv)
+    out[:, :, 5 * n:] = torch.diag_embed(dy_dq)
+    return a, q, out, fic
+
+
+def _sigma_row() -> int:
+    from .params import PARAM_INDEX
+    return PARAM_INDEX["sigma"]
+
+
+@dataclass
+class LNAResult:
+    """Outcome of :func:`lna`.
+
+    Attributes:
+        bold_cov: ``(B, N, N)`` stationary BOLD covariance (BOLD units squared).
+        fc: ``(B, N, N)`` its correlation matrix (the LNA's FC).
+        leading_eigenvalue: ``(B,)`` largest real part of the eigenvalues of the neural
+            Jacobian [1/s] (negative: stable; near 0: near the bifurcation).
+        state_cov: ``(B, 6N, 6N)`` covariance of the whole state (order :data:`LNA_STATE`).
+        fic: the :class:`rww.fic.FICResult` of the fixed point.
+    """
+
+    bold_cov: torch.Tensor
+    fc: torch.Tensor
+    leading_eigenvalue: torch.Tensor
+    state_cov: torch.Tensor
+    fic: object
+
+
+def lna(params: torch.Tensor, coupling: torch.Tensor, haemo: dict | str = "deco2014",
+        target_rate=3.0) -> LNAResult:
+    """BOLD covariance and FC of the deco2014 network by the linear noise approximation.
+
+    Args:
+        params: ``(P, Bp, Np)`` deco2014 table (:func:`rww.params.pack_parameters`); ``w_IE``
+            is set by analytic FIC at ``target_rate`` (the LNA linearises at the FIC fixed
+            point); ``sigma`` [nA] sets the noise (FC does not depend on it).
+        coupling: ``(N, N)`` or ``(B, N, N)`` (normalised SC, as simulated).
+        haemo: haemodynamic model (name or constants).
+        target_rate: FIC target [Hz].
+
+    Returns:
+        :class:`LNAResult`, float64, on the device of ``params``; differentiable in ``params``,
+        ``coupling`` and a tensor ``target_rate``.
+
+    Raises:
+        rww.fic.FICFailed: analytic FIC failed in some region.
+        ValueError: the FIC fixed point is not stable (at or beyond the bifurcation, G >= G_c):
+            no stationary covariance exists.
+    """
+    a, q, out, fic = linear_system(params, coupling, haemo, target_rate)
+    n = out.shape[1]
+    lead = torch.linalg.eigvals(a[:, :2 * n, :2 * n]).real.amax(dim=-1)
+    state_cov = lyapunov(a, q)
+    bold_cov = out @ state_cov @ out.transpose(-1, -2)
+    sd = torch.sqrt(torch.diagonal(bold_cov, dim1=-2, dim2=-1))
+    fc = bold_cov / (sd.unsqueeze(-1) * sd.unsqueeze(-2))
+    return LNAResult(bold_cov=bold_cov, fc=fc, leading_eigenvalue=lead, state_cov=state_cov,
+                     fic=fic)
+
+
+def lna_fc(params: torch.Tensor, coupling: torch.Tensor, haemo: dict | str = "deco2014",
+           target_rate=3.0) -> torch.Tensor:
+    """``(B, N, N)`` float64 FC of :func:`lna` (same arguments and errors)."""
+    return lna(params, coupling, haemo, target_rate).fc
+
+
+def lna_of_model(model) -> LNAResult:
+    """:func:`lna` of a :class:`rww.RWWBold` with FIC (its parameters, with G times G_c under
+    ``g_relative``; its coupling, haemodynamic model and FIC target). Ignored: delays (they do
+    not move the fixed point but can change its stability) and a :meth:`~rww.RWWBold.refine_fic`
+    correction (the LNA linearises at the analytic FIC point).
+
+    Raises:
+        ValueError: the model has no FIC, or is not deco2014.
+    """
+    if model.preset.name != "deco2014":
+        raise ValueError(f"lna_of_model: the LNA is implemented for deco2014, not "
+                         f"{model.preset.name}")
+    if getattr(model, "fic_target", None) is None:
+        raise ValueError("lna_of_model: the model has no FIC (construct it with fic=True or a "
+                         "target rate); the LNA linearises at the FIC fixed point")
+    table = model.parameter_table()
+    return lna(table, model.coupling(), model.haemo, model._fic_target_tensor())
+
+
+from .linear_fit import RegionalLNAFit, fit_regional_lna  # noqa: E402  (re-exported)

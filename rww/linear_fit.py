@@ -1,0 +1,212 @@
+"""Regional heterogeneity fitted to an FC pattern through the linear noise approximation
+(:mod:`rww.linear`): deterministic gradients in seconds instead of noisy ones from simulations.
+
+The loss, minimised by Adam over per-region values (each kept inside its bounds by a logistic
+transform started at the given value):
+
+    -r(FC_LNA, FC_target)                                 (upper triangle, all edges)
+    + margin_weight * relu(lambda_max + margin)^2         (stay `margin` [1/s] inside stability)
+    + level_weight * (mean FC_LNA - level)^2              (optional FC level)
+    + smoothness * sum_v smoothness_penalty(v, SC)        (optional, rww.objectives)
+
+``lambda_max`` is the leading eigenvalue of the neural Jacobian at the FIC fixed point
+[1/s]. The stability margin matters beyond the LNA: near the bifurcation the noise carries
+simulations off the FIC point into high-rate states the LNA cannot see (measured on the demo,
+``examples/fit_lna.py``: margins of 0.5-0.75 1/s gave simulated mean rates of 8-10 Hz; 1.0 1/s
+kept them at 3.6 Hz). Always check the result by simulation (:func:`rww.evaluate.evaluate`).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+
+import torch
+
+from .params import get_preset, pack_parameters
+
+__all__ = ["RegionalLNAFit", "fit_regional_lna", "DEFAULT_BOUNDS"]
+
+# Default bounds of the per-region values (dimensionless): wide around the deco2014 defaults
+# (w_EE 1.4, w_EI 1.0), kept positive.
+DEFAULT_BOUNDS = {"w_EE": (0.05, 2.0), "w_EI": (0.2, 5.0), "J_NMDA": (0.05, 0.5),
+                  "I_0": (0.2, 0.5)}
+
+
+@dataclass
+class RegionalLNAFit:
+    """Outcome of :func:`fit_regional_lna`.
+
+    Attributes:
+        values: name -> ``(N,)`` float64 fitted per-region values.
+        fc_r: LNA FC correlation with the target at the end (upper triangle).
+        fc_level: mean of the LNA FC's upper triangle at the end.
+        leading_eigenvalue: at the end [1/s].
+        history: one dict per iteration (``loss``, ``fc_r``, ``fc_level``,
+            ``leading_eigenvalue``).
+        settings: the arguments that shaped the fit (JSON-ready).
+        seconds: wall time.
+    """
+
+    values: dict
+    fc_r: float
+    fc_level: float
+    leading_eigenvalue: float
+    history: list = field(default_factory=list)
+    settings: dict = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+def _upper(m: torch.Tensor) -> torch.Tensor:
+    n = m.shape[-1]
+    iu = torch.triu_indices(n, n, 1, device=m.device)
+    return m[..., iu[0], iu[1]]
+
+
+def _corr(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    a, b = a - a.mean(), b - b.mean()
+    return (a * b).sum() / (a.norm() * b.norm())
+
+
+def _check_bounds(name, start, bounds):
+    lo, hi = bounds
+    if not (lo < hi):
+        raise ValueError(f"bounds: {name} needs lo < hi, got ({lo}, {hi})")
+    bad = ~((start > lo) & (start < hi))
+    if bool(bad.any()):
+        raise ValueError(f"fit_regional_lna: the starting {name} ({start[bad][0].item():.4g} in "
+                         f"region {int(torch.nonzero(bad)[0])}) lies outside its bounds "
+                         f"({lo}, {hi}); widen bounds[{name!r}] or start inside them")
+
+
+def fit_regional_lna(sc: torch.Tensor, target_fc: torch.Tensor, params: dict, *,
+                     learn=("w_EE", "w_EI"), bounds: dict | None = None,
+                     haemo="deco2014", fic_target: float = 3.0, iterations: int = 200,
+                     lr: float = 0.05, margin: float = 1.0, margin_weight: float = 10.0,
+                     level: float | None = None, level_weight: float = 0.0,
+                     smoothness: float = 0.0, progress: bool = True) -> RegionalLNAFit:
+    """Fit per-region parameters so that the LNA's FC matches ``target_fc`` (module docstring).
+
+    Args:
+        sc: ``(N, N)`` coupling as simulated (e.g. the demo SC divided by its mean row sum).
+        target_fc: ``(N, N)`` empirical FC.
+        params: the other deco2014 parameters by name (numbers or ``(N,)``; at least ``G``,
+            absolute, not relative to G_c); the starting values of ``learn`` come from here
+            (or the preset defaults).
+        learn: per-region parameters to fit (names of :data:`rww.params.PARAM_NAMES`).
+        bounds: name -> ``(lo, hi)``; default :data:`DEFAULT_BOUNDS`.
+        haemo: haemodynamic model; fic_target: FIC target rate [Hz].
+        iterations, lr: Adam steps and learning rate (on the logistic scale).
+        margin: required distance of the leading eigenvalue from 0 [1/s]; margin_weight its
+            penalty weight.
+        level, level_weight: optional target for the LNA FC's mean (note the LNA underestimates
+            the simulated FC level near the bifurcation, :mod:`rww.linear`).
+        smoothness: weight of :func:`rww.objectives.smoothness_penalty` per learned map.
+        progress: tqdm bar.
+
+    Returns:
+        :class:`RegionalLNAFit`; ``values`` plug into :class:`rww.RWWBold` as ``(N,)`` tensors.
+
+    Raises:
+        ValueError: shapes, unknown names, a start outside its bounds, or a start where the FIC
+            fixed point is not stable (move G below G_c first).
+        rww.fic.FICFailed: analytic FIC fails at some iterate.
+    """
+    from .linear import lna
+    from .objectives import smoothness_penalty
+    from .params import PARAM_NAMES
+    preset = get_preset("deco2014")
+    sc64 = torch.as_tensor(sc, dtype=torch.float64)
+    n = sc64.shape[-1]
+    if sc64.shape != (n, n):
+        raise ValueError(f"sc: expected (N, N), got {tuple(sc64.shape)}")
+    fc64 = torch.as_tensor(target_fc, dtype=torch.float64, device=sc64.device)
+    if fc64.shape != (n, n):
+        raise ValueError(f"target_fc: expected ({n}, {n}) like sc, got {tuple(fc64.shape)}")
+    learn = tuple(learn)
+    if not learn:
+        raise ValueError("learn: name at least one parameter")
+    unknown = [k for k in list(learn) + list(params) if k not in PARAM_NAMES]
+    if unknown:
+        raise ValueError(f"unknown parameter(s) {unknown}; names are {PARAM_NAMES}")
+    if "G" not in params:
+        raise ValueError("params: give G (absolute)")
+    if not (iterations >= 1 and lr > 0 and margin >= 0):
+        raise ValueError("iterations >= 1, lr > 0 and margin >= 0 are required")
+    bounds = {**DEFAULT_BOUNDS, **(bounds or {})}
+    missing = [k for k in learn if k not in bounds]
+    if missing:
+        raise ValueError(f"bounds: give (lo, hi) for {missing}")
+    raw, lo_hi = {}, {}
+    for name in learn:
+        start = torch.as_tensor(params.get(name, preset.defaults[name]), dtype=torch.float64,
+                                device=sc64.device).expand(n).clone()
+        lo, hi = (float(b) for b in bounds[name])
+        _check_bounds(name, start, (lo, hi))
+        frac = (start - lo) / (hi - lo)
+        raw[name] = torch.log(frac / (1.0 - frac)).requires_grad_(True)
+        lo_hi[name] = (lo, hi)
+    fixed = {k: v for k, v in params.items() if k not in learn}
+    target = _upper(fc64)
+
+    def values_now():
+        return {k: lo_hi[k][0] + (lo_hi[k][1] - lo_hi[k][0]) * torch.sigmoid(raw[k])
+                for k in learn}
+
+    def evaluate_loss():
+        vals = values_now()
+        table = pack_parameters({**fixed, **vals}, preset, 1, n, torch.float64, sc64.device)
+        out = lna(table, sc64, haemo, fic_target)
+        up = _upper(out.fc[0])
+        r = _corr(up, target)
+        lead = out.leading_eigenvalue[0]
+        loss = -r + margin_weight * torch.relu(lead + margin) ** 2
+        lvl = up.mean()
+        if level is not None and level_weight:
+            loss = loss + level_weight * (lvl - level) ** 2
+        if smoothness:
+            loss = loss + smoothness * sum(smoothness_penalty(v, sc64) for v in vals.values())
+        return loss, r, lvl, lead
+
+    opt = torch.optim.Adam(list(raw.values()), lr=lr)
+    history = []
+    tick = time.perf_counter()
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+        bar = tqdm(total=iterations, desc="LNA fit", unit="it")
+    try:
+        for _ in range(iterations):
+            loss, r, lvl, lead = evaluate_loss()
+            opt.zero_grad()
+            loss.backward()
+            if not all(torch.isfinite(p.grad).all() for p in raw.values()):
+                raise FloatingPointError("fit_regional_lna: a non-finite gradient; lower lr or "
+                                         "raise margin")
+            opt.step()
+            history.append({"loss": float(loss.detach()), "fc_r": float(r.detach()),
+                            "fc_level": float(lvl.detach()),
+                            "leading_eigenvalue": float(lead.detach())})
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(fc_r=f"{history[-1]['fc_r']:.3f}",
+                                lead=f"{history[-1]['leading_eigenvalue']:.2f}/s")
+    finally:
+        if bar is not None:
+            bar.close()
+    with torch.no_grad():
+        _, r, lvl, lead = evaluate_loss()
+        vals = {k: v.detach().clone() for k, v in values_now().items()}
+    settings = dict(learn=list(learn), bounds={k: list(lo_hi[k]) for k in learn},
+                    fixed={k: (float(v) if not torch.is_tensor(v) or v.dim() == 0 else
+                               torch.as_tensor(v).tolist()) for k, v in fixed.items()},
+                    haemo=haemo if isinstance(haemo, str) else dict(haemo),
+                    fic_target=float(fic_target), iterations=iterations, lr=lr, margin=margin,
+                    margin_weight=margin_weight, level=level, level_weight=level_weight,
+                    smoothness=smoothness)
+    if not math.isfinite(float(r)):
+        raise FloatingPointError("fit_regional_lna: the final FC correlation is not finite")
+    return RegionalLNAFit(values=vals, fc_r=float(r), fc_level=float(lvl),
+                          leading_eigenvalue=float(lead), history=history, settings=settings,
+                          seconds=time.perf_counter() - tick)
