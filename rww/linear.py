@@ -24,16 +24,19 @@ Physics and Chemistry, 1981) and the Lyapunov covariance of a linear system is s
 Gardiner, Handbook of Stochastic Methods, sec. 4.4.6).
 
 What it is good for, measured on the embedded demo (Schaefer-100, the packaged fitted point,
-``examples/fit_lna.py``): the LNA's FC correlates 0.93-0.94 with a single simulated 1200-TR FC
-and 0.965 with the average of 8. It is not a substitute for simulating: the LNA's FC *level*
-was 0.16 where the simulations' was 0.26 (fluctuations near the bifurcation are not linear), the
-FCD needs simulations, and the LNA knows nothing of other attractors (a region that noise can
-kick to a high-activity state is invisible to it). Use it to shape FC patterns quickly (e.g.
+``examples/fit_lna.py``, dt 0.1 ms): the LNA's FC correlates 0.92-0.95 with one simulated
+1200-TR FC and 0.95 with the average of 4. It is not a substitute for simulating: the LNA's FC
+*level* was 0.16 where the simulations' was 0.26 (fluctuations near the bifurcation are not
+linear), the FCD needs simulations, and the LNA knows nothing of other attractors (a region that
+noise can kick to a high-activity state is invisible to it). On a 3-region network at small
+noise (sigma 0.0005 nA) simulated BOLD variances agree with the LNA's within 2%; at sigma 0.002
+they are 9-12% higher (``tests/test_linear.py``). Use it to shape FC patterns quickly (e.g.
 regional heterogeneity, :func:`fit_regional_lna`), then check by simulation.
 
 The Lyapunov equation is solved by :func:`scipy.linalg.solve_continuous_lyapunov`
 (Bartels-Stewart) on the CPU in float64; its gradient is the adjoint Lyapunov equation
-(:class:`_Lyapunov`). A 600 x 600 system (N = 100) takes about 0.3 s each way on one core.
+(:class:`_Lyapunov`). The cost grows as N^3: at N = 100 (a 600 x 600 system) one value and
+gradient took 0.9-2 s on the two shared cores of the development machine.
 """
 
 from __future__ import annotations

@@ -13,6 +13,11 @@
    :func:`rww.search.candidate_loss`) is the result, evaluated again at the contract's step
    (0.1 ms) with fresh realisations. Both screenings are reported: a refinement that did not help
    is said so, not hidden.
+4. **Optional: regional heterogeneity through the linear noise approximation**
+   (``RecipeConfig.lna_regional``, :mod:`rww.linear_fit`): from the chosen point, per-region
+   values fitted to the target FC through the LNA, then G and sigma re-screened by simulation at
+   ``lna_screen_dt`` (0.1 ms) with those values, beside the chosen point itself on the same
+   noise; the LNA point replaces it only if it screens better.
 
 :func:`fit_recipe` runs all three and writes ``params.json`` (accepted unchanged by
 ``rww simulate --params``), ``search.csv``/``search.json``, ``summary.json`` and figures.
@@ -70,6 +75,12 @@ class RecipeConfig:
             (:func:`rww.fit_control.convergence`, reported in :attr:`RecipeResult.convergence`);
             ``convergence_window`` ``None`` (the default) judges the last ``min(10, epochs)``
             epochs (at least 3: fewer epochs are reported as not judged).
+        lna_regional: parameters given per-region values by the LNA stage (e.g.
+            ``("w_EE", "w_EI")``; empty: no LNA stage). ``lna_iterations``, ``lna_margin``: of
+            :func:`rww.linear_fit.fit_regional_lna` (Adam steps; stability margin [1/s]).
+        lna_g_scales, lna_sigma_scales: the re-screen's grid, as factors of the chosen point's G
+            and sigma; ``lna_screen_dt``: its step [ms] (one realisation per point, 1 + the grid's
+            size simulations).
     """
 
     bounds: dict = field(default_factory=lambda: {"G_rel": (0.7, 1.0), "w_EE": (0.4, 1.4),
@@ -99,6 +110,14 @@ class RecipeConfig:
     convergence_window: int | None = None
     param_rtol: float = 0.02
     loss_rtol: float = 0.01
+    lna_regional: tuple = ()
+    lna_iterations: int = 300
+    lna_margin: float = 1.0
+    # examples/fit_lna.py's first screen (G x 0.94-1.02, sigma x 0.7-1.4) found its best at the
+    # lowest G and sigma, so the default grid reaches lower.
+    lna_g_scales: tuple = (0.88, 0.92, 0.96, 1.0)
+    lna_sigma_scales: tuple = (0.5, 0.7, 1.0)
+    lna_screen_dt: float = 0.1
 
     def verdict_settings(self) -> dict:
         """The refinement's :func:`rww.fit_control.convergence` settings (``convergence_window``
@@ -121,8 +140,10 @@ class RecipeResult:
         fit: the refinement's :class:`rww.fit.FitResult` (``None`` with ``epochs = 0``).
         evaluations: ``{"screening": {"search": dict, "refined": dict}, "final": dict}`` of
             :meth:`rww.evaluate.Evaluation.to_dict`: the screening at the search step that chose
-            the point (same noise for both), and the chosen point's evaluation at ``eval_dt``.
-        chosen: ``"search"`` or ``"refined"``.
+            the point (same noise for both), and the chosen point's evaluation at ``eval_dt``;
+            with the LNA stage also ``"lna"`` (:func:`lna_stage`'s record: the LNA fit, its
+            per-region values and the re-screen's rows).
+        chosen: ``"search"``, ``"refined"`` or ``"lna"``.
         timings: seconds of each stage.
         final: the chosen point's :class:`rww.evaluate.Evaluation` (with its simulated BOLD and
             FC, for figures).
@@ -375,10 +396,21 @@ def fit_recipe(sc, target: FitTarget, config: RecipeConfig | None = None, *, tr:
     losses = {k: _as_loss(v) for k, v in screening.items()}
     chosen = min(losses, key=losses.get)
     model = candidates[chosen]
+    lna_record = None
+    if config.lna_regional:
+        lna_tick = time.perf_counter()
+        lna_model, lna_record = lna_stage(sc, target, model, config, n_trs=n_trs, tr=tr,
+                                          hemispheres=hemispheres, backend=backend,
+                                          progress=progress, log=log)
+        if lna_model is not None:
+            model, chosen = lna_model, "lna"
+        timings["lna_s"] = time.perf_counter() - lna_tick
     ev = evaluate(model, target, n_trs=n_trs, burn_in_trs=config.burn_in_trs,
                   n_realisations=config.eval_realisations, seed=config.seed + 2000,
                   dt=config.eval_dt, hemispheres=hemispheres, progress=progress)
     evaluations = {"screening": screening, "final": ev.to_dict()}
+    if lna_record is not None:
+        evaluations["lna"] = lna_record
     log(f"evaluate {chosen} (dt {ev.settings['dt']} ms, {config.eval_realisations} "
         f"realisations): FC r {ev['fc_r_single']:.3f} single / {ev['fc_r']:.3f} averaged, "
         f"FCD KS {_fmt(ev['fcd_ks'])}, mean r_E {_fmt(ev['rate_mean'], 2)} Hz")
@@ -389,6 +421,98 @@ def fit_recipe(sc, target: FitTarget, config: RecipeConfig | None = None, *, tr:
             json.dump(params, fh, indent=1)
     return RecipeResult(model, params, result, fit_result, evaluations, chosen, timings, ev,
                         verdict)
+
+
+def lna_stage(sc, target: FitTarget, model: RWWBold, config: RecipeConfig, *, n_trs: int,
+              tr: float = 0.72, hemispheres=None, backend: str = "auto", progress: bool = True,
+              log=print):
+    """The recipe's optional fourth stage (module docstring): per-region ``config.lna_regional``
+    fitted to the target FC through the LNA from ``model``'s point, then a re-screen of G and
+    sigma by simulation with those values.
+
+    The re-screen simulates, as one batch on the same noise at ``config.lna_screen_dt``, the
+    point as given (row 0) and every G x sigma of ``config.lna_g_scales`` x
+    ``config.lna_sigma_scales`` with the LNA's values, one realisation of ``n_trs`` TRs each, and
+    ranks them by :func:`rww.search.candidate_loss` (FC r, FC level, FCD KS, rates outside the
+    band).
+
+    Returns:
+        ``(lna_model, record)``: the best re-screened point as an :class:`rww.RWWBold` at
+        ``config.search_dt`` (absolute G, FIC at ``config.fic``), or ``None`` when the given
+        point screened best; ``record`` (JSON-ready): the LNA fit (``fc_r``, ``fc_level``,
+        ``leading_eigenvalue``, ``seconds``, ``settings``), ``values`` (name -> N floats),
+        ``screen`` (one row per point: G, sigma, scores, loss) and ``best`` (its row index).
+    """
+    import itertools
+
+    from .linear_fit import fit_regional_lna
+    from .scoring import prepare_target, score_bold
+    from .search import DEFAULT_RATE_BAND
+    log = log or (lambda *_: None)
+    sc = torch.as_tensor(sc, dtype=torch.float32)
+    n = sc.shape[-1]
+    start = {k: v for k, v in params_json(model).items() if k not in ("fic", "haemo", "record")}
+    fic = float(model.fic_target.flatten()[0]) if model.fic_target is not None else config.fic
+    scoring = prepare_target(target, n)
+    fit_ = fit_regional_lna(sc, scoring.fc, start, learn=config.lna_regional, haemo=model.haemo,
+                            fic_target=fic, iterations=config.lna_iterations,
+                            margin=config.lna_margin, progress=progress)
+    log(f"lna: {', '.join(config.lna_regional)} per region in {fit_.seconds:.0f} s; LNA FC r "
+        f"{fit_.history[0]['fc_r']:.3f} -> {fit_.fc_r:.3f}, leading eigenvalue "
+        f"{fit_.leading_eigenvalue:.2f}/s")
+    sigma0 = float(torch.as_tensor(start.get("sigma", model.preset.defaults["sigma"])))
+    g0 = float(start["G"])
+    grid = [(g0, sigma0, False)] + [(g0 * gs, sigma0 * ss, True) for gs, ss in
+                                    itertools.product(config.lna_g_scales,
+                                                      config.lna_sigma_scales)]
+    b = len(grid)
+
+    def batch_values(use_lna: bool):
+        source = {**{k: model.preset.defaults[k] for k in fit_.values}, **start}
+        if use_lna:
+            source.update({k: v.tolist() for k, v in fit_.values.items()})
+        return {k: torch.as_tensor(v, dtype=torch.float32) for k, v in source.items()
+                if k not in ("G", "sigma")}
+    per_row = [batch_values(use) for _, _, use in grid]
+    stacked = {k: torch.stack([row[k].expand(n) for row in per_row]) for k in per_row[-1]}
+    screen_model = RWWBold(sc, dt=config.lna_screen_dt, tr=tr, batch=b, fic=fic,
+                           backend=backend, haemo=model.haemo,
+                           G=torch.tensor([g for g, _, _ in grid]),
+                           sigma=torch.tensor([s for _, s, _ in grid]), **stacked)
+    burn = config.burn_in_trs
+    with torch.no_grad():
+        res = screen_model.simulate(burn + n_trs, seed=config.seed + 3000, record=("r_E",))
+    rows = []
+    low, high = DEFAULT_RATE_BAND
+    for i, (g, s, use) in enumerate(grid):
+        rate = res.records["r_E"][i, burn:].to(torch.float64).mean(0)
+        excess = float((torch.relu(rate - high) + torch.relu(low - rate)).mean())
+        scores = score_bold(res.bold[i:i + 1, burn:], scoring, hemispheres=hemispheres,
+                            rate_e=res.records["r_E"][i:i + 1, burn:])
+        row = {"G": g, "sigma": s, "lna_values": use, "rate_excess": excess,
+               **{k: (None if v is None else float(v)) for k, v in scores.items()}}
+        row["loss"] = float(candidate_loss(
+            {k: [row[k] if row.get(k) is not None else np.nan]
+             for k in ("fc_r", "fc_level_diff", "fcd_ks", "rate_excess")})[0])
+        rows.append(row)
+    best = min(range(b), key=lambda i: rows[i]["loss"])
+    r0, rb = rows[0], rows[best]
+    which = "the given point" if best == 0 else f"G {rb['G']:.4g}, sigma {rb['sigma']:.4g}"
+    log(f"lna screen (dt {config.lna_screen_dt} ms, {b} points): given point FC r "
+        f"{r0['fc_r']:.3f}, FCD KS {_fmt(r0.get('fcd_ks'))}, loss {r0['loss']:.3f}; best "
+        f"{which}: FC r {rb['fc_r']:.3f}, FCD KS {_fmt(rb.get('fcd_ks'))}, loss "
+        f"{rb['loss']:.3f}")
+    record = {"fit": {"fc_r": fit_.fc_r, "fc_r_start": fit_.history[0]["fc_r"],
+                      "fc_level": fit_.fc_level, "leading_eigenvalue": fit_.leading_eigenvalue,
+                      "seconds": fit_.seconds, "settings": fit_.settings},
+              "values": {k: v.tolist() for k, v in fit_.values.items()},
+              "screen": rows, "best": best, "screen_dt": config.lna_screen_dt}
+    if best == 0:
+        return None, record
+    values = batch_values(True)
+    lna_model = RWWBold(sc, dt=config.search_dt, tr=tr, fic=fic, backend=backend,
+                        haemo=model.haemo, G=rb["G"], sigma=rb["sigma"], **values)
+    return lna_model, record
 
 
 def refinement_verdict(fit_result, config: RecipeConfig) -> dict:

@@ -60,6 +60,13 @@ def add_recipe_arguments(p):
                      help="learned parameters given the --maps as regional maps (e.g. w_EE)")
     grp.add_argument("--eval-realisations", type=int, metavar="N",
                      help="noise realisations of the final evaluation (default 2)")
+    grp.add_argument("--lna-regional", metavar="NAME,...",
+                     help="after the refinement, fit these parameters per region (e.g. "
+                          "w_EE,w_EI) to the target FC through the linear noise approximation, "
+                          "then re-screen G and sigma by simulation at dt 0.1 ms; kept only if "
+                          "it screens better (rww.linear_fit; a few minutes at N = 100)")
+    grp.add_argument("--lna-iterations", type=int, metavar="N",
+                     help="Adam steps of the LNA fit (default 300)")
     grp.add_argument("--eval-dt", type=float, default=0.1, metavar="MS",
                      help="step of the final evaluation [ms] (default 0.1, the contract's step; "
                           "coarser only for quick checks)")
@@ -134,6 +141,20 @@ def run_recipe(args, sc, labels, connectome, demo, target, held_out: dict) -> in
     if args.search == "cma" and args.candidates is not None and args.candidates < 2:
         raise ValueError(f"--candidates: CMA-ES needs a population of at least 2, got "
                          f"{args.candidates}")
+    lna_regional = _names(getattr(args, "lna_regional", None))
+    from ..linear_fit import DEFAULT_BOUNDS
+    unknown = [p for p in lna_regional if p not in DEFAULT_BOUNDS]
+    if unknown:
+        raise ValueError(f"--lna-regional: {unknown} cannot be fitted per region here; choose "
+                         f"from {sorted(DEFAULT_BOUNDS)}")
+    lna_iterations = getattr(args, "lna_iterations", None)
+    if lna_iterations is not None and lna_iterations < 1:
+        raise ValueError(f"--lna-iterations: must be at least 1, got {lna_iterations}")
+    if lna_iterations is not None and not lna_regional:
+        raise ValueError("--lna-iterations: needs --lna-regional")
+    lna = {"lna_regional": tuple(lna_regional)}
+    if lna_iterations is not None:
+        lna["lna_iterations"] = lna_iterations
     config = RecipeConfig(
         bounds=bounds, method=args.search,
         n_candidates=pick(args.candidates, "candidates"), generations=args.generations,
@@ -141,14 +162,16 @@ def run_recipe(args, sc, labels, connectome, demo, target, held_out: dict) -> in
         map_params=tuple(map_params), epochs=pick(args.epochs, "epochs"),
         lr=pick(args.lr, "lr"), realisations=pick(args.realisations, "realisations"),
         eval_realisations=pick(args.eval_realisations, "eval_realisations"),
-        eval_dt=args.eval_dt, seed=args.seed, weights=weights,
+        eval_dt=args.eval_dt, seed=args.seed, weights=weights, **lna,
         **{key: getattr(args, key) for key in ("convergence_window", "param_rtol", "loss_rtol")
            if getattr(args, key, None) is not None})
     hemispheres = demo.hemispheres if demo is not None else None
     n_trs = args.n_trs or (target.bold.shape[0] if target.bold is not None else 1200)
     print(f"rww fit (recipe): {config.method} search of {config.n_candidates} candidates over "
           f"{', '.join(config.bounds)} ({n_trs} TRs at dt {config.search_dt} ms), then "
-          f"{config.epochs} refinement epochs of {', '.join(learn)}", file=sys.stderr)
+          f"{config.epochs} refinement epochs of {', '.join(learn)}"
+          + (f", then per-region {', '.join(lna_regional)} through the LNA"
+             if lna_regional else ""), file=sys.stderr)
     try:
         result = fit_recipe(sc, target, config, tr=args.tr or 0.72, n_trs=n_trs,
                             hemispheres=hemispheres, backend=args.backend, out=args.out,
@@ -217,8 +240,9 @@ def run_recipe(args, sc, labels, connectome, demo, target, held_out: dict) -> in
         print(f"rww fit: warning: refinement {verdict['reason']}; rerun with at least "
               f"{verdict['window']} --epochs{fewer}: {resume}", file=sys.stderr)
     elif verdict["converged"] is False:
-        kept = ("the search point was kept (it screened better)" if result.chosen == "search"
-                else "the refined point may still change")
+        kept = {"search": "the search point was kept (it screened better)",
+                "lna": "the LNA point built on it screened best"}.get(
+                    result.chosen, "the refined point may still change")
         print(f"rww fit: warning: refinement {verdict['reason']}; {kept}: rerun with more "
               f"--epochs to continue it: {resume}", file=sys.stderr)
     return 0
