@@ -83,7 +83,7 @@ class _Lyapunov(torch.autograd.Function):
         return 2.0 * lam @ sigma, lam
 
 
-def lyapunov(a: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+def lyapunov(a: torch.Tensor, q: torch.Tensor, *, check_stable: bool = True) -> torch.Tensor:
     """Solve ``A Sigma + Sigma A^T + Q = 0`` (the stationary covariance of ``dz = A z dt + dW``
     with ``Cov(dW) = Q dt``).
 
@@ -91,6 +91,7 @@ def lyapunov(a: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
         a: ``(n, n)`` or ``(B, n, n)`` float64 drift matrix whose eigenvalues all have negative
             real parts (else no stationary covariance exists: ``ValueError``).
         q: ``(n, n)`` or ``(B, n, n)`` float64 symmetric noise covariance rate.
+        check_stable: check the eigenvalues of ``a`` first (skip only when the caller has).
 
     Returns:
         ``Sigma`` of the shape of ``a``, float64, symmetric; differentiable in ``a`` and ``q``
@@ -104,9 +105,10 @@ def lyapunov(a: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
             raise ValueError(f"lyapunov: {name} must be (n, n) or (B, n, n), got {tuple(t.shape)}")
     if a.shape != q.shape:
         raise ValueError(f"lyapunov: a {tuple(a.shape)} and q {tuple(q.shape)} differ in shape")
-    with torch.no_grad():
-        lead = torch.linalg.eigvals(a.detach().cpu()).real.amax(dim=-1)
-    if bool((lead >= 0).any()):
+    if check_stable:
+        with torch.no_grad():
+            lead = torch.linalg.eigvals(a.detach().cpu()).real.amax(dim=-1)
+    if check_stable and bool((lead >= 0).any()):
         raise ValueError(f"lyapunov: the system is not stable (largest real part of an "
                          f"eigenvalue {float(lead.max()):.4g} >= 0); no stationary covariance "
                          "exists. Move away from the bifurcation (lower G or w_EE)")
@@ -270,8 +272,14 @@ def lna(params: torch.Tensor, coupling: torch.Tensor, haemo: dict | str = "deco2
     """
     a, q, out, fic = linear_system(params, coupling, haemo, target_rate)
     n = out.shape[1]
+    # The eigenvalues of the block-triangular A are the neural Jacobian's and the Balloon's
+    # (stable by construction), so the neural block decides stability.
     lead = torch.linalg.eigvals(a[:, :2 * n, :2 * n]).real.amax(dim=-1)
-    state_cov = lyapunov(a, q)
+    if bool((lead.detach() >= 0).any()):
+        raise ValueError(f"lna: the FIC fixed point is not stable (leading eigenvalue "
+                         f"{float(lead.detach().max()):.4g}/s >= 0): no stationary covariance "
+                         "exists. Lower G below G_c (rww.stability.critical_coupling) or w_EE")
+    state_cov = lyapunov(a, q, check_stable=False)
     bold_cov = out @ state_cov @ out.transpose(-1, -2)
     sd = torch.sqrt(torch.diagonal(bold_cov, dim1=-2, dim2=-1))
     fc = bold_cov / (sd.unsqueeze(-1) * sd.unsqueeze(-2))

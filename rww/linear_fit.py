@@ -10,10 +10,12 @@ transform started at the given value):
     + smoothness * sum_v smoothness_penalty(v, SC)        (optional, rww.objectives)
 
 ``lambda_max`` is the leading eigenvalue of the neural Jacobian at the FIC fixed point
-[1/s]. The stability margin matters beyond the LNA: near the bifurcation the noise carries
-simulations off the FIC point into high-rate states the LNA cannot see (measured on the demo,
-``examples/fit_lna.py``: margins of 0.5-0.75 1/s gave simulated mean rates of 8-10 Hz; 1.0 1/s
-kept them at 3.6 Hz). Always check the result by simulation (:func:`rww.evaluate.evaluate`).
+[1/s]. The LNA sees only that fixed point: with noise, simulations can leave it for high-rate
+states it cannot see. Measured on the demo (``examples/fit_lna.py``, margin 1.0/s): the fitted
+points simulated at the start's G ran at mean rates of 7.3-7.5 Hz (the largest region 19-23 Hz)
+instead of the FIC target's 3 Hz, and only 0.39 of the LNA's 0.45 FC r survived; lowering G by
+6% and sigma by 30% (chosen by simulation) gave FC r 0.45 with the target's FCD. So always check
+and re-screen by simulation: the recipe's LNA stage (:func:`rww.recipe.lna_stage`) does both.
 """
 
 from __future__ import annotations

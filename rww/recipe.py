@@ -113,9 +113,10 @@ class RecipeConfig:
     lna_regional: tuple = ()
     lna_iterations: int = 300
     lna_margin: float = 1.0
-    # examples/fit_lna.py's first screen (G x 0.94-1.02, sigma x 0.7-1.4) found its best at the
-    # lowest G and sigma, so the default grid reaches lower.
-    lna_g_scales: tuple = (0.88, 0.92, 0.96, 1.0)
+    # Measured screens found their best at their grids' lowest G (examples/fit_lna.py: G x 0.94
+    # of 0.94-1.02, sigma x 0.7 of 0.7-1.4; rww fit --demo: G x 0.88 of 0.88-1.0), so the
+    # default grid reaches lower.
+    lna_g_scales: tuple = (0.8, 0.85, 0.9, 0.95, 1.0)
     lna_sigma_scales: tuple = (0.5, 0.7, 1.0)
     lna_screen_dt: float = 0.1
 
