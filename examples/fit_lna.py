@@ -265,8 +265,9 @@ def write_report(out: str):
         lines += ["", "Best by loss, evaluated at 0.1 ms:", "", head,
                   _line(f"G {scr['best']['G']:.4g}, sigma {scr['best']['sigma']:.4g}",
                         scr["scores"])]
-    lines += ["", f"Total time {s.get('total_s', float('nan')):.0f} s on {s['machine']['cpus']} "
-                  "CPUs."]
+    times = ", ".join(f"{name} {f['timings']['lna_fit_s']:.0f} s" for name, f in s["fits"].items())
+    lines += ["", f"LNA fits ({s['machine']['cpus']} CPUs): {times}. The last invocation took "
+                  f"{s.get('total_s', float('nan')):.0f} s in all."]
     with open(os.path.join(out, "summary.md"), "w") as fh:
         fh.write("\n".join(lines) + "\n")
     print("\n".join(lines))
@@ -290,6 +291,9 @@ def plot(s: dict, path: str):
     ax = axes[1]
     names = ["start"] + list(fits)
     sim = [s["fidelity"]["simulated"]] + [f["scores"]["group"] for f in fits.values()]
+    if "fcd_screen" in fits.get("w_EE_w_EI", {}):
+        names.append("w_EE_w_EI\n+ G, sigma screen")
+        sim.append(fits["w_EE_w_EI"]["fcd_screen"]["scores"])
     x = np.arange(len(names))
     ax.bar(x - 0.2, [e["fc_r_single"] for e in sim], 0.4, label="FC r (one simulation)")
     ax.bar(x + 0.2, [e["fcd_ks"] for e in sim], 0.4, label="FCD KS")
