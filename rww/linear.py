@@ -98,10 +98,12 @@ def lyapunov(a: torch.Tensor, q: torch.Tensor, *, check_stable: bool = True) -> 
         (adjoint Lyapunov equation). Solved on the CPU by scipy, returned on ``a``'s device.
     """
     for name, t in (("a", a), ("q", q)):
+        if torch.is_tensor(t) and t.numel() and not bool(torch.isfinite(t).all()):
+            raise ValueError(f"lyapunov: {name} has non-finite entries")
         if not torch.is_tensor(t) or t.dtype != torch.float64:
             raise TypeError(f"lyapunov: {name} must be a float64 tensor, got "
                             f"{getattr(t, 'dtype', type(t).__name__)}")
-        if t.dim() not in (2, 3) or t.shape[-1] != t.shape[-2]:
+        if t.dim() not in (2, 3) or t.shape[-1] != t.shape[-2] or 0 in t.shape:
             raise ValueError(f"lyapunov: {name} must be (n, n) or (B, n, n), got {tuple(t.shape)}")
     if a.shape != q.shape:
         raise ValueError(f"lyapunov: a {tuple(a.shape)} and q {tuple(q.shape)} differ in shape")
@@ -111,7 +113,7 @@ def lyapunov(a: torch.Tensor, q: torch.Tensor, *, check_stable: bool = True) -> 
     if check_stable and bool((lead >= 0).any()):
         raise ValueError(f"lyapunov: the system is not stable (largest real part of an "
                          f"eigenvalue {float(lead.max()):.4g} >= 0); no stationary covariance "
-                         "exists. Move away from the bifurcation (lower G or w_EE)")
+                         "exists")
     if a.dim() == 2:
         return _Lyapunov.apply(a, q)
     return torch.stack([_Lyapunov.apply(a[b], q[b]) for b in range(a.shape[0])])
@@ -181,7 +183,7 @@ def linear_system(params: torch.Tensor, coupling: torch.Tensor, haemo: dict | st
             row is replaced by analytic FIC's.
         coupling: ``(N, N)`` or ``(B, N, N)``.
         haemo: haemodynamic model name or constants (:func:`rww.params.resolve_haemo`).
-        target_rate: FIC target [Hz], a number or ``(B,)``.
+        target_rate: FIC target [Hz], a number or a ``(B, 1)`` tensor (one per simulation).
 
     Returns:
         ``(A, Q, L, fic)``: ``A`` ``(B, 6N, 6N)`` [1/s], ``Q`` ``(B, 6N, 6N)`` [1/s], ``L``
@@ -195,8 +197,9 @@ def linear_system(params: torch.Tensor, coupling: torch.Tensor, haemo: dict | st
     from .fic import FICFailed
     from .stability import _fic_jacobian64
     preset = get_preset("deco2014")
-    haemo = resolve_haemo(preset, haemo) if not isinstance(haemo, dict) or "k_1" not in haemo \
-        else haemo
+    from .params import HAEMO_NAMES
+    if not (isinstance(haemo, dict) and all(k in haemo for k in HAEMO_NAMES)):
+        haemo = resolve_haemo(preset, haemo)       # a name, or a dict of overrides
     neural, fic = _fic_jacobian64(params, coupling, None, target_rate, "deco2014", "linear_system")
     if bool(fic.failed.any()):
         raise FICFailed(fic.describe() + "; the LNA needs the FIC fixed point")
@@ -213,6 +216,10 @@ def linear_system(params: torch.Tensor, coupling: torch.Tensor, haemo: dict | st
             a[:, rows, (2 + j) * n:(3 + j) * n] = torch.diag_embed(jac_b[..., i, j])
     p = params.to(torch.float64)
     sigma = p[_sigma_row()].expand(batch, n)
+    if not bool((sigma.detach() > 0).all()):
+        raise ValueError("the LNA needs a positive noise amplitude sigma in every region and "
+                         f"simulation (got min {float(sigma.detach().min()):.4g} nA): with none "
+                         "there is no stationary covariance to correlate")
     noise = 1000.0 * sigma ** 2                               # per second on S_E and S_I
     q = a.new_zeros(batch, 6 * n, 6 * n)
     q[:, :2 * n, :2 * n] = torch.diag_embed(torch.cat([noise, noise], dim=-1))
@@ -256,10 +263,12 @@ def lna(params: torch.Tensor, coupling: torch.Tensor, haemo: dict | str = "deco2
     Args:
         params: ``(P, Bp, Np)`` deco2014 table (:func:`rww.params.pack_parameters`); ``w_IE``
             is set by analytic FIC at ``target_rate`` (the LNA linearises at the FIC fixed
-            point); ``sigma`` [nA] sets the noise (FC does not depend on it).
+            point); ``sigma`` [nA] sets the noise (a sigma uniform over regions scales the
+            covariance and leaves the FC unchanged; one that differs between regions does
+            change it). Must be positive.
         coupling: ``(N, N)`` or ``(B, N, N)`` (normalised SC, as simulated).
-        haemo: haemodynamic model (name or constants).
-        target_rate: FIC target [Hz].
+        haemo: haemodynamic model (name, or a dict of constants or overrides).
+        target_rate: FIC target [Hz], a number or a ``(B, 1)`` tensor.
 
     Returns:
         :class:`LNAResult`, float64, on the device of ``params``; differentiable in ``params``,
@@ -268,7 +277,7 @@ def lna(params: torch.Tensor, coupling: torch.Tensor, haemo: dict | str = "deco2
     Raises:
         rww.fic.FICFailed: analytic FIC failed in some region.
         ValueError: the FIC fixed point is not stable (at or beyond the bifurcation, G >= G_c):
-            no stationary covariance exists.
+            no stationary covariance exists; or sigma is not positive.
     """
     a, q, out, fic = linear_system(params, coupling, haemo, target_rate)
     n = out.shape[1]

@@ -22,13 +22,15 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from dataclasses import dataclass, field
 
 import torch
 
+from .fic import FICFailed
 from .params import get_preset, pack_parameters
 
-__all__ = ["RegionalLNAFit", "fit_regional_lna", "DEFAULT_BOUNDS"]
+__all__ = ["RegionalLNAFit", "fit_regional_lna", "check_learn", "DEFAULT_BOUNDS"]
 
 # Default bounds of the per-region values (dimensionless): wide around the deco2014 defaults
 # (w_EE 1.4, w_EI 1.0), kept positive.
@@ -71,15 +73,55 @@ def _corr(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return (a * b).sum() / (a.norm() * b.norm())
 
 
+# Parameters that cannot be fitted per region here: w_IE is set by FIC, G is one global
+# coupling, sigma does not change the LNA's FC (the noise scales the whole covariance).
+NOT_REGIONAL = {"w_IE": "it is set by FIC", "G": "it is one global coupling",
+                "sigma": "a uniform noise does not change the LNA's FC"}
+
+
+def check_learn(learn, bounds: dict | None = None) -> tuple:
+    """``learn`` as a tuple of distinct parameter names that can be fitted per region, with
+    bounds (default or given); ``ValueError`` saying what is wrong otherwise."""
+    from .params import PARAM_NAMES
+    if isinstance(learn, str) or not all(isinstance(k, str) for k in learn):
+        raise ValueError(f"learn: a sequence of parameter names, e.g. ('w_EE', 'w_EI'), got "
+                         f"{learn!r}")
+    learn = tuple(learn)
+    if not learn:
+        raise ValueError("learn: name at least one parameter")
+    if len(set(learn)) != len(learn):
+        raise ValueError(f"learn: {list(learn)} names a parameter twice")
+    unknown = [k for k in learn if k not in PARAM_NAMES]
+    if unknown:
+        raise ValueError(f"learn: unknown parameter(s) {unknown}; names are {PARAM_NAMES}")
+    for name, why in NOT_REGIONAL.items():
+        if name in learn:
+            raise ValueError(f"learn: {name} cannot be fitted per region ({why})")
+    bounds = {**DEFAULT_BOUNDS, **(bounds or {})}
+    missing = [k for k in learn if k not in bounds]
+    if missing:
+        raise ValueError(f"bounds: give (lo, hi) for {missing} (defaults exist for "
+                         f"{sorted(DEFAULT_BOUNDS)})")
+    for name in learn:
+        b = bounds[name]
+        try:
+            lo, hi = (float(x) for x in b)
+        except (TypeError, ValueError):
+            raise ValueError(f"bounds: {name} needs a pair (lo, hi) of numbers, got {b!r}") \
+                from None
+        if not (lo < hi):
+            raise ValueError(f"bounds: {name} needs lo < hi, got ({lo}, {hi})")
+    return learn
+
+
 def _check_bounds(name, start, bounds):
     lo, hi = bounds
-    if not (lo < hi):
-        raise ValueError(f"bounds: {name} needs lo < hi, got ({lo}, {hi})")
     bad = ~((start > lo) & (start < hi))
     if bool(bad.any()):
         raise ValueError(f"fit_regional_lna: the starting {name} ({start[bad][0].item():.4g} in "
-                         f"region {int(torch.nonzero(bad)[0])}) lies outside its bounds "
-                         f"({lo}, {hi}); widen bounds[{name!r}] or start inside them")
+                         f"region {int(torch.nonzero(bad)[0])}) is not strictly inside its "
+                         f"bounds ({lo}, {hi}); widen bounds[{name!r}] (in the recipe: "
+                         "RecipeConfig(lna_bounds=...)) or start inside them")
 
 
 def fit_regional_lna(sc: torch.Tensor, target_fc: torch.Tensor, params: dict, *,
@@ -96,8 +138,11 @@ def fit_regional_lna(sc: torch.Tensor, target_fc: torch.Tensor, params: dict, *,
         params: the other deco2014 parameters by name (numbers or ``(N,)``; at least ``G``,
             absolute, not relative to G_c); the starting values of ``learn`` come from here
             (or the preset defaults).
-        learn: per-region parameters to fit (names of :data:`rww.params.PARAM_NAMES`).
-        bounds: name -> ``(lo, hi)``; default :data:`DEFAULT_BOUNDS`.
+        learn: per-region parameters to fit (a sequence of names of
+            :data:`rww.params.PARAM_NAMES`, not ``w_IE``, ``G`` or ``sigma``: see
+            :data:`NOT_REGIONAL`).
+        bounds: name -> ``(lo, hi)``; default :data:`DEFAULT_BOUNDS`. Each start must lie
+            strictly inside.
         haemo: haemodynamic model; fic_target: FIC target rate [Hz].
         iterations, lr: Adam steps and learning rate (on the logistic scale).
         margin: required distance of the leading eigenvalue from 0 [1/s]; margin_weight its
@@ -108,12 +153,21 @@ def fit_regional_lna(sc: torch.Tensor, target_fc: torch.Tensor, params: dict, *,
         progress: tqdm bar.
 
     Returns:
-        :class:`RegionalLNAFit`; ``values`` plug into :class:`rww.RWWBold` as ``(N,)`` tensors.
+        :class:`RegionalLNAFit` at the iterate with the lowest loss (not necessarily the last);
+        ``values`` plug into :class:`rww.RWWBold` as ``(N,)`` tensors. An iterate where the
+        fixed point is lost (unstable, or FIC failing) ends the fit with a ``RuntimeWarning``;
+        ``settings["stopped"]`` says why (``None`` when all iterations ran).
 
     Raises:
-        ValueError: shapes, unknown names, a start outside its bounds, or a start where the FIC
-            fixed point is not stable (move G below G_c first).
-        rww.fic.FICFailed: analytic FIC fails at some iterate.
+        ValueError: shapes, names, bounds, a target FC that is not finite or constant, a start
+            outside its bounds, or a start where the FIC fixed point is not stable (move G below
+            G_c first).
+        rww.fic.FICFailed: analytic FIC fails at the start.
+        FloatingPointError: a non-finite loss or gradient (e.g. sigma = 0).
+
+    Warns:
+        RuntimeWarning: the start lies within the stability margin (short fits then mostly move
+            away from the bifurcation), or the fit stopped early.
     """
     from .linear import lna
     from .objectives import smoothness_penalty
@@ -126,24 +180,28 @@ def fit_regional_lna(sc: torch.Tensor, target_fc: torch.Tensor, params: dict, *,
     fc64 = torch.as_tensor(target_fc, dtype=torch.float64, device=sc64.device)
     if fc64.shape != (n, n):
         raise ValueError(f"target_fc: expected ({n}, {n}) like sc, got {tuple(fc64.shape)}")
-    learn = tuple(learn)
-    if not learn:
-        raise ValueError("learn: name at least one parameter")
-    unknown = [k for k in list(learn) + list(params) if k not in PARAM_NAMES]
+    if not bool(torch.isfinite(_upper(fc64)).all()) or float(_upper(fc64).std()) == 0.0:
+        raise ValueError("target_fc: its upper triangle must be finite and not constant (a "
+                         "correlation with a constant pattern is undefined); check the FC file")
+    learn = check_learn(learn, bounds)
+    unknown = [k for k in params if k not in PARAM_NAMES]
     if unknown:
-        raise ValueError(f"unknown parameter(s) {unknown}; names are {PARAM_NAMES}")
+        raise ValueError(f"params: unknown parameter(s) {unknown}; names are {PARAM_NAMES}")
     if "G" not in params:
         raise ValueError("params: give G (absolute)")
-    if not (iterations >= 1 and lr > 0 and margin >= 0):
-        raise ValueError("iterations >= 1, lr > 0 and margin >= 0 are required")
+    if not (isinstance(iterations, int) and iterations >= 1):
+        raise ValueError(f"iterations: a whole number >= 1, got {iterations!r}")
+    if not (lr > 0 and margin >= 0):
+        raise ValueError(f"lr must be > 0 and margin >= 0, got lr={lr}, margin={margin}")
     bounds = {**DEFAULT_BOUNDS, **(bounds or {})}
-    missing = [k for k in learn if k not in bounds]
-    if missing:
-        raise ValueError(f"bounds: give (lo, hi) for {missing}")
     raw, lo_hi = {}, {}
     for name in learn:
         start = torch.as_tensor(params.get(name, preset.defaults[name]), dtype=torch.float64,
-                                device=sc64.device).expand(n).clone()
+                                device=sc64.device)
+        if start.dim() > 1 or (start.dim() == 1 and start.shape[0] != n):
+            raise ValueError(f"params: {name} must be a number or ({n},) per region, got shape "
+                             f"{tuple(start.shape)}")
+        start = start.expand(n).clone()
         lo, hi = (float(b) for b in bounds[name])
         _check_bounds(name, start, (lo, hi))
         frac = (start - lo) / (hi - lo)
@@ -173,14 +231,35 @@ def fit_regional_lna(sc: torch.Tensor, target_fc: torch.Tensor, params: dict, *,
 
     opt = torch.optim.Adam(list(raw.values()), lr=lr)
     history = []
+    best = None                    # (loss, raw values) of the best iterate so far
+    stopped = None
     tick = time.perf_counter()
     bar = None
     if progress:
         from tqdm.auto import tqdm
         bar = tqdm(total=iterations, desc="LNA fit", unit="it")
     try:
-        for _ in range(iterations):
-            loss, r, lvl, lead = evaluate_loss()
+        for it in range(iterations):
+            try:
+                loss, r, lvl, lead = evaluate_loss()
+            except (ValueError, FICFailed) as err:
+                if it == 0:
+                    raise
+                stopped = (f"stopped at iteration {it}: {err} (the best earlier iterate is "
+                           "returned; lower lr or raise margin)")
+                warnings.warn(f"fit_regional_lna: {stopped}", RuntimeWarning, stacklevel=2)
+                break
+            if not math.isfinite(float(loss.detach())):
+                raise FloatingPointError(f"fit_regional_lna: the loss is not finite at iteration "
+                                         f"{it}; check sigma > 0 and the inputs")
+            if it == 0 and float(lead.detach()) > -margin:
+                warnings.warn(f"fit_regional_lna: the start lies within the stability margin "
+                              f"(leading eigenvalue {float(lead.detach()):.3g}/s > -{margin}/s): "
+                              "the first steps move away from the bifurcation before they fit "
+                              "the FC; give more iterations or a smaller margin",
+                              RuntimeWarning, stacklevel=2)
+            if best is None or float(loss.detach()) < best[0]:
+                best = (float(loss.detach()), {k: v.detach().clone() for k, v in raw.items()})
             opt.zero_grad()
             loss.backward()
             if not all(torch.isfinite(p.grad).all() for p in raw.values()):
@@ -194,10 +273,20 @@ def fit_regional_lna(sc: torch.Tensor, target_fc: torch.Tensor, params: dict, *,
                 bar.update(1)
                 bar.set_postfix(fc_r=f"{history[-1]['fc_r']:.3f}",
                                 lead=f"{history[-1]['leading_eigenvalue']:.2f}/s")
+        if stopped is None:                       # the last step's result counts too
+            try:
+                loss, *_ = evaluate_loss()
+                if float(loss.detach()) < best[0]:
+                    best = (float(loss.detach()), {k: v.detach().clone() for k, v in raw.items()})
+            except (ValueError, FICFailed) as err:
+                stopped = f"the last step left the valid region ({err}); the best earlier " \
+                          "iterate is returned"
     finally:
         if bar is not None:
             bar.close()
     with torch.no_grad():
+        for k in raw:
+            raw[k].copy_(best[1][k])
         _, r, lvl, lead = evaluate_loss()
         vals = {k: v.detach().clone() for k, v in values_now().items()}
     settings = dict(learn=list(learn), bounds={k: list(lo_hi[k]) for k in learn},
@@ -206,7 +295,7 @@ def fit_regional_lna(sc: torch.Tensor, target_fc: torch.Tensor, params: dict, *,
                     haemo=haemo if isinstance(haemo, str) else dict(haemo),
                     fic_target=float(fic_target), iterations=iterations, lr=lr, margin=margin,
                     margin_weight=margin_weight, level=level, level_weight=level_weight,
-                    smoothness=smoothness)
+                    smoothness=smoothness, stopped=stopped)
     if not math.isfinite(float(r)):
         raise FloatingPointError("fit_regional_lna: the final FC correlation is not finite")
     return RegionalLNAFit(values=vals, fc_r=float(r), fc_level=float(lvl),

@@ -19,7 +19,7 @@
    ``lna_screen_dt`` (0.1 ms) with those values, beside the chosen point itself on the same
    noise; the LNA point replaces it only if it screens better.
 
-:func:`fit_recipe` runs all three and writes ``params.json`` (accepted unchanged by
+:func:`fit_recipe` runs them and writes ``params.json`` (accepted unchanged by
 ``rww simulate --params``), ``search.csv``/``search.json``, ``summary.json`` and figures.
 """
 
@@ -42,7 +42,7 @@ from .search import CandidateEvaluator, SearchResult, SearchSpace, candidate_los
 from .transforms import RegionalMap
 
 __all__ = ["RecipeConfig", "RecipeResult", "fit_recipe", "model_from_row", "params_json",
-           "refinement_verdict"]
+           "refinement_verdict", "lna_stage", "check_lna_config"]
 
 
 @dataclass
@@ -76,8 +76,12 @@ class RecipeConfig:
             ``convergence_window`` ``None`` (the default) judges the last ``min(10, epochs)``
             epochs (at least 3: fewer epochs are reported as not judged).
         lna_regional: parameters given per-region values by the LNA stage (e.g.
-            ``("w_EE", "w_EI")``; empty: no LNA stage). ``lna_iterations``, ``lna_margin``: of
-            :func:`rww.linear_fit.fit_regional_lna` (Adam steps; stability margin [1/s]).
+            ``("w_EE", "w_EI")``; empty: no LNA stage). ``lna_bounds``, ``lna_iterations``,
+            ``lna_margin``: of :func:`rww.linear_fit.fit_regional_lna` (bounds over
+            :data:`rww.linear_fit.DEFAULT_BOUNDS`; Adam steps; stability margin [1/s]). If the
+            stage cannot run from the chosen point (beyond the bifurcation, a start outside the
+            bounds, FIC failing), it is skipped with a logged reason and the chosen point is
+            kept.
         lna_g_scales, lna_sigma_scales: the re-screen's grid, as factors of the chosen point's G
             and sigma; ``lna_screen_dt``: its step [ms] (one realisation per point, 1 + the grid's
             size simulations).
@@ -111,6 +115,7 @@ class RecipeConfig:
     param_rtol: float = 0.02
     loss_rtol: float = 0.01
     lna_regional: tuple = ()
+    lna_bounds: dict = field(default_factory=dict)
     lna_iterations: int = 300
     lna_margin: float = 1.0
     # Measured screens found their best at their grids' lowest G (examples/fit_lna.py: G x 0.94
@@ -135,7 +140,7 @@ class RecipeResult:
     """Outcome of :func:`fit_recipe`.
 
     Attributes:
-        model: the chosen model (search point or refined), at the search step.
+        model: the chosen model (search point, refined, or the LNA stage's), at the search step.
         params: ``params.json`` content (:func:`params_json`).
         search: the :class:`rww.search.SearchResult`.
         fit: the refinement's :class:`rww.fit.FitResult` (``None`` with ``epochs = 0``).
@@ -143,7 +148,7 @@ class RecipeResult:
             :meth:`rww.evaluate.Evaluation.to_dict`: the screening at the search step that chose
             the point (same noise for both), and the chosen point's evaluation at ``eval_dt``;
             with the LNA stage also ``"lna"`` (:func:`lna_stage`'s record: the LNA fit, its
-            per-region values and the re-screen's rows).
+            per-region values and the re-screen's rows; or ``{"skipped": reason}``).
         chosen: ``"search"``, ``"refined"`` or ``"lna"``.
         timings: seconds of each stage.
         final: the chosen point's :class:`rww.evaluate.Evaluation` (with its simulated BOLD and
@@ -318,6 +323,8 @@ def fit_recipe(sc, target: FitTarget, config: RecipeConfig | None = None, *, tr:
     """
     config = config or RecipeConfig()
     log = log or (lambda *_: None)
+    if config.lna_regional:
+        check_lna_config(config)
     timings = {}
     sc = torch.as_tensor(sc, dtype=torch.float32)
     if out:
@@ -399,10 +406,15 @@ def fit_recipe(sc, target: FitTarget, config: RecipeConfig | None = None, *, tr:
     model = candidates[chosen]
     lna_record = None
     if config.lna_regional:
+        from .fic import FICFailed
         lna_tick = time.perf_counter()
-        lna_model, lna_record = lna_stage(sc, target, model, config, n_trs=n_trs, tr=tr,
-                                          hemispheres=hemispheres, backend=backend,
-                                          progress=progress, log=log)
+        try:
+            lna_model, lna_record = lna_stage(sc, target, model, config, n_trs=n_trs, tr=tr,
+                                              hemispheres=hemispheres, backend=backend,
+                                              progress=progress, log=log)
+        except (ValueError, FICFailed, FloatingPointError) as err:
+            lna_model, lna_record = None, {"skipped": str(err)}
+            log(f"lna: skipped, the {chosen} point is kept: {err}")
         if lna_model is not None:
             model, chosen = lna_model, "lna"
         timings["lna_s"] = time.perf_counter() - lna_tick
@@ -415,13 +427,36 @@ def fit_recipe(sc, target: FitTarget, config: RecipeConfig | None = None, *, tr:
     log(f"evaluate {chosen} (dt {ev.settings['dt']} ms, {config.eval_realisations} "
         f"realisations): FC r {ev['fc_r_single']:.3f} single / {ev['fc_r']:.3f} averaged, "
         f"FCD KS {_fmt(ev['fcd_ks'])}, mean r_E {_fmt(ev['rate_mean'], 2)} Hz")
-    timings["evaluate_s"] = time.perf_counter() - tick
+    timings["evaluate_s"] = time.perf_counter() - tick - timings.get("lna_s", 0.0)
     params = params_json(model, note=f"rww fit recipe ({chosen} point)")
     if out:
         with open(os.path.join(out, "params.json"), "w") as fh:
             json.dump(params, fh, indent=1)
     return RecipeResult(model, params, result, fit_result, evaluations, chosen, timings, ev,
                         verdict)
+
+
+def check_lna_config(config: RecipeConfig):
+    """``ValueError`` naming the field when the LNA stage's settings cannot work (checked before
+    the search, so a mistake does not surface after it)."""
+    from .linear_fit import check_learn
+    try:
+        check_learn(config.lna_regional, config.lna_bounds)
+    except ValueError as err:
+        raise ValueError(f"RecipeConfig.lna_regional/lna_bounds: {err}") from None
+    if not (isinstance(config.lna_iterations, int) and config.lna_iterations >= 1):
+        raise ValueError(f"RecipeConfig.lna_iterations: a whole number >= 1, got "
+                         f"{config.lna_iterations!r}")
+    if not config.lna_margin >= 0:
+        raise ValueError(f"RecipeConfig.lna_margin: must be >= 0 [1/s], got {config.lna_margin}")
+    for name in ("lna_g_scales", "lna_sigma_scales"):
+        values = tuple(getattr(config, name))
+        if not values or not all(isinstance(v, (int, float)) and v > 0 for v in values):
+            raise ValueError(f"RecipeConfig.{name}: a non-empty sequence of positive factors, got "
+                             f"{values!r}")
+    if not config.lna_screen_dt > 0:
+        raise ValueError(f"RecipeConfig.lna_screen_dt: must be > 0 [ms], got "
+                         f"{config.lna_screen_dt}")
 
 
 def lna_stage(sc, target: FitTarget, model: RWWBold, config: RecipeConfig, *, n_trs: int,
@@ -435,7 +470,7 @@ def lna_stage(sc, target: FitTarget, model: RWWBold, config: RecipeConfig, *, n_
     point as given (row 0) and every G x sigma of ``config.lna_g_scales`` x
     ``config.lna_sigma_scales`` with the LNA's values, one realisation of ``n_trs`` TRs each, and
     ranks them by :func:`rww.search.candidate_loss` (FC r, FC level, FCD KS, rates outside the
-    band).
+    band; a target without FCD counts KS 1 for every row, as the search does).
 
     Returns:
         ``(lna_model, record)``: the best re-screened point as an :class:`rww.RWWBold` at
@@ -455,9 +490,10 @@ def lna_stage(sc, target: FitTarget, model: RWWBold, config: RecipeConfig, *, n_
     start = {k: v for k, v in params_json(model).items() if k not in ("fic", "haemo", "record")}
     fic = float(model.fic_target.flatten()[0]) if model.fic_target is not None else config.fic
     scoring = prepare_target(target, n)
-    fit_ = fit_regional_lna(sc, scoring.fc, start, learn=config.lna_regional, haemo=model.haemo,
-                            fic_target=fic, iterations=config.lna_iterations,
-                            margin=config.lna_margin, progress=progress)
+    fit_ = fit_regional_lna(sc, scoring.fc, start, learn=config.lna_regional,
+                            bounds=config.lna_bounds, haemo=model.haemo, fic_target=fic,
+                            iterations=config.lna_iterations, margin=config.lna_margin,
+                            progress=progress)
     log(f"lna: {', '.join(config.lna_regional)} per region in {fit_.seconds:.0f} s; LNA FC r "
         f"{fit_.history[0]['fc_r']:.3f} -> {fit_.fc_r:.3f}, leading eigenvalue "
         f"{fit_.leading_eigenvalue:.2f}/s")
@@ -492,8 +528,9 @@ def lna_stage(sc, target: FitTarget, model: RWWBold, config: RecipeConfig, *, n_
                             rate_e=res.records["r_E"][i:i + 1, burn:])
         row = {"G": g, "sigma": s, "lna_values": use, "rate_excess": excess,
                **{k: (None if v is None else float(v)) for k, v in scores.items()}}
+        # a missing FCD (a target with FC only) counts as KS 1 for every row, as in the search
         row["loss"] = float(candidate_loss(
-            {k: [row[k] if row.get(k) is not None else np.nan]
+            {k: [row[k] if row.get(k) is not None else (1.0 if k == "fcd_ks" else np.nan)]
              for k in ("fc_r", "fc_level_diff", "fcd_ks", "rate_excess")})[0])
         rows.append(row)
     best = min(range(b), key=lambda i: rows[i]["loss"])
@@ -531,8 +568,8 @@ def refinement_verdict(fit_result, config: RecipeConfig) -> dict:
     settings = config.verdict_settings()
     if fit_result is None:
         why = "epochs = 0" if config.epochs <= 0 else "no parameter to learn"
-        return {"converged": None, "reason": f"not judged: no refinement ran ({why}); the "
-                                             "result is the search point", "window": None,
+        return {"converged": None, "reason": f"not judged: no refinement ran ({why})",
+                "window": None,
                 "epochs_run": 0, "epochs": config.epochs, "settings": settings}
     verdict = convergence(fit_result.history, **settings)
     verdict.update(epochs_run=len(fit_result.history["epoch"]), epochs=config.epochs,

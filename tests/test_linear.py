@@ -3,6 +3,7 @@ simulators' own equations, the Lyapunov solve and its adjoint are right, the LNA
 matches long simulations in the linear regime, and the regional fit recovers an FC pattern."""
 
 import math
+import re
 
 import numpy as np
 import pytest
@@ -179,7 +180,7 @@ def test_regional_fit_recovers_a_heterogeneous_fc_pattern():
     assert fit.values["w_EE"].shape == (n,)
     assert fit.leading_eigenvalue < -1.0
     assert fit.settings["learn"] == ["w_EE"]
-    with pytest.raises(ValueError, match="outside its bounds"):
+    with pytest.raises(ValueError, match="is not strictly inside its bounds"):
         fit_regional_lna(sc, target, {"G": 0.8, "w_EE": 3.0}, learn=("w_EE",), iterations=1,
                          progress=False)
     with pytest.raises(ValueError, match="give G"):
@@ -188,3 +189,49 @@ def test_regional_fit_recovers_a_heterogeneous_fc_pattern():
         fit_regional_lna(sc, target[:5, :5], {"G": 0.8}, iterations=1, progress=False)
     assert math.isfinite(fit.fc_level)
     assert np.isfinite([h["loss"] for h in fit.history]).all()
+
+
+@pytest.mark.parametrize("kwargs, error, message", [
+    (dict(learn="w_EE"), ValueError, "learn: a sequence of parameter names"),
+    (dict(learn=("w_IE",)), ValueError, "w_IE cannot be fitted per region (it is set by FIC)"),
+    (dict(learn=("w_EE", "w_EE")), ValueError, "names a parameter twice"),
+    (dict(bounds={"w_EE": 1.0}), ValueError, "w_EE needs a pair (lo, hi) of numbers"),
+    (dict(iterations=2.5), ValueError, "iterations: a whole number >= 1"),
+    (dict(params={"G": 0.8, "w_EE": torch.ones(3)}), ValueError, "w_EE must be a number or (6,)"),
+    (dict(params={"G": 0.8, "sigma": 0.0}), ValueError, "positive noise amplitude sigma"),
+    (dict(target=float("nan")), ValueError, "target_fc: its upper triangle must be finite"),
+])
+def test_regional_fit_input_errors(kwargs, error, message):
+    n = 6
+    sc = _network(n, seed=7)
+    target = lna(_table(n, G=0.8, w_EE=1.0, sigma=0.01), sc).fc[0].clone()
+    if "target" in kwargs:
+        target[0, 1] = target[1, 0] = kwargs.pop("target")
+    call = dict(learn=("w_EE",), iterations=1, progress=False)
+    call.update(kwargs)
+    params = call.pop("params", {"G": 0.8, "w_EE": 0.9})
+    with pytest.raises(error, match=re.escape(message)):
+        fit_regional_lna(sc, target, params, **call)
+
+
+def test_regional_fit_warns_inside_the_margin_and_stops_at_a_lost_fixed_point():
+    """Starting at 0.99 G_c: a warning that the start lies inside the margin; with no margin and
+    a large step the second iterate crosses the bifurcation, so the fit stops with a warning
+    and returns the best earlier iterate (here the start), not an error."""
+    n = 6
+    sc = _network(n, seed=7)
+    g_c = float(rww.stability.critical_coupling(_table(n, w_EE=0.9), sc))
+    target = lna(_table(n, G=0.5, w_EE=torch.linspace(0.5, 1.2, n, dtype=torch.float64)),
+                 sc).fc[0]
+    with pytest.warns(RuntimeWarning, match="the start lies within the stability margin"):
+        fit_regional_lna(sc, target, {"G": 0.99 * g_c, "w_EE": 0.9}, learn=("w_EE",),
+                         iterations=2, lr=0.3, margin=1.0, progress=False)
+    with pytest.warns(RuntimeWarning, match="stopped at iteration 1: lna: the FIC fixed point "
+                                            "is not stable"):
+        fit = fit_regional_lna(sc, target, {"G": 0.99 * g_c, "w_EE": 0.9}, learn=("w_EE",),
+                               iterations=10, lr=1.0, margin=0.0, progress=False)
+    assert fit.settings["stopped"].startswith("stopped at iteration 1")
+    assert len(fit.history) == 1
+    assert torch.allclose(fit.values["w_EE"], torch.full((n,), 0.9, dtype=torch.float64),
+                          rtol=0, atol=1e-12)
+    assert fit.fc_r == pytest.approx(fit.history[0]["fc_r"], rel=1e-12)

@@ -5,6 +5,7 @@ that follows the screen's losses."""
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -62,8 +63,63 @@ def test_cli_lna_options_are_checked(capsys, tmp_path):
     base = ["fit", tmp_path / "sc.csv", "--fc", tmp_path / "fc.npy", "--recipe", "--out",
             tmp_path / "o"]
     code, _, err = run_cli(capsys, *base, "--lna-regional", "w_EE,tau_E")
-    assert code == 1 and "--lna-regional: ['tau_E'] cannot be fitted per region here" in err
+    assert code == 1 and "--lna-regional: ['tau_E'] cannot be fitted per region from the " \
+        "command line" in err
+    code, _, err = run_cli(capsys, *base, "--lna-regional", "w_EE,w_IE")
+    assert code == 1 and "--lna-regional: w_IE cannot be fitted per region (it is set by FIC)" in err
+    code, _, err = run_cli(capsys, *base, "--lna-regional", "w_EE,w_EE")
+    assert code == 1 and "names a parameter twice" in err
+    code, _, err = run_cli(capsys, *base, "--lna-regional", ",")
+    assert code == 1 and "--lna-regional: give parameter names" in err
+    code, _, err = run_cli(capsys, *[a for a in base if a != "--recipe"], "--lna-regional", "w_EE")
+    assert code == 1 and "the LNA stage is part of the recipe; add --recipe" in err
     code, _, err = run_cli(capsys, *base, "--lna-iterations", "5")
     assert code == 1 and "--lna-iterations: needs --lna-regional" in err
     code, _, err = run_cli(capsys, *base, "--lna-regional", "w_EE", "--lna-iterations", "0")
     assert code == 1 and "--lna-iterations: must be at least 1, got 0" in err
+
+
+def _recipe_config(**kw):
+    base = dict(n_candidates=3, epochs=0, eval_realisations=1, search_dt=1.0, batch_size=3,
+                burn_in_trs=20, eval_dt=1.0, bounds={"G_rel": (0.6, 0.9), "w_EE": (0.6, 1.0)},
+                lna_regional=("w_EE",), lna_iterations=5, lna_g_scales=(1.0,),
+                lna_sigma_scales=(1.0,), lna_screen_dt=1.0)
+    return RecipeConfig(**{**base, **kw})
+
+
+def test_lna_stage_with_an_fc_only_target_ranks_by_finite_losses():
+    """Without FCD every row counts KS 1 (as the search does), so the losses stay comparable."""
+    sc = seeded_connectome(N, 4)
+    fc = _target(sc).bold.T.corrcoef()
+    result = fit_recipe(sc, FitTarget(fc=fc), _recipe_config(), tr=0.1, n_trs=60,
+                        backend="numba", progress=False, log=None)
+    rows = result.evaluations["lna"]["screen"]
+    assert all(np.isfinite(r["loss"]) for r in rows)
+    assert all(r.get("fcd_ks") is None for r in rows)
+
+
+def test_lna_stage_that_cannot_run_is_skipped_and_the_point_kept(tmp_path):
+    """A start beyond the bifurcation: the stage is skipped with its reason, the recipe ends."""
+    sc = seeded_connectome(N, 4)
+    lines = []
+    result = fit_recipe(sc, _target(sc), _recipe_config(bounds={"G_rel": (1.1, 1.2)}), tr=0.1,
+                        n_trs=60, backend="numba", out=str(tmp_path / "r"), progress=False,
+                        log=lines.append)
+    assert result.chosen == "search"
+    assert "not stable" in result.evaluations["lna"]["skipped"]
+    assert any(line.startswith("lna: skipped, the search point is kept") for line in lines)
+    assert (tmp_path / "r" / "params.json").exists()
+
+
+@pytest.mark.parametrize("change, message", [
+    (dict(lna_regional="w_EE"), "lna_regional/lna_bounds: learn: a sequence of parameter names"),
+    (dict(lna_regional=("w_XX",)), "unknown parameter"),
+    (dict(lna_iterations=0), "lna_iterations: a whole number >= 1"),
+    (dict(lna_g_scales=()), "lna_g_scales: a non-empty sequence"),
+    (dict(lna_regional=("I_0",), lna_bounds={"I_0": 0.3}), "I_0 needs a pair (lo, hi)"),
+])
+def test_lna_settings_are_checked_before_the_search(change, message):
+    sc = seeded_connectome(N, 4)
+    with pytest.raises(ValueError, match=re.escape(message)):
+        fit_recipe(sc, FitTarget(fc=torch.eye(N, dtype=torch.float64)), _recipe_config(**change),
+                   tr=0.1, n_trs=60, backend="numba", progress=False, log=None)

@@ -200,6 +200,9 @@ def run(args) -> int:
         raise ValueError("--paper: the seed paper's setting is a --demo variant; give --demo")
     if args.paper and args.recipe:
         raise ValueError("--paper and --recipe are two different fits; choose one")
+    if not recipe and (args.lna_regional is not None or args.lna_iterations is not None):
+        raise ValueError("--lna-regional/--lna-iterations: the LNA stage is part of the recipe; "
+                         "add --recipe (or use --demo without --paper)")
     settings = dict(DEMO_DEFAULTS if args.demo and not recipe else FILE_DEFAULTS)
     if recipe:                    # the recipe's own defaults apply where these are not given
         for key in ("learn", "epochs", "lr"):

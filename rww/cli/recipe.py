@@ -142,11 +142,20 @@ def run_recipe(args, sc, labels, connectome, demo, target, held_out: dict) -> in
         raise ValueError(f"--candidates: CMA-ES needs a population of at least 2, got "
                          f"{args.candidates}")
     lna_regional = _names(getattr(args, "lna_regional", None))
-    from ..linear_fit import DEFAULT_BOUNDS
-    unknown = [p for p in lna_regional if p not in DEFAULT_BOUNDS]
-    if unknown:
-        raise ValueError(f"--lna-regional: {unknown} cannot be fitted per region here; choose "
-                         f"from {sorted(DEFAULT_BOUNDS)}")
+    if getattr(args, "lna_regional", None) is not None:
+        from ..linear_fit import check_learn
+        if not lna_regional:
+            raise ValueError("--lna-regional: give parameter names, e.g. w_EE,w_EI")
+        from ..linear_fit import DEFAULT_BOUNDS
+        try:              # names, repeats and parameters that are never regional
+            check_learn(lna_regional, {k: (0.0, 1.0) for k in lna_regional})
+        except ValueError as err:
+            raise ValueError(f"--lna-regional: {str(err).replace('learn: ', '')}") from None
+        unknown = [p for p in lna_regional if p not in DEFAULT_BOUNDS]
+        if unknown:
+            raise ValueError(f"--lna-regional: {unknown} cannot be fitted per region from the "
+                             f"command line; choose from {sorted(DEFAULT_BOUNDS)} (others need "
+                             "bounds: RecipeConfig(lna_bounds=...) in Python)")
     lna_iterations = getattr(args, "lna_iterations", None)
     if lna_iterations is not None and lna_iterations < 1:
         raise ValueError(f"--lna-iterations: must be at least 1, got {lna_iterations}")
