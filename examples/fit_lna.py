@@ -22,8 +22,8 @@ Schaefer-100 group data, checked by simulation.
    :func:`rww.search.candidate_loss` is evaluated like the others, on fresh noise.
 
 Outputs in ``--out``: ``summary.json`` (scores, settings, LNA histories, timings),
-``summary.md``, ``<variant>_params.json`` (accepted by ``rww simulate --params``) and
-``fit_lna.png``.
+``summary.md``, ``<variant>_params.json`` and ``w_EE_w_EI_screened_params.json`` (the re-screen's
+best point; all accepted by ``rww simulate --params``) and ``fit_lna.png``.
 
     python examples/fit_lna.py               # the recorded run (about 40 minutes on 2 cores)
     python examples/fit_lna.py --quick       # a few minutes
@@ -197,6 +197,7 @@ def main():
                           hemispheres=demo.hemispheres)
             entry["fcd_screen"] = {"rows": rows, "best": best, "scores": ev.to_dict(),
                                    "seconds": time.perf_counter() - t1}
+            write_screened_params(args.out, name, base, values, best)
         summary["fits"][name] = entry
         with open(summary_path, "w") as fh:
             json.dump(summary, fh, indent=1, default=str)
@@ -208,6 +209,16 @@ def main():
     with open(summary_path, "w") as fh:
         json.dump(summary, fh, indent=1, default=str)
     write_report(args.out)
+
+
+def write_screened_params(out: str, name: str, base: dict, values: dict, best: dict):
+    """``<name>_screened_params.json``: the re-screen's best point (for ``rww simulate
+    --params``)."""
+    chosen = dict(base, G=best["G"], sigma=best["sigma"])
+    model = model_at(load_demo(include_bold=False, normalise="mean_row_sum").sc, chosen, values)
+    with open(os.path.join(out, f"{name}_screened_params.json"), "w") as fh:
+        json.dump(params_json(model, note=f"examples/fit_lna.py {name}, re-screened G and sigma"),
+                  fh, indent=1)
 
 
 def _fmt(v, d=3):
