@@ -235,3 +235,30 @@ def test_regional_fit_warns_inside_the_margin_and_stops_at_a_lost_fixed_point():
     assert torch.allclose(fit.values["w_EE"], torch.full((n,), 0.9, dtype=torch.float64),
                           rtol=0, atol=1e-12)
     assert fit.fc_r == pytest.approx(fit.history[0]["fc_r"], rel=1e-12)
+
+
+def test_structured_solve_equals_the_dense_one():
+    """The blockwise solve of the LNA's system (neural Lyapunov, per-region Balloon blocks)
+    against scipy's dense Bartels-Stewart, forward and adjoint, on a heterogeneous network; a
+    system without the structure falls back to the dense solve."""
+    from scipy.linalg import solve_continuous_lyapunov
+
+    from rww.linear import _blocks, _solve
+    n = 7
+    sc = _network(n, seed=9)
+    table = _table(n, G=0.9, w_EE=torch.linspace(0.5, 1.2, n, dtype=torch.float64),
+                   w_EI=torch.linspace(0.7, 1.6, n, dtype=torch.float64), sigma=0.01)
+    a, q, _, _ = linear_system(table, sc)
+    a, q = a[0].numpy(), q[0].numpy()
+    assert _blocks(a, q) is not None
+    dense = solve_continuous_lyapunov(a, -q)
+    assert np.abs(_solve(a, q, adjoint=False) - dense).max() < 1e-10 * np.abs(dense).max()
+    g = np.random.default_rng(2).standard_normal(a.shape)
+    g = g + g.T
+    dense_adj = solve_continuous_lyapunov(a.T, -g)
+    assert np.abs(_solve(a, g, adjoint=True) - dense_adj).max() < 1e-10 * np.abs(dense_adj).max()
+    a2 = a.copy()
+    a2[0, -1] = 1e-3                                  # breaks the block-triangular structure
+    assert _blocks(a2, q) is None
+    assert np.allclose(_solve(a2, q, adjoint=False), solve_continuous_lyapunov(a2, -q),
+                       rtol=1e-10, atol=1e-14 * np.abs(dense).max())
