@@ -14,8 +14,9 @@ transform started at the given value):
 states it cannot see. Measured on the demo (``examples/fit_lna.py``, margin 1.0/s): the fitted
 points simulated at the start's G ran at mean rates of 7.3-7.5 Hz (the largest region 19-23 Hz)
 instead of the FIC target's 3 Hz, and only 0.39 of the LNA's 0.45 FC r survived; lowering G by
-6% and sigma by 30% (chosen by simulation) gave FC r 0.45 with the target's FCD. So always check
-and re-screen by simulation: the recipe's LNA stage (:func:`rww.recipe.lna_stage`) does both.
+10% (chosen by simulation) gave FC r 0.45-0.46 with the target's FC level and FCD. So always
+check and re-screen by simulation: the recipe's LNA stage (:func:`rww.recipe.lna_stage`) does
+both.
 """
 
 from __future__ import annotations

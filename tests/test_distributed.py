@@ -179,9 +179,15 @@ def reference(files):
 
 
 def _batch_ranks(out):
+    """batch -> (run, rank, world size) of the finished batch files. A temporary file a killed
+    rank left before its rename (``batch_000003.json.tmp.<pid>.<id>``) is not a finished batch
+    (the sweep ignores it too): counting it made the resume test fail once in CI."""
     import json
+    import re
     ranks = {}
     for name in sorted(os.listdir(out / "batches")):
+        if not re.fullmatch(r"batch_\d{6,}\.json", name):
+            continue
         record = json.loads((out / "batches" / name).read_text())
         ranks[record["batch"]] = (record["run"], record["rank"], record["world_size"])
     return ranks
