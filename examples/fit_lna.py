@@ -49,7 +49,7 @@ from rww.linear import lna_of_model
 from rww.linear_fit import fit_regional_lna
 from rww.recipe import RecipeConfig, params_json
 from rww.scoring import prepare_target, score_bold
-from rww.search import DEFAULT_RATE_BAND, candidate_loss
+from rww.search import candidate_loss, rate_excess
 
 from _common import git_revision  # noqa: E402  (examples/ is on the path)
 
@@ -115,9 +115,7 @@ def fcd_screen(demo, base, values, group, quick: bool, seed: int) -> list:
     for i, (g, s) in enumerate(points):
         sc_ = score_bold(res.bold[i:i + 1, 42:], st, hemispheres=demo.hemispheres,
                          rate_e=res.records["r_E"][i:i + 1, 42:])
-        rate = res.records["r_E"][i, 42:].to(torch.float64).mean(0)            # (N,)
-        low, high = DEFAULT_RATE_BAND
-        excess = float((torch.relu(rate - high) + torch.relu(low - rate)).mean())
+        excess = float(rate_excess(res.records["r_E"][i, 42:].to(torch.float64).mean(0)))
         row = {"G_scale": g, "G": base["G"] * g, "sigma": s, "rate_excess": excess,
                **{k: (None if v is None else float(v)) for k, v in sc_.items()}}
         row["loss"] = float(candidate_loss({k: [row.get(k) if row.get(k) is not None else np.nan]

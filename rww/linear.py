@@ -49,7 +49,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .params import bold_coefficients, get_preset, resolve_haemo
+from .params import PARAM_INDEX, bold_coefficients, get_preset, resolve_haemo
 
 __all__ = ["LNAResult", "lyapunov", "balloon_jacobian", "bold_gradient", "linear_system",
            "lna", "lna_fc", "lna_of_model", "fit_regional_lna", "RegionalLNAFit"]
@@ -302,7 +302,7 @@ def linear_system(params: torch.Tensor, coupling: torch.Tensor, haemo: dict | st
         for j in range(4):
             a[:, rows, (2 + j) * n:(3 + j) * n] = torch.diag_embed(jac_b[..., i, j])
     p = params.to(torch.float64)
-    sigma = p[_sigma_row()].expand(batch, n)
+    sigma = p[PARAM_INDEX["sigma"]].expand(batch, n)
     if not bool((sigma.detach() > 0).all()):
         raise ValueError("the LNA needs a positive noise amplitude sigma in every region and "
                          f"simulation (got min {float(sigma.detach().min()):.4g} nA): with none "
@@ -316,11 +316,6 @@ def linear_system(params: torch.Tensor, coupling: torch.Tensor, haemo: dict | st
     out[:, :, 4 * n:5 * n] = torch.diag_embed(dy_dv)
     out[:, :, 5 * n:] = torch.diag_embed(dy_dq)
     return a, q, out, fic
-
-
-def _sigma_row() -> int:
-    from .params import PARAM_INDEX
-    return PARAM_INDEX["sigma"]
 
 
 @dataclass

@@ -4,7 +4,7 @@
 The loss, minimised by Adam over per-region values (each kept inside its bounds by a logistic
 transform started at the given value):
 
-    -r(FC_LNA, FC_target)                                 (upper triangle, all edges)
+    -r(FC_LNA, FC_target)                                 (all edges, rww.objectives.fc_correlation)
     + margin_weight * relu(lambda_max + margin)^2         (stay `margin` [1/s] inside stability)
     + level_weight * (mean FC_LNA - level)^2              (optional FC level)
     + smoothness * sum_v smoothness_penalty(v, SC)        (optional, rww.objectives)
@@ -45,8 +45,8 @@ class RegionalLNAFit:
 
     Attributes:
         values: name -> ``(N,)`` float64 fitted per-region values.
-        fc_r: LNA FC correlation with the target at the end (upper triangle).
-        fc_level: mean of the LNA FC's upper triangle at the end.
+        fc_r: LNA FC correlation with the target at the end (all edges).
+        fc_level: mean off-diagonal LNA FC at the end.
         leading_eigenvalue: at the end [1/s].
         history: one dict per iteration (``loss``, ``fc_r``, ``fc_level``,
             ``leading_eigenvalue``).
@@ -61,17 +61,6 @@ class RegionalLNAFit:
     history: list = field(default_factory=list)
     settings: dict = field(default_factory=dict)
     seconds: float = 0.0
-
-
-def _upper(m: torch.Tensor) -> torch.Tensor:
-    n = m.shape[-1]
-    iu = torch.triu_indices(n, n, 1, device=m.device)
-    return m[..., iu[0], iu[1]]
-
-
-def _corr(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    a, b = a - a.mean(), b - b.mean()
-    return (a * b).sum() / (a.norm() * b.norm())
 
 
 # Parameters that cannot be fitted per region here: w_IE is set by FIC, G is one global
@@ -171,7 +160,7 @@ def fit_regional_lna(sc: torch.Tensor, target_fc: torch.Tensor, params: dict, *,
             away from the bifurcation), or the fit stopped early.
     """
     from .linear import lna
-    from .objectives import smoothness_penalty
+    from .objectives import fc_correlation, lower_triangle, offdiagonal_mean, smoothness_penalty
     from .params import PARAM_NAMES
     preset = get_preset("deco2014")
     sc64 = torch.as_tensor(sc, dtype=torch.float64)
@@ -181,7 +170,8 @@ def fit_regional_lna(sc: torch.Tensor, target_fc: torch.Tensor, params: dict, *,
     fc64 = torch.as_tensor(target_fc, dtype=torch.float64, device=sc64.device)
     if fc64.shape != (n, n):
         raise ValueError(f"target_fc: expected ({n}, {n}) like sc, got {tuple(fc64.shape)}")
-    if not bool(torch.isfinite(_upper(fc64)).all()) or float(_upper(fc64).std()) == 0.0:
+    entries = torch.cat([lower_triangle(fc64), lower_triangle(fc64.T)])
+    if not bool(torch.isfinite(entries).all()) or float(entries.std()) == 0.0:
         raise ValueError("target_fc: its upper triangle must be finite and not constant (a "
                          "correlation with a constant pattern is undefined); check the FC file")
     learn = check_learn(learn, bounds)
@@ -209,7 +199,6 @@ def fit_regional_lna(sc: torch.Tensor, target_fc: torch.Tensor, params: dict, *,
         raw[name] = torch.log(frac / (1.0 - frac)).requires_grad_(True)
         lo_hi[name] = (lo, hi)
     fixed = {k: v for k, v in params.items() if k not in learn}
-    target = _upper(fc64)
 
     def values_now():
         return {k: lo_hi[k][0] + (lo_hi[k][1] - lo_hi[k][0]) * torch.sigmoid(raw[k])
@@ -219,11 +208,10 @@ def fit_regional_lna(sc: torch.Tensor, target_fc: torch.Tensor, params: dict, *,
         vals = values_now()
         table = pack_parameters({**fixed, **vals}, preset, 1, n, torch.float64, sc64.device)
         out = lna(table, sc64, haemo, fic_target)
-        up = _upper(out.fc[0])
-        r = _corr(up, target)
+        r = fc_correlation(out.fc[0], fc64)
         lead = out.leading_eigenvalue[0]
         loss = -r + margin_weight * torch.relu(lead + margin) ** 2
-        lvl = up.mean()
+        lvl = offdiagonal_mean(out.fc[0])
         if level is not None and level_weight:
             loss = loss + level_weight * (lvl - level) ** 2
         if smoothness:

@@ -483,7 +483,7 @@ def lna_stage(sc, target: FitTarget, model: RWWBold, config: RecipeConfig, *, n_
 
     from .linear_fit import fit_regional_lna
     from .scoring import prepare_target, score_bold
-    from .search import DEFAULT_RATE_BAND
+    from .search import rate_excess
     log = log or (lambda *_: None)
     sc = torch.as_tensor(sc, dtype=torch.float32)
     n = sc.shape[-1]
@@ -520,10 +520,8 @@ def lna_stage(sc, target: FitTarget, model: RWWBold, config: RecipeConfig, *, n_
     with torch.no_grad():
         res = screen_model.simulate(burn + n_trs, seed=config.seed + 3000, record=("r_E",))
     rows = []
-    low, high = DEFAULT_RATE_BAND
     for i, (g, s, use) in enumerate(grid):
-        rate = res.records["r_E"][i, burn:].to(torch.float64).mean(0)
-        excess = float((torch.relu(rate - high) + torch.relu(low - rate)).mean())
+        excess = float(rate_excess(res.records["r_E"][i, burn:].to(torch.float64).mean(0)))
         scores = score_bold(res.bold[i:i + 1, burn:], scoring, hemispheres=hemispheres,
                             rate_e=res.records["r_E"][i:i + 1, burn:])
         row = {"G": g, "sigma": s, "lna_values": use, "rate_excess": excess,

@@ -161,6 +161,14 @@ def latin_hypercube(space: SearchSpace, n: int, seed: int = 0) -> np.ndarray:
     return space.from_unit(unit)
 
 
+def rate_excess(rate: torch.Tensor, band=DEFAULT_RATE_BAND) -> torch.Tensor:
+    """Mean over regions of how far each region's mean excitatory rate lies outside ``band``
+    [Hz]: ``(..., N)`` rates [Hz] -> ``(...)`` [Hz] (the ``rate_excess`` of
+    :func:`candidate_loss`)."""
+    low, high = band
+    return (torch.relu(rate - high) + torch.relu(low - rate)).mean(-1)
+
+
 def candidate_loss(scores: dict, rate_band=DEFAULT_RATE_BAND, rate_weight: float = 1.0,
                    fcd_key: str = "fcd_ks") -> np.ndarray:
     """Ranking loss of candidates (lower is better), ``(M,)``:
@@ -400,9 +408,8 @@ class CandidateEvaluator:
         bold = result.bold[:, self.burn_in_trs:]
         scores = score_batch(bold, self.target, self.hemispheres)
         rate = result.records["r_E"][:, self.burn_in_trs:].to(torch.float64).mean(1)   # (b, N)
-        low, high = self.rate_band
-        excess = (torch.relu(rate - high) + torch.relu(low - rate)).mean(-1)
-        scores.update(rate_mean=rate.mean(-1), rate_max=rate.max(-1).values, rate_excess=excess)
+        scores.update(rate_mean=rate.mean(-1), rate_max=rate.max(-1).values,
+                      rate_excess=rate_excess(rate, self.rate_band))
         return scores
 
 

@@ -220,12 +220,7 @@ def _rww_fwd_kernel(
 
         if WRITE_TRAJ:
             p_tr = p_traj + j.to(tl.int64) * 7 * plane + o_bn
-            tl.store(p_tr, b_se, mask=m)
-            tl.store(p_tr + plane, b_si, mask=m)
-            tl.store(p_tr + 2 * plane, b_x, mask=m)
-            tl.store(p_tr + 3 * plane, b_f, mask=m)
-            tl.store(p_tr + 4 * plane, b_v, mask=m)
-            tl.store(p_tr + 5 * plane, b_q, mask=m)
+            store_state(p_tr, plane, b_se, b_si, b_x, b_f, b_v, b_q, m)
             tl.store(p_tr + 6 * plane, b_coup, mask=m)
 
         c0, c1 = step_counter(t_lo_u, t_hi_u, j)
