@@ -23,7 +23,7 @@ heterogeneity; the linear noise approximation itself is van Kampen's (Stochastic
 Physics and Chemistry, 1981) and the Lyapunov covariance of a linear system is standard (e.g.
 Gardiner, Handbook of Stochastic Methods, sec. 4.4.6).
 
-What it is good for, measured on the embedded demo (Schaefer-100, the packaged fitted point,
+What it is good for, measured on the embedded demo (Schaefer-100, the homogeneous recipe's point,
 ``examples/fit_lna.py``, dt 0.1 ms): the LNA's FC correlates 0.92-0.95 with one simulated
 1200-TR FC and 0.95 with the average of 4. It is not a substitute for simulating: the LNA's FC
 *level* was 0.16 where the simulations' was 0.26 (fluctuations near the bifurcation are not
@@ -33,12 +33,14 @@ noise (sigma 0.0005 nA) simulated BOLD variances agree with the LNA's within 2%;
 they are 9-12% higher (``tests/test_linear.py``). Use it to shape FC patterns quickly (e.g.
 regional heterogeneity, :func:`fit_regional_lna`), then check by simulation.
 
-The Lyapunov equation is solved by :func:`scipy.linalg.solve_continuous_lyapunov`
-(Bartels-Stewart) for the 2N x 2N neural block, the Balloon blocks region by region
-(:func:`_structured`; equal to the dense 6N x 6N solve to 1e-13), on the CPU in float64; its
-gradient is the adjoint Lyapunov equation (:class:`_Lyapunov`). The cost grows as N^3: at
-N = 100 one value and gradient of the regional fit took 0.63 s (0.80 s with the dense solve) on
-the two cores of the development machine.
+The Lyapunov equation is solved blockwise (:func:`_structured`; equal to scipy's dense 6N x 6N
+Bartels-Stewart solve to 1e-13), on the CPU in float64: the 2N x 2N neural block by
+Bartels-Stewart on one complex Schur form of the neural Jacobian (LAPACK ztrsyl), the Balloon
+blocks region by region; its gradient is the adjoint Lyapunov equation (:class:`_Lyapunov`),
+which reuses the forward solve's Schur form. The cost grows as N^3: at N = 100 one value and
+gradient of the regional fit took 0.31-0.34 s on the two cores of the development machine
+(0.48-0.60 s in the same run with the previous blockwise solve, which computed four Schur
+decompositions per step; 0.80 s with the dense solve in an earlier session).
 """
 
 from __future__ import annotations
@@ -87,32 +89,64 @@ def _left(x: np.ndarray, blocks: np.ndarray) -> np.ndarray:
     return np.einsum("rai,irk->ark", blocks, x.reshape(4, n, -1)).reshape(4 * n, -1)
 
 
-def _sylvester_diag_triangular(mu: np.ndarray, t: np.ndarray, f: np.ndarray) -> np.ndarray:
-    """``Y`` with ``diag(mu) Y + Y T = F``, ``T`` upper triangular (column by column)."""
+def _factors(a: np.ndarray, parts) -> dict:
+    """What both solves need of the structured system: the complex Schur form of the neural
+    block ``J = W T W^H`` (``T`` upper triangular) and each region's Balloon block
+    ``K_r = U_r diag(mu_r) U_r^-1``. Computed once per forward solve and reused by its adjoint."""
+    from scipy.linalg import schur
+    j, _, kb, _ = parts
+    t, w = schur(j, output="complex")
+    mu_b, ub = np.linalg.eig(kb)                          # (N, 4), (N, 4, 4)
+    return {"t": t, "w": w, "mu": mu_b.T.reshape(-1),     # state-major: a * N + r
+            "ub": ub, "ubi": np.linalg.inv(ub)}
+
+
+def _trsyl(t: np.ndarray, c: np.ndarray, trana: str, tranb: str) -> np.ndarray:
+    """``X`` with ``op(T) X + X op(T) = C`` for upper-triangular complex ``T`` (LAPACK ztrsyl;
+    ``op`` is ``T`` for ``"N"``, ``T^H`` for ``"C"``)."""
+    from scipy.linalg.lapack import ztrsyl
+    x, scale, info = ztrsyl(t, t, c.astype(complex), trana=trana, tranb=tranb)
+    if info < 0:
+        raise RuntimeError(f"ztrsyl: argument {-info} was invalid")
+    return x / scale          # info = 1 (near-common eigenvalues) cannot occur: J is stable
+
+
+def _sylvester_diag_triangular(mu: np.ndarray, t: np.ndarray, f: np.ndarray,
+                               conjugate: bool = False) -> np.ndarray:
+    """``Y`` with ``diag(mu) Y + Y T = F`` (``conjugate``: ``diag(mu) Y + Y T^H = F``), ``T``
+    upper triangular, column by column (forwards for ``T``, backwards for the lower-triangular
+    ``T^H``)."""
     y = np.zeros_like(f)
-    for j in range(t.shape[0]):
-        y[:, j] = (f[:, j] - y[:, :j] @ t[:j, j]) / (mu + t[j, j])
+    size = t.shape[0]
+    if not conjugate:
+        for j in range(size):
+            y[:, j] = (f[:, j] - y[:, :j] @ t[:j, j]) / (mu + t[j, j])
+        return y
+    tc = t.conj()
+    for j in range(size - 1, -1, -1):              # (T^H)[k, j] = conj(T[j, k]), k >= j
+        y[:, j] = (f[:, j] - y[:, j + 1:] @ tc[j, j + 1:]) / (mu + tc[j, j])
     return y
 
 
-def _structured(a: np.ndarray, q: np.ndarray, parts, adjoint: bool) -> np.ndarray:
+def _structured(a: np.ndarray, q: np.ndarray, parts, adjoint: bool, factors: dict) -> np.ndarray:
     """``A X + X A^T + Q = 0`` (``adjoint``: ``A^T X + X A + Q = 0``) for the LNA's block
-    structure (:func:`_blocks`): a 2N x 2N Lyapunov solve (scipy) for the neural block, and the
-    Balloon blocks by the eigen-decomposition of each region's 4 x 4 block and the complex Schur
-    form of ``J``. O(N^3) like the dense solve, with a constant ~27x smaller."""
-    from scipy.linalg import schur, solve_continuous_lyapunov
-    j, d, kb, qn = parts
+    structure (:func:`_blocks`), from :func:`_factors`: the 2N x 2N neural block by the
+    Bartels-Stewart back-substitution on ``J``'s Schur form (ztrsyl), the Balloon blocks by the
+    eigen-decomposition of each region's 4 x 4 block. O(N^3) like the dense solve, with one
+    Schur decomposition of 2N x 2N instead of one of 6N x 6N, shared by the forward and adjoint
+    solves."""
+    j, d, _, qn = parts
     m = j.shape[0]
-    mu_b, ub = np.linalg.eig(kb)                          # (N, 4), (N, 4, 4): kb = U M U^-1
-    ubi = np.linalg.inv(ub)
-    mu = mu_b.T.reshape(-1)                               # state-major: a * N + r
+    t, w, mu, ub, ubi = (factors[k] for k in ("t", "w", "mu", "ub", "ubi"))
+    wh = w.conj().T
     tr = lambda blocks: np.swapaxes(blocks, 1, 2)         # noqa: E731
     out = np.zeros_like(a)
     if not adjoint:
-        s_nn = solve_continuous_lyapunov(j, -qn)
-        t, w = schur(j.T, output="complex")               # J^T = W T W^H
-        y = _sylvester_diag_triangular(mu, t, _left(-(d @ s_nn), ubi) @ w)
-        s_bn = np.real(_left(y @ w.conj().T, ub))         # K X + X J^T = -D S_nn
+        # J S + S J^T = -Qn with J^T = J^H = W T^H W^H: T X + X T^H = -W^H Qn W, S = W X W^H.
+        s_nn = np.real(w @ _trsyl(t, -(wh @ qn @ w), "N", "C") @ wh)
+        # K X + X J^T = -D S_nn: with X = U Y W^H, diag(mu) Y + Y T^H = U^-1 (-D S_nn) W.
+        y = _sylvester_diag_triangular(mu, t, _left(-(d @ s_nn), ubi) @ w, conjugate=True)
+        s_bn = np.real(_left(y @ wh, ub))
         c = d @ s_bn.T + s_bn @ d.T
         ct = _left(_left(c, ubi).T, ubi).T                # U^-1 C U^-T
         s_bb = np.real(_left(_left(-ct / (mu[:, None] + mu[None, :]), ub).T, ub).T)
@@ -121,23 +155,28 @@ def _structured(a: np.ndarray, q: np.ndarray, parts, adjoint: bool) -> np.ndarra
     g_nn, g_nb, g_bb = q[:m, :m], q[:m, m:], q[m:, m:]
     zt = _left(_left(g_bb, tr(ub)).T, tr(ub)).T           # U^T G U
     l_bb = np.real(_left(_left(-zt / (mu[:, None] + mu[None, :]), tr(ubi)).T, tr(ubi)).T)
-    t2, w2 = schur(j, output="complex")                   # J = W T W^H
     r2t = -(g_nb + d.T @ l_bb).T                          # K^T L_nb^T + L_nb^T J = R2^T
-    y = _sylvester_diag_triangular(mu, t2, _left(r2t, tr(ub)) @ w2)
-    l_bn = np.real(_left(y @ w2.conj().T, tr(ubi)))
-    l_nn = solve_continuous_lyapunov(j.T, -(g_nn + d.T @ l_bn + l_bn.T @ d))
+    y = _sylvester_diag_triangular(mu, t, _left(r2t, tr(ub)) @ w)
+    l_bn = np.real(_left(y @ wh, tr(ubi)))
+    # J^T L + L J = -R with J = W T W^H: T^H X + X T = -W^H R W, L = W X W^H.
+    r = g_nn + d.T @ l_bn + l_bn.T @ d
+    l_nn = np.real(w @ _trsyl(t, -(wh @ r @ w), "C", "N") @ wh)
     out[:m, :m], out[m:, :m], out[:m, m:], out[m:, m:] = l_nn, l_bn, l_bn.T, l_bb
     return out
 
 
-def _solve(a: np.ndarray, q: np.ndarray, adjoint: bool) -> np.ndarray:
-    """The structured solve where the system has the LNA's structure, else scipy's dense one."""
+def _solve(a: np.ndarray, q: np.ndarray, adjoint: bool, cache: dict | None = None) -> np.ndarray:
+    """The structured solve where the system has the LNA's structure, else scipy's dense one.
+    ``cache``: a dict that keeps the structured solve's factors of ``a`` (:func:`_factors`)
+    between a forward solve and its adjoint (filled when empty)."""
     from scipy.linalg import solve_continuous_lyapunov
     parts = _blocks(a, np.zeros_like(q) if adjoint else q)
     if parts is not None:
-        if adjoint:
-            parts = parts[:3] + (None,)
-        x = _structured(a, q, parts, adjoint)
+        if cache is None:
+            cache = {}
+        if "factors" not in cache:
+            cache["factors"] = _factors(a, parts)
+        x = _structured(a, q, parts, adjoint, cache["factors"])
     else:
         x = solve_continuous_lyapunov(a.T if adjoint else a, -q)
     return np.ascontiguousarray(0.5 * (x + x.T))
@@ -156,7 +195,9 @@ class _Lyapunov(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, a, q):
-        sigma = _solve(a.detach().cpu().numpy(), q.detach().cpu().numpy(), adjoint=False)
+        ctx.cache = {}            # the Schur and eigen factors of a, reused by backward
+        sigma = _solve(a.detach().cpu().numpy(), q.detach().cpu().numpy(), adjoint=False,
+                       cache=ctx.cache)
         sigma = torch.from_numpy(sigma).to(a.device)
         ctx.save_for_backward(a, sigma)
         return sigma
@@ -165,7 +206,8 @@ class _Lyapunov(torch.autograd.Function):
     def backward(ctx, grad):
         a, sigma = ctx.saved_tensors
         g = 0.5 * (grad + grad.T)
-        lam = _solve(a.detach().cpu().numpy(), g.detach().cpu().numpy(), adjoint=True)
+        lam = _solve(a.detach().cpu().numpy(), g.detach().cpu().numpy(), adjoint=True,
+                     cache=ctx.cache)
         lam = torch.from_numpy(lam).to(a.device)
         return 2.0 * lam @ sigma, lam
 

@@ -211,14 +211,20 @@ def test_fc_and_fcd_files_as_targets(tmp_path, capsys, problem):
 
 
 def test_demo_recipe_searches_refines_and_evaluates(tmp_path, capsys):
-    """``rww fit --demo`` (the recipe), shrunk: 4 candidates, 60 TRs, 1 refinement epoch, the
-    evaluation at 1 ms to keep the test short (the default is 0.1 ms)."""
+    """``rww fit --demo`` (the recipe with its LNA stage, on by default for the demo), shrunk: 4
+    candidates, 60 TRs, 1 refinement epoch, 3 LNA steps, the evaluation at 1 ms to keep the test
+    short (the default is 0.1 ms)."""
     out = tmp_path / "demo"
     code, stdout, err = run(capsys, "fit", "--demo", "--candidates", 4, "--epochs", 1, "--n-trs", 60,
-                            "--eval-dt", 1, "--eval-realisations", 1, "--no-progress", "--out", out)
+                            "--eval-dt", 1, "--eval-realisations", 1, "--lna-iterations", 3,
+                            "--no-progress", "--out", out)
     assert code == 0, err
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["preset"] == "deco2014" and summary["chosen"] in ("search", "refined")
+    assert summary["preset"] == "deco2014" and summary["chosen"] in ("search", "refined", "lna")
+    assert summary["config"]["lna_regional"] == ["w_EE", "w_EI", "J_NMDA"]
+    lna = summary["train"]["lna"]
+    assert lna["fit"]["settings"]["iterations"] == 3
+    assert len(lna["screen"]) == 9 and lna["screen"][0]["lna_values"] is False
     rows = json.loads((out / "search.json").read_text())["rows"]
     assert len(rows) == 4 and all(0.6 <= r["G_over_Gc"] <= 1.0 for r in rows)
     best = min((r for r in rows if r["loss"] is not None), key=lambda r: r["loss"])

@@ -257,6 +257,12 @@ def test_structured_solve_equals_the_dense_one():
     g = g + g.T
     dense_adj = solve_continuous_lyapunov(a.T, -g)
     assert np.abs(_solve(a, g, adjoint=True) - dense_adj).max() < 1e-10 * np.abs(dense_adj).max()
+    cache = {}                  # the factors of the forward solve, reused by the adjoint one
+    assert np.abs(_solve(a, q, adjoint=False, cache=cache) - dense).max() < \
+        1e-10 * np.abs(dense).max()
+    assert set(cache) == {"factors"}
+    assert np.abs(_solve(a, g, adjoint=True, cache=cache) - dense_adj).max() < \
+        1e-10 * np.abs(dense_adj).max()
     a2 = a.copy()
     a2[0, -1] = 1e-3                                  # breaks the block-triangular structure
     assert _blocks(a2, q) is None

@@ -75,6 +75,8 @@ def test_cli_lna_options_are_checked(capsys, tmp_path):
     assert code == 1 and "the LNA stage is part of the recipe; add --recipe" in err
     code, _, err = run_cli(capsys, *base, "--lna-iterations", "5")
     assert code == 1 and "--lna-iterations: needs --lna-regional" in err
+    code, _, err = run_cli(capsys, *base, "--lna-regional", "none", "--lna-iterations", "5")
+    assert code == 1 and "--lna-iterations: the LNA stage is off (--lna-regional none)" in err
     code, _, err = run_cli(capsys, *base, "--lna-regional", "w_EE", "--lna-iterations", "0")
     assert code == 1 and "--lna-iterations: must be at least 1, got 0" in err
 

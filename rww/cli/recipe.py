@@ -64,9 +64,11 @@ def add_recipe_arguments(p):
                      help="after the refinement, fit these parameters per region (e.g. "
                           "w_EE,w_EI) to the target FC through the linear noise approximation, "
                           "then re-screen G and sigma by simulation at dt 0.1 ms; kept only if "
-                          "it screens better (rww.linear_fit; a few minutes at N = 100)")
+                          "it screens better (rww.linear_fit; about 2 minutes at N = 100). "
+                          f"Default: {DEMO_LNA_REGIONAL} with --demo, off otherwise; 'none' "
+                          "switches it off")
     grp.add_argument("--lna-iterations", type=int, metavar="N",
-                     help="Adam steps of the LNA fit (default 300)")
+                     help="Adam steps of the LNA fit (default 100)")
     grp.add_argument("--eval-dt", type=float, default=0.1, metavar="MS",
                      help="step of the final evaluation [ms] (default 0.1, the contract's step; "
                           "coarser only for quick checks)")
@@ -86,6 +88,11 @@ def _parse_bounds(text: str) -> dict:
     if not bounds:
         raise ValueError("--bounds: give at least one NAME=LO:HI")
     return bounds
+
+
+# rww fit --demo adds the LNA stage with these per-region parameters unless --lna-regional says
+# otherwise (measured in the README's demo section).
+DEMO_LNA_REGIONAL = "w_EE,w_EI,J_NMDA"
 
 
 def _names(text) -> list:
@@ -141,11 +148,19 @@ def run_recipe(args, sc, labels, connectome, demo, target, held_out: dict) -> in
     if args.search == "cma" and args.candidates is not None and args.candidates < 2:
         raise ValueError(f"--candidates: CMA-ES needs a population of at least 2, got "
                          f"{args.candidates}")
-    lna_regional = _names(getattr(args, "lna_regional", None))
-    if getattr(args, "lna_regional", None) is not None:
+    lna_text = getattr(args, "lna_regional", None)
+    if lna_text is None and demo is not None:
+        lna_text = DEMO_LNA_REGIONAL              # the demo's default: the LNA stage on
+    if lna_text is not None and lna_text.strip().lower() == "none":
+        lna_text = ""
+        if getattr(args, "lna_iterations", None) is not None:
+            raise ValueError("--lna-iterations: the LNA stage is off (--lna-regional none); drop "
+                             "one of the two")
+    lna_regional = _names(lna_text)
+    if lna_text is not None and lna_text != "":
         from ..linear_fit import check_learn
         if not lna_regional:
-            raise ValueError("--lna-regional: give parameter names, e.g. w_EE,w_EI")
+            raise ValueError("--lna-regional: give parameter names, e.g. w_EE,w_EI (or none)")
         from ..linear_fit import DEFAULT_BOUNDS
         try:              # names, repeats and parameters that are never regional
             check_learn(lna_regional, {k: (0.0, 1.0) for k in lna_regional})
