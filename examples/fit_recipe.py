@@ -13,7 +13,12 @@ Experiments (``--only NAME`` runs one):
 - ``homogeneous_subject``: as the first, fitted to subject 100206's first half of REST1_LR (600
   TRs, its FC and FCD in both window-pair conventions);
 - ``regional_group``: free per-region w_EE (100 values, graph-smoothness penalty on the
-  connectome) refined by gradient from a search over G/G_c, w_EE and sigma; group target.
+  connectome) refined by gradient from a search over G/G_c, w_EE and sigma; group target;
+- ``lna_group``: the recipe with its LNA stage (the setting of ``rww fit --demo``: a search over
+  G/G_c, w_EE and sigma, G/G_c and w_EE refined by gradient, then per-region w_EE, w_EI and
+  J_NMDA fitted through the linear noise approximation and G, sigma re-screened by simulation;
+  :mod:`rww.linear_fit`), with 300 LNA steps; group target;
+- ``lna_subject``: the same fitted to subject 100206's first half of REST1_LR.
 
 Every fit is then scored with one protocol (:func:`rww.evaluate.evaluate`, dt = 0.1 ms, fresh
 noise, simulations as long as each target): on the training target, on the subject's held-out
@@ -59,6 +64,10 @@ def experiments(demo, quick: bool) -> dict:
     search = dict(method="cma", n_candidates=8 if quick else 24, generations=2 if quick else 5)
     refine = dict(epochs=2 if quick else 8, realisations=2 if quick else 4,
                   eval_realisations=2 if quick else 4)
+    lna = dict(bounds={"G_rel": (0.7, 1.0), "w_EE": (0.4, 1.4), "sigma": (0.004, 0.012)},
+               learn=("G", "w_EE"), n_candidates=16 if quick else 48, epochs=2 if quick else 6,
+               realisations=2 if quick else 4, eval_realisations=2 if quick else 4,
+               lna_regional=("w_EE", "w_EI", "J_NMDA"), lna_iterations=30 if quick else 300)
     return {
         "homogeneous_group": ("group", RecipeConfig(bounds=homogeneous, learn=("G", "w_EE"),
                                                     **search, **refine)),
@@ -75,6 +84,9 @@ def experiments(demo, quick: bool) -> dict:
             weights={"fc_corr": 1.0, "fc_level": 1.0, "fcd_ks": 1.0, "rate_band": 0.01,
                      "smoothness": 1.0},
             **search, **dict(refine, epochs=4 if quick else 30))),
+        # the demo's recipe with its LNA stage (rww fit --demo), longer LNA fit
+        "lna_group": ("group", RecipeConfig(**lna)),
+        "lna_subject": ("subject", RecipeConfig(**lna)),
     }
 
 
@@ -148,6 +160,7 @@ def main():
         summary["experiments"][name] = {
             "target": which, "chosen": result.chosen, "params": result.params,
             "search_best": result.search.best(1)[0], "screening": result.evaluations["screening"],
+            "lna": result.evaluations.get("lna"),
             "scores": scored, "timings": dict(result.timings, total_s=time.perf_counter() - tick),
             "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in
                        config.__dict__.items() if k != "maps"},
@@ -189,8 +202,19 @@ def write_report(out: str):
                   "|---|---|---|---|---|---|---|---|"]
         lines += [scores_line(t, ev) for t, ev in exp["scores"].items()]
         t = exp["timings"]
+        lna = exp.get("lna") or {}
+        if "fit" in lna:
+            best = lna["screen"][lna["best"]]
+            lines += ["", f"LNA stage: LNA FC r {lna['fit']['fc_r_start']:.3f} -> "
+                          f"{lna['fit']['fc_r']:.3f} in {lna['fit']['seconds']:.0f} s; re-screen of "
+                          f"{len(lna['screen'])} points at dt {lna['screen_dt']} ms chose G "
+                          f"{best['G']:.4g}, sigma {best['sigma']:.4g} (FC r {best['fc_r']:.3f}, "
+                          f"FCD KS {best['fcd_ks'] if best['fcd_ks'] is None else round(best['fcd_ks'], 3)})"]
+        elif "skipped" in lna:
+            lines += ["", f"LNA stage skipped: {lna['skipped']}"]
+        lna_s = f"LNA stage {t['lna_s']:.0f} s, " if "lna_s" in t else ""
         lines += ["", f"time: search {t['search_s']:.0f} s, refinement {t['refine_s']:.0f} s, "
-                      f"evaluation {t['evaluate_s']:.0f} s; total {t['total_s']:.0f} s", ""]
+                      f"{lna_s}evaluation {t['evaluate_s']:.0f} s; total {t['total_s']:.0f} s", ""]
     with open(os.path.join(out, "summary.md"), "w") as fh:
         fh.write("\n".join(lines) + "\n")
     print("\n".join(lines))

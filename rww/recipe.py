@@ -76,7 +76,8 @@ class RecipeConfig:
             ``convergence_window`` ``None`` (the default) judges the last ``min(10, epochs)``
             epochs (at least 3: fewer epochs are reported as not judged).
         lna_regional: parameters given per-region values by the LNA stage (e.g.
-            ``("w_EE", "w_EI")``; empty: no LNA stage). ``lna_bounds``, ``lna_iterations``,
+            ``("w_EE", "w_EI", "J_NMDA")``, what ``rww fit --demo`` uses; empty, the default
+            here: no LNA stage). ``lna_bounds``, ``lna_iterations``,
             ``lna_margin``: of :func:`rww.linear_fit.fit_regional_lna` (bounds over
             :data:`rww.linear_fit.DEFAULT_BOUNDS`; Adam steps; stability margin [1/s]). If the
             stage cannot run from the chosen point (beyond the bifurcation, a start outside the
