@@ -19,8 +19,8 @@ Schaefer-100 group data, checked by simulation.
    subject 100206's REST2_LR scan (held out: no fit saw it).
 4. **FCD screen.** For the screened fits (:data:`SCREENED`), G and sigma are re-screened by
    simulation (dt 0.1 ms, one
-   realisation each, the same noise for every point; the grid of the recipe's LNA stage,
-   :class:`rww.recipe.RecipeConfig`) with the regional values fixed; the best by
+   realisation each, the same noise for every point; the grids of :data:`SCREENED`) with the
+   regional values fixed; the best by
    :func:`rww.search.candidate_loss` is evaluated like the others, on fresh noise.
 
 Outputs in ``--out``: ``summary.json`` (scores, settings, LNA histories, timings),
@@ -60,8 +60,11 @@ FCD_WINDOW, FCD_STEP = 43, 7             # cuBNM's 30 s / 5 s windows at TR 0.72
 # the demo's fit gained the LNA stage (kept here so that the recorded runs stay reproducible).
 START = {"G": 1.5288447141647339, "w_EE": 0.4507144093513489, "sigma": 0.0063090878538787365,
          "fic": 3.0}
-# Fits whose G and sigma are re-screened by simulation with their regional values fixed.
-SCREENED = ("w_EE_w_EI", "w_EE_w_EI_J_NMDA")
+# Fits whose G and sigma are re-screened by simulation with their regional values fixed, and the
+# grids (factors of the start's G, of its sigma) they were recorded with: w_EE_w_EI with the
+# recipe's grid of its time, w_EE_w_EI_J_NMDA with the recipe's current one (RecipeConfig).
+SCREENED = {"w_EE_w_EI": ((0.8, 0.85, 0.9, 0.95, 1.0), (0.5, 0.7, 1.0)),
+            "w_EE_w_EI_J_NMDA": (RecipeConfig().lna_g_scales, RecipeConfig().lna_sigma_scales)}
 
 
 def variants(quick: bool, lna_level_homogeneous: float) -> dict:
@@ -104,11 +107,11 @@ def fidelity(demo, base, group, realisations, seed) -> dict:
             "simulated": ev.to_dict()}
 
 
-def fcd_screen(demo, base, values, group, quick: bool, seed: int) -> list:
-    """G x sigma with the regional values fixed: one 1200-TR simulation each at dt 0.1 ms."""
-    grid = RecipeConfig()                 # the recipe's LNA re-screen grid (rww fit --lna-regional)
-    g_scale = [0.92, 1.0] if quick else list(grid.lna_g_scales)
-    sigmas = [base["sigma"] * f for f in ((1.0,) if quick else grid.lna_sigma_scales)]
+def fcd_screen(demo, base, values, group, grid, quick: bool, seed: int) -> list:
+    """G x sigma with the regional values fixed (``grid``: factors of G, factors of sigma): one
+    1200-TR simulation each at dt 0.1 ms."""
+    g_scale = [0.92, 1.0] if quick else list(grid[0])
+    sigmas = [base["sigma"] * f for f in ((1.0,) if quick else grid[1])]
     points = list(itertools.product(g_scale, sigmas))
     b = len(points)
     model = rww.RWWBold(demo.sc, dt=0.1, batch=b, fic=base.get("fic", 3.0),
@@ -194,7 +197,7 @@ def main():
                  "timings": {"lna_fit_s": t_fit, "evaluate_s": time.perf_counter() - t0 - t_fit}}
         if name in SCREENED:
             t1 = time.perf_counter()
-            rows = fcd_screen(demo, base, values, group, args.quick, seed=42_000)
+            rows = fcd_screen(demo, base, values, group, SCREENED[name], args.quick, seed=42_000)
             best = min(rows, key=lambda r: r["loss"])
             chosen = dict(base, G=best["G"], sigma=best["sigma"])
             ev = evaluate(model_at(demo.sc, chosen, values), group, n_trs=1200,

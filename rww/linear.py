@@ -102,13 +102,19 @@ def _factors(a: np.ndarray, parts) -> dict:
 
 
 def _trsyl(t: np.ndarray, c: np.ndarray, trana: str, tranb: str) -> np.ndarray:
-    """``X`` with ``op(T) X + X op(T) = C`` for upper-triangular complex ``T`` (LAPACK ztrsyl;
-    ``op`` is ``T`` for ``"N"``, ``T^H`` for ``"C"``)."""
+    """``X`` with ``opa(T) X + X opb(T) = C`` for upper-triangular complex ``T`` (LAPACK ztrsyl;
+    ``opa`` is set by ``trana``, ``opb`` by ``tranb``: ``T`` for ``"N"``, ``T^H`` for ``"C"``)."""
+    import warnings
+
     from scipy.linalg.lapack import ztrsyl
     x, scale, info = ztrsyl(t, t, c.astype(complex), trana=trana, tranb=tranb)
     if info < 0:
         raise RuntimeError(f"ztrsyl: argument {-info} was invalid")
-    return x / scale          # info = 1 (near-common eigenvalues) cannot occur: J is stable
+    if info == 1:                 # cannot happen for a stable J (lna checks stability first)
+        warnings.warn("lyapunov: the neural block has eigenvalues close to the imaginary axis "
+                      "(LAPACK perturbed them to solve); the covariance is inaccurate",
+                      RuntimeWarning, stacklevel=3)
+    return x / scale
 
 
 def _sylvester_diag_triangular(mu: np.ndarray, t: np.ndarray, f: np.ndarray,

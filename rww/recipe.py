@@ -119,11 +119,14 @@ class RecipeConfig:
     lna_bounds: dict = field(default_factory=dict)
     lna_iterations: int = 100
     lna_margin: float = 1.0
-    # Measured on the demo (README): with per-region w_EE and w_EI the good points lay on a
-    # ridge where a lower G needs more noise (G x 0.925 with sigma x 0.5-0.6, G x 0.875 with
-    # sigma x 1.0: FCD KS 0.11-0.21, 3.3-4.0 Hz), at G x 0.95 regions escaped to high rates
-    # (6.4 Hz mean); adding J_NMDA moved the best to G x 0.85 with sigma x 0.5-0.75 (KS 0.19,
-    # 3.2-3.4 Hz), with the FCD missed from G x 0.95 up. 8 simulations (+ the given point).
+    # Chosen from scratch screens on the demo (not recorded; G x 0.8-1.0, sigma x 0.5-1.0, one or
+    # two noise seeds): with per-region w_EE and w_EI the good points lay on a ridge where a
+    # lower G needs more noise (G x 0.925 with sigma x 0.5-0.6, G x 0.875 with sigma x 1.0: FCD
+    # KS 0.11-0.21, 3.3-4.0 Hz) and at G x 0.95 regions escaped to high rates (6.4 Hz mean); with
+    # J_NMDA too the best lay at G x 0.85-0.9 with sigma x 0.5-0.75 (KS 0.19-0.25, 3.2-3.4 Hz)
+    # and the FCD was missed from G x 0.95 up. The recorded runs with this grid chose G x 0.9,
+    # sigma x 0.5 (rww fit --demo) and G x 0.85, sigma x 0.75 (examples/fit_lna.py,
+    # examples/fit_recipe.py lna_group). 8 simulations (+ the given point).
     lna_g_scales: tuple = (0.85, 0.875, 0.9, 0.925)
     lna_sigma_scales: tuple = (0.5, 0.75)
     lna_screen_dt: float = 0.1

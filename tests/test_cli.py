@@ -102,6 +102,25 @@ def test_simulate_outputs_match_a_direct_simulation(tmp_path, capsys, connectome
         png_ok(out / name)
 
 
+def test_simulate_demo_without_parameters_runs_the_packaged_fitted_point(tmp_path, capsys):
+    """``rww simulate --demo`` with no --param/--params simulates rww/datasets/demo_fit/params.json
+    (per-region w_EE, w_EI and J_NMDA lists, FIC on) unchanged."""
+    from rww.data import DEMO_FITTED_PARAMS
+    packaged = json.loads(DEMO_FITTED_PARAMS.read_text())
+    out = tmp_path / "fitted"
+    code, _, err = run(capsys, "simulate", "--demo", *TINY, "--trs", 3, "--burn-in", 1,
+                       "--out", out)
+    assert code == 0, err
+    summary = json.loads((out / "summary.json").read_text())
+    params = summary["parameters"]
+    for name in ("w_EE", "w_EI", "J_NMDA"):
+        assert isinstance(packaged[name], list) and len(packaged[name]) == 100
+        assert params[name] == pytest.approx(packaged[name], rel=1e-6), name
+    assert params["G"] == pytest.approx([packaged["G"]], rel=1e-6)
+    assert params["sigma"] == pytest.approx(packaged["sigma"], rel=1e-6)
+    assert summary["fic"]
+
+
 def test_simulate_demo_compares_with_the_empirical_fc(tmp_path, capsys):
     out = tmp_path / "demo"
     code, stdout, err = run(capsys, "simulate", "--demo", *TINY, "--trs", 8, "--burn-in", 1,

@@ -261,8 +261,10 @@ def test_structured_solve_equals_the_dense_one():
     assert np.abs(_solve(a, q, adjoint=False, cache=cache) - dense).max() < \
         1e-10 * np.abs(dense).max()
     assert set(cache) == {"factors"}
+    factors = cache["factors"]
     assert np.abs(_solve(a, g, adjoint=True, cache=cache) - dense_adj).max() < \
         1e-10 * np.abs(dense_adj).max()
+    assert cache["factors"] is factors                 # reused, not recomputed
     a2 = a.copy()
     a2[0, -1] = 1e-3                                  # breaks the block-triangular structure
     assert _blocks(a2, q) is None

@@ -74,11 +74,32 @@ def test_cli_lna_options_are_checked(capsys, tmp_path):
     code, _, err = run_cli(capsys, *[a for a in base if a != "--recipe"], "--lna-regional", "w_EE")
     assert code == 1 and "the LNA stage is part of the recipe; add --recipe" in err
     code, _, err = run_cli(capsys, *base, "--lna-iterations", "5")
-    assert code == 1 and "--lna-iterations: needs --lna-regional" in err
+    assert code == 1 and "--lna-iterations: the LNA stage is off (give --lna-regional" in err
     code, _, err = run_cli(capsys, *base, "--lna-regional", "none", "--lna-iterations", "5")
     assert code == 1 and "--lna-iterations: the LNA stage is off (--lna-regional none)" in err
     code, _, err = run_cli(capsys, *base, "--lna-regional", "w_EE", "--lna-iterations", "0")
     assert code == 1 and "--lna-iterations: must be at least 1, got 0" in err
+
+
+def test_lna_options_default_on_for_the_demo_only():
+    """``--lna-regional``: the demo's default turns the stage on, ``none`` (any case) turns it off,
+    and without the demo it is off unless given; an empty list is an error, not "off"."""
+    from rww.cli.recipe import DEMO_LNA_REGIONAL, lna_options
+    assert lna_options(None, None, demo=True) == (DEMO_LNA_REGIONAL.split(","), None)
+    assert lna_options(None, 40, demo=True) == (["w_EE", "w_EI", "J_NMDA"], 40)
+    assert lna_options("none", None, demo=True) == ([], None)
+    assert lna_options(" None ", None, demo=False) == ([], None)
+    assert lna_options(None, None, demo=False) == ([], None)
+    assert lna_options("w_EE", 7, demo=False) == (["w_EE"], 7)
+    for text in ("", " ", ","):
+        with pytest.raises(ValueError, match="--lna-regional: give parameter names"):
+            lna_options(text, None, demo=True)
+    with pytest.raises(ValueError, match=r"the LNA stage is off \(--lna-regional none\)"):
+        lna_options("none", 5, demo=True)
+    with pytest.raises(ValueError, match=r"the LNA stage is off \(give --lna-regional"):
+        lna_options(None, 5, demo=False)
+    with pytest.raises(ValueError, match="must be at least 1, got 0"):
+        lna_options(None, 0, demo=True)
 
 
 def _recipe_config(**kw):

@@ -45,7 +45,9 @@ def add_parser(subparsers):
         "fit", help="fit model parameters to empirical FC / FCD / BOLD",
         description="Fit model parameters. With --demo (or --recipe for your own data): the "
                     "fitting recipe (deco2014 with FIC): a global search over G/G_c and a few "
-                    "parameters, gradient refinement on full-length simulations, evaluation at "
+                    "parameters, gradient refinement on full-length simulations, optionally "
+                    "per-region values through the linear noise approximation (--lna-regional; "
+                    "on by default with --demo), evaluation at "
                     "dt 0.1 ms, writing params.json, search.csv/json, fit.json, refine.ckpt, "
                     "summary.json (with the refinement's convergence verdict) and figures "
                     "into --out (a rerun into the same --out reuses a finished search with the "
@@ -200,7 +202,9 @@ def run(args) -> int:
         raise ValueError("--paper: the seed paper's setting is a --demo variant; give --demo")
     if args.paper and args.recipe:
         raise ValueError("--paper and --recipe are two different fits; choose one")
-    if not recipe and (args.lna_regional is not None or args.lna_iterations is not None):
+    lna_off = args.lna_regional is not None and args.lna_regional.strip().lower() == "none"
+    if not recipe and ((args.lna_regional is not None and not lna_off)
+                       or args.lna_iterations is not None):
         raise ValueError("--lna-regional/--lna-iterations: the LNA stage is part of the recipe; "
                          "add --recipe (or use --demo without --paper)")
     settings = dict(DEMO_DEFAULTS if args.demo and not recipe else FILE_DEFAULTS)

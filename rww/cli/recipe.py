@@ -1,12 +1,15 @@
-"""``rww fit --recipe`` (the default of ``rww fit --demo``): global search, gradient refinement and
-evaluation (:mod:`rww.recipe`), with its options, outputs and figures.
+"""``rww fit --recipe`` (the default of ``rww fit --demo``): global search, gradient refinement,
+the optional LNA stage (per-region values through the linear noise approximation, then G and
+sigma re-screened by simulation; on by default with ``--demo``) and evaluation
+(:mod:`rww.recipe`), with its options, outputs and figures.
 
 Writes, into ``--out``: ``search.csv`` / ``search.json`` (every candidate with its scores),
 ``fit.json`` / ``fit.npz`` and ``refine.ckpt`` (the refinement), ``params.json`` (the chosen
 parameters, accepted unchanged by ``rww simulate --params``), ``summary.json`` (evaluations of the
 search point and the refined point at 0.1 ms on the training target and on held-out data, with
 their conventions; the refinement's convergence verdict, ``convergence``, with a warning when it
-has not converged; timings) and figures (``fc.png``, ``fcd.png``, ``search.png``).
+has not converged; the LNA stage's record, ``train.lna``; timings) and figures (``fc.png``,
+``fcd.png``, ``search.png``).
 """
 
 from __future__ import annotations
@@ -18,10 +21,11 @@ import sys
 import time
 
 def _defaults() -> dict:
-    """The recipe's defaults on the command line: :class:`rww.recipe.RecipeConfig`'s (sized for
-    about three minutes on two idle cores for the demo, see README: 48 candidates over G/G_c,
-    w_EE and the noise amplitude, 1200-TR simulations at dt = 1 ms, 6 refinement epochs of 4
-    realisations, an evaluation of 2 realisations at dt = 0.1 ms)."""
+    """The recipe's defaults on the command line: :class:`rww.recipe.RecipeConfig`'s (sized, with
+    the demo's LNA stage, for about four minutes on two idle cores, see README: 48 candidates
+    over G/G_c, w_EE and the noise amplitude, 1200-TR simulations at dt = 1 ms, 6 refinement
+    epochs of 4 realisations, 100 LNA steps and 8 re-screen simulations at dt = 0.1 ms, an
+    evaluation of 2 realisations at dt = 0.1 ms)."""
     from ..recipe import RecipeConfig
     c = RecipeConfig()
     return dict(bounds=",".join(f"{k}={lo:g}:{hi:g}" for k, (lo, hi) in c.bounds.items()),
@@ -95,6 +99,44 @@ def _parse_bounds(text: str) -> dict:
 DEMO_LNA_REGIONAL = "w_EE,w_EI,J_NMDA"
 
 
+def lna_options(text: str | None, iterations: int | None, demo: bool) -> tuple[list, int | None]:
+    """``--lna-regional`` and ``--lna-iterations`` -> ``(names, iterations)``: the per-region
+    parameters of the LNA stage (empty: no stage) and its Adam steps (``None``: the recipe's
+    default). ``text`` ``None`` means the option was not given: the demo's default
+    (:data:`DEMO_LNA_REGIONAL`) with ``demo``, no stage otherwise; ``"none"`` switches it off.
+
+    Raises:
+        ValueError: an empty or malformed list, a parameter that cannot be fitted per region from
+            the command line, iterations below 1 or given while the stage is off.
+    """
+    if text is None and demo:
+        text = DEMO_LNA_REGIONAL
+    off = text is None or text.strip().lower() == "none"
+    if iterations is not None and iterations < 1:
+        raise ValueError(f"--lna-iterations: must be at least 1, got {iterations}")
+    if off:
+        if iterations is not None:
+            raise ValueError("--lna-iterations: the LNA stage is off ("
+                             + ("--lna-regional none" if text is not None else
+                                "give --lna-regional, e.g. w_EE,w_EI,J_NMDA")
+                             + ")")
+        return [], None
+    names = _names(text)
+    if not names:
+        raise ValueError("--lna-regional: give parameter names, e.g. w_EE,w_EI,J_NMDA (or none)")
+    from ..linear_fit import DEFAULT_BOUNDS, check_learn
+    try:              # names, repeats and parameters that are never regional
+        check_learn(names, {k: (0.0, 1.0) for k in names})
+    except ValueError as err:
+        raise ValueError(f"--lna-regional: {str(err).replace('learn: ', '')}") from None
+    unknown = [p for p in names if p not in DEFAULT_BOUNDS]
+    if unknown:
+        raise ValueError(f"--lna-regional: {unknown} cannot be fitted per region from the "
+                         f"command line; choose from {sorted(DEFAULT_BOUNDS)} (others need "
+                         "bounds: RecipeConfig(lna_bounds=...) in Python)")
+    return names, iterations
+
+
 def _names(text) -> list:
     return [s.strip() for s in (text or "").split(",") if s.strip()]
 
@@ -148,34 +190,9 @@ def run_recipe(args, sc, labels, connectome, demo, target, held_out: dict) -> in
     if args.search == "cma" and args.candidates is not None and args.candidates < 2:
         raise ValueError(f"--candidates: CMA-ES needs a population of at least 2, got "
                          f"{args.candidates}")
-    lna_text = getattr(args, "lna_regional", None)
-    if lna_text is None and demo is not None:
-        lna_text = DEMO_LNA_REGIONAL              # the demo's default: the LNA stage on
-    if lna_text is not None and lna_text.strip().lower() == "none":
-        lna_text = ""
-        if getattr(args, "lna_iterations", None) is not None:
-            raise ValueError("--lna-iterations: the LNA stage is off (--lna-regional none); drop "
-                             "one of the two")
-    lna_regional = _names(lna_text)
-    if lna_text is not None and lna_text != "":
-        from ..linear_fit import check_learn
-        if not lna_regional:
-            raise ValueError("--lna-regional: give parameter names, e.g. w_EE,w_EI (or none)")
-        from ..linear_fit import DEFAULT_BOUNDS
-        try:              # names, repeats and parameters that are never regional
-            check_learn(lna_regional, {k: (0.0, 1.0) for k in lna_regional})
-        except ValueError as err:
-            raise ValueError(f"--lna-regional: {str(err).replace('learn: ', '')}") from None
-        unknown = [p for p in lna_regional if p not in DEFAULT_BOUNDS]
-        if unknown:
-            raise ValueError(f"--lna-regional: {unknown} cannot be fitted per region from the "
-                             f"command line; choose from {sorted(DEFAULT_BOUNDS)} (others need "
-                             "bounds: RecipeConfig(lna_bounds=...) in Python)")
-    lna_iterations = getattr(args, "lna_iterations", None)
-    if lna_iterations is not None and lna_iterations < 1:
-        raise ValueError(f"--lna-iterations: must be at least 1, got {lna_iterations}")
-    if lna_iterations is not None and not lna_regional:
-        raise ValueError("--lna-iterations: needs --lna-regional")
+    lna_regional, lna_iterations = lna_options(getattr(args, "lna_regional", None),
+                                               getattr(args, "lna_iterations", None),
+                                               demo is not None)
     lna = {"lna_regional": tuple(lna_regional)}
     if lna_iterations is not None:
         lna["lna_iterations"] = lna_iterations
