@@ -371,7 +371,9 @@ class LNAResult:
     """Outcome of :func:`lna`.
 
     Attributes:
-        bold_cov: ``(B, N, N)`` stationary BOLD covariance (BOLD units squared).
+        bold_cov: ``(B, N, N)`` stationary BOLD covariance (BOLD units squared); B is the
+            batch of the parameter table and coupling broadcast together (1 for a model whose
+            parameters are the same in every simulation).
         fc: ``(B, N, N)`` its correlation matrix (the LNA's FC).
         leading_eigenvalue: ``(B,)`` largest real part of the eigenvalues of the neural
             Jacobian [1/s] (negative: stable; near 0: near the bifurcation).
@@ -415,9 +417,13 @@ def lna(params: torch.Tensor, coupling: torch.Tensor, haemo: dict | str = "deco2
     # (stable by construction), so the neural block decides stability.
     lead = torch.linalg.eigvals(a[:, :2 * n, :2 * n]).real.amax(dim=-1)
     if bool((lead.detach() >= 0).any()):
+        worst = float(lead.detach().max())
+        hint = ("; an eigenvalue this large usually means an unnormalised connectome: normalise "
+                "it as simulated (e.g. load_demo(normalise='mean_row_sum'))"
+                if worst > 1000.0 else "")
         raise ValueError(f"lna: the FIC fixed point is not stable (leading eigenvalue "
-                         f"{float(lead.detach().max()):.4g}/s >= 0): no stationary covariance "
-                         "exists. Lower G below G_c (rww.stability.critical_coupling) or w_EE")
+                         f"{worst:.4g}/s >= 0): no stationary covariance exists. Lower G below "
+                         f"G_c (rww.stability.critical_coupling) or w_EE{hint}")
     state_cov = lyapunov(a, q, check_stable=False)
     bold_cov = out @ state_cov @ out.transpose(-1, -2)
     sd = torch.sqrt(torch.diagonal(bold_cov, dim1=-2, dim2=-1))

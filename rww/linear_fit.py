@@ -45,11 +45,12 @@ class RegionalLNAFit:
 
     Attributes:
         values: name -> ``(N,)`` float64 fitted per-region values.
-        fc_r: LNA FC correlation with the target at the end (all edges).
-        fc_level: mean off-diagonal LNA FC at the end.
-        leading_eigenvalue: at the end [1/s].
-        history: one dict per iteration (``loss``, ``fc_r``, ``fc_level``,
-            ``leading_eigenvalue``).
+        fc_r: LNA FC correlation with the target at the returned (lowest-loss) iterate, all
+            edges.
+        fc_level: mean off-diagonal LNA FC there.
+        leading_eigenvalue: there [1/s].
+        history: one dict per Adam step, evaluated before that step (``loss``, ``fc_r``,
+            ``fc_level``, ``leading_eigenvalue``); the values after the last step are not in it.
         settings: the arguments that shaped the fit (JSON-ready).
         seconds: wall time.
     """

@@ -73,6 +73,9 @@ def test_cli_lna_options_are_checked(capsys, tmp_path):
     assert code == 1 and "--lna-regional: give parameter names" in err
     code, _, err = run_cli(capsys, *[a for a in base if a != "--recipe"], "--lna-regional", "w_EE")
     assert code == 1 and "the LNA stage is part of the recipe; add --recipe" in err
+    code, _, err = run_cli(capsys, "fit", "--demo", "--paper", "--lna-regional", "w_EE",
+                           "--out", tmp_path / "p")
+    assert code == 1 and "the LNA stage is part of the recipe; drop --paper" in err
     code, _, err = run_cli(capsys, *base, "--lna-iterations", "5")
     assert code == 1 and "--lna-iterations: the LNA stage is off (give --lna-regional" in err
     code, _, err = run_cli(capsys, *base, "--lna-regional", "none", "--lna-iterations", "5")
@@ -100,6 +103,11 @@ def test_lna_options_default_on_for_the_demo_only():
         lna_options(None, 5, demo=False)
     with pytest.raises(ValueError, match="must be at least 1, got 0"):
         lna_options(None, 0, demo=True)
+    with pytest.raises(ValueError, match="'none' switches the stage off and goes alone"):
+        lna_options("none,w_EE", None, demo=True)
+    with pytest.raises(ValueError, match=r"unknown parameter\(s\) \['W_EE'\]; choose from "
+                                         r"\['I_0', 'J_NMDA', 'w_EE', 'w_EI'\]"):
+        lna_options("W_EE", None, demo=True)
 
 
 def _recipe_config(**kw):

@@ -206,7 +206,8 @@ def run(args) -> int:
     if not recipe and ((args.lna_regional is not None and not lna_off)
                        or args.lna_iterations is not None):
         raise ValueError("--lna-regional/--lna-iterations: the LNA stage is part of the recipe; "
-                         "add --recipe (or use --demo without --paper)")
+                         + ("drop --paper (rww fit --demo runs the recipe)" if args.paper else
+                            "add --recipe (or use --demo without --paper)"))
     settings = dict(DEMO_DEFAULTS if args.demo and not recipe else FILE_DEFAULTS)
     if recipe:                    # the recipe's own defaults apply where these are not given
         for key in ("learn", "epochs", "lr"):

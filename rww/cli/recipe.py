@@ -124,7 +124,15 @@ def lna_options(text: str | None, iterations: int | None, demo: bool) -> tuple[l
     names = _names(text)
     if not names:
         raise ValueError("--lna-regional: give parameter names, e.g. w_EE,w_EI,J_NMDA (or none)")
+    if any(n.lower() == "none" for n in names):
+        raise ValueError(f"--lna-regional: 'none' switches the stage off and goes alone, got "
+                         f"{text!r}")
     from ..linear_fit import DEFAULT_BOUNDS, check_learn
+    from ..params import PARAM_NAMES
+    unknown = [p for p in names if p not in PARAM_NAMES]
+    if unknown:
+        raise ValueError(f"--lna-regional: unknown parameter(s) {unknown}; choose from "
+                         f"{sorted(DEFAULT_BOUNDS)} (names are case-sensitive)")
     try:              # names, repeats and parameters that are never regional
         check_learn(names, {k: (0.0, 1.0) for k in names})
     except ValueError as err:
