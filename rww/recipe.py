@@ -329,8 +329,7 @@ def fit_recipe(sc, target: FitTarget, config: RecipeConfig | None = None, *, tr:
     """
     config = config or RecipeConfig()
     log = log or (lambda *_: None)
-    if config.lna_regional:
-        check_lna_config(config)
+    check_lna_config(config)
     timings = {}
     sc = torch.as_tensor(sc, dtype=torch.float32)
     if out:
@@ -444,12 +443,20 @@ def fit_recipe(sc, target: FitTarget, config: RecipeConfig | None = None, *, tr:
 
 def check_lna_config(config: RecipeConfig):
     """``ValueError`` naming the field when the LNA stage's settings cannot work (checked before
-    the search, so a mistake does not surface after it)."""
+    the search, so a mistake does not surface after it; the settings are checked also when
+    ``lna_regional`` is empty, so that a mistaken setting is not silently unused)."""
     from .linear_fit import check_learn
-    try:
-        check_learn(config.lna_regional, config.lna_bounds)
-    except ValueError as err:
-        raise ValueError(f"RecipeConfig.lna_regional/lna_bounds: {err}") from None
+    if isinstance(config.lna_regional, str) or tuple(config.lna_regional):
+        try:
+            check_learn(config.lna_regional, config.lna_bounds)
+        except ValueError as err:
+            raise ValueError(f"RecipeConfig.lna_regional/lna_bounds: {err}") from None
+    unused = sorted(set(config.lna_bounds) - set(() if isinstance(config.lna_regional, str)
+                                                 else config.lna_regional))
+    if unused:
+        raise ValueError(f"RecipeConfig.lna_bounds: {unused} are not in lna_regional "
+                         f"{tuple(config.lna_regional)!r}, so their bounds would be unused; add "
+                         "them to lna_regional or drop them")
     if not (isinstance(config.lna_iterations, int) and config.lna_iterations >= 1):
         raise ValueError(f"RecipeConfig.lna_iterations: a whole number >= 1, got "
                          f"{config.lna_iterations!r}")

@@ -148,6 +148,9 @@ def test_lna_stage_that_cannot_run_is_skipped_and_the_point_kept(tmp_path):
     (dict(lna_iterations=0), "lna_iterations: a whole number >= 1"),
     (dict(lna_g_scales=()), "lna_g_scales: a non-empty sequence"),
     (dict(lna_regional=("I_0",), lna_bounds={"I_0": 0.3}), "I_0 needs a pair (lo, hi)"),
+    (dict(lna_regional=(), lna_iterations=0), "lna_iterations: a whole number >= 1"),
+    (dict(lna_regional=("w_EE",), lna_bounds={"w_EI": (0.5, 2.0)}),
+     "RecipeConfig.lna_bounds: ['w_EI'] are not in lna_regional"),
 ])
 def test_lna_settings_are_checked_before_the_search(change, message):
     sc = seeded_connectome(N, 4)
