@@ -90,15 +90,16 @@ def _left(x: np.ndarray, blocks: np.ndarray) -> np.ndarray:
 
 
 def _factors(a: np.ndarray, parts) -> dict:
-    """What both solves need of the structured system: the complex Schur form of the neural
-    block ``J = W T W^H`` (``T`` upper triangular) and each region's Balloon block
-    ``K_r = U_r diag(mu_r) U_r^-1``. Computed once per forward solve and reused by its adjoint."""
+    """What both solves need of the structured system: its blocks (``parts``, :func:`_blocks`),
+    the complex Schur form of the neural block ``J = W T W^H`` (``T`` upper triangular) and each
+    region's Balloon block ``K_r = U_r diag(mu_r) U_r^-1``. Computed once per forward solve and
+    reused by its adjoint."""
     from scipy.linalg import schur
     j, _, kb, _ = parts
     t, w = schur(j, output="complex")
     mu_b, ub = np.linalg.eig(kb)                          # (N, 4), (N, 4, 4)
     return {"t": t, "w": w, "mu": mu_b.T.reshape(-1),     # state-major: a * N + r
-            "ub": ub, "ubi": np.linalg.inv(ub)}
+            "ub": ub, "ubi": np.linalg.inv(ub), "parts": parts}
 
 
 def _trsyl(t: np.ndarray, c: np.ndarray, trana: str, tranb: str) -> np.ndarray:
@@ -173,13 +174,16 @@ def _structured(a: np.ndarray, q: np.ndarray, parts, adjoint: bool, factors: dic
 
 def _solve(a: np.ndarray, q: np.ndarray, adjoint: bool, cache: dict | None = None) -> np.ndarray:
     """The structured solve where the system has the LNA's structure, else scipy's dense one.
-    ``cache``: a dict that keeps the structured solve's factors of ``a`` (:func:`_factors`)
-    between a forward solve and its adjoint (filled when empty)."""
+    ``cache``: a dict that keeps the structured solve's blocks and factors of ``a``
+    (:func:`_blocks`, :func:`_factors`) between a forward solve and its adjoint (filled when
+    empty), so the adjoint neither re-checks the structure nor re-factors."""
     from scipy.linalg import solve_continuous_lyapunov
-    parts = _blocks(a, np.zeros_like(q) if adjoint else q)
+    cache = {} if cache is None else cache
+    if "factors" in cache:
+        parts = cache["factors"]["parts"]
+    else:
+        parts = _blocks(a, np.zeros_like(q) if adjoint else q)
     if parts is not None:
-        if cache is None:
-            cache = {}
         if "factors" not in cache:
             cache["factors"] = _factors(a, parts)
         x = _structured(a, q, parts, adjoint, cache["factors"])

@@ -249,7 +249,8 @@ def fit_regional_lna(sc: torch.Tensor, target_fc: torch.Tensor, params: dict, *,
                               "the FC; give more iterations or a smaller margin",
                               RuntimeWarning, stacklevel=2)
             if best is None or float(loss.detach()) < best[0]:
-                best = (float(loss.detach()), {k: v.detach().clone() for k, v in raw.items()})
+                best = (float(loss.detach()), {k: v.detach().clone() for k, v in raw.items()},
+                        float(r.detach()), float(lvl.detach()), float(lead.detach()))
             opt.zero_grad()
             loss.backward()
             if not all(torch.isfinite(p.grad).all() for p in raw.values()):
@@ -265,20 +266,22 @@ def fit_regional_lna(sc: torch.Tensor, target_fc: torch.Tensor, params: dict, *,
                                 lead=f"{history[-1]['leading_eigenvalue']:.2f}/s")
         if stopped is None:                       # the last step's result counts too
             try:
-                loss, *_ = evaluate_loss()
-                if float(loss.detach()) < best[0]:
-                    best = (float(loss.detach()), {k: v.detach().clone() for k, v in raw.items()})
+                with torch.no_grad():
+                    loss, r, lvl, lead = evaluate_loss()
+                if float(loss) < best[0]:
+                    best = (float(loss), {k: v.detach().clone() for k, v in raw.items()},
+                            float(r), float(lvl), float(lead))
             except (ValueError, FICFailed) as err:
                 stopped = f"the last step left the valid region ({err}); the best earlier " \
                           "iterate is returned"
     finally:
         if bar is not None:
             bar.close()
-    with torch.no_grad():
+    with torch.no_grad():                       # the best iterate's values and scores
         for k in raw:
             raw[k].copy_(best[1][k])
-        _, r, lvl, lead = evaluate_loss()
         vals = {k: v.detach().clone() for k, v in values_now().items()}
+    r, lvl, lead = best[2:]
     settings = dict(learn=list(learn), bounds={k: list(lo_hi[k]) for k in learn},
                     fixed={k: (float(v) if not torch.is_tensor(v) or v.dim() == 0 else
                                torch.as_tensor(v).tolist()) for k, v in fixed.items()},

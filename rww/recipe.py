@@ -446,13 +446,12 @@ def check_lna_config(config: RecipeConfig):
     the search, so a mistake does not surface after it; the settings are checked also when
     ``lna_regional`` is empty, so that a mistaken setting is not silently unused)."""
     from .linear_fit import check_learn
-    if isinstance(config.lna_regional, str) or tuple(config.lna_regional):
+    if config.lna_regional:                     # a string is refused here, as not a sequence
         try:
             check_learn(config.lna_regional, config.lna_bounds)
         except ValueError as err:
             raise ValueError(f"RecipeConfig.lna_regional/lna_bounds: {err}") from None
-    unused = sorted(set(config.lna_bounds) - set(() if isinstance(config.lna_regional, str)
-                                                 else config.lna_regional))
+    unused = sorted(set(config.lna_bounds) - set(config.lna_regional))
     if unused:
         raise ValueError(f"RecipeConfig.lna_bounds: {unused} are not in lna_regional "
                          f"{tuple(config.lna_regional)!r}, so their bounds would be unused; add "

@@ -202,8 +202,8 @@ def run(args) -> int:
         raise ValueError("--paper: the seed paper's setting is a --demo variant; give --demo")
     if args.paper and args.recipe:
         raise ValueError("--paper and --recipe are two different fits; choose one")
-    lna_off = args.lna_regional is not None and args.lna_regional.strip().lower() == "none"
-    if not recipe and ((args.lna_regional is not None and not lna_off)
+    from .recipe import lna_off
+    if not recipe and ((args.lna_regional is not None and not lna_off(args.lna_regional))
                        or args.lna_iterations is not None):
         raise ValueError("--lna-regional/--lna-iterations: the LNA stage is part of the recipe; "
                          + ("drop --paper (rww fit --demo runs the recipe)" if args.paper else

@@ -99,6 +99,11 @@ def _parse_bounds(text: str) -> dict:
 DEMO_LNA_REGIONAL = "w_EE,w_EI,J_NMDA"
 
 
+def lna_off(text: str | None) -> bool:
+    """Whether ``--lna-regional`` says ``none`` (any case): the LNA stage switched off."""
+    return text is not None and text.strip().lower() == "none"
+
+
 def lna_options(text: str | None, iterations: int | None, demo: bool) -> tuple[list, int | None]:
     """``--lna-regional`` and ``--lna-iterations`` -> ``(names, iterations)``: the per-region
     parameters of the LNA stage (empty: no stage) and its Adam steps (``None``: the recipe's
@@ -111,7 +116,7 @@ def lna_options(text: str | None, iterations: int | None, demo: bool) -> tuple[l
     """
     if text is None and demo:
         text = DEMO_LNA_REGIONAL
-    off = text is None or text.strip().lower() == "none"
+    off = text is None or lna_off(text)
     if iterations is not None and iterations < 1:
         raise ValueError(f"--lna-iterations: must be at least 1, got {iterations}")
     if off:
