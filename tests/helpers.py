@@ -50,14 +50,16 @@ PARAM_SHAPES = ("scalar", "region", "sim", "full")
 def make_problem(preset: str = "deco2014", batch: int = 2, n_nodes: int = 5,
                  per_sim_coupling: bool = False, dtype=torch.float32, seed: int = 0,
                  n_trs: int = 3, steps_per_tr: int = 10, t0: int = 0, record=("S_E", "S_I", "r_E", "r_I"),
-                 shapes: dict | None = None, G: float | None = None):
+                 shapes: dict | None = None, G: float | None = None,
+                 symmetric_coupling: bool = False):
     """Random but physiological inputs for a scan.
 
     Returns ``(leaves, build, spec)``: ``leaves`` a dict of leaf tensors that require grad
     (``"params"`` name -> tensor, ``"coupling"``, ``"state"``); ``build()`` turns them into the
     scan's ``(params_table, coupling, state)`` through differentiable ops; ``spec`` the ScanSpec.
     Parameter shapes cycle through scalar, per-region, per-simulation and full unless ``shapes``
-    maps names to one of :data:`PARAM_SHAPES`.
+    maps names to one of :data:`PARAM_SHAPES`. The coupling is row-normalised (not symmetric)
+    unless ``symmetric_coupling``, which makes it ``(C + C^T) / 2`` (diagonal kept).
     """
     gen = torch.Generator().manual_seed(seed)
     pr = get_preset(preset)
@@ -73,6 +75,8 @@ def make_problem(preset: str = "deco2014", batch: int = 2, n_nodes: int = 5,
         coupling = griffiths_laplacian(griffiths_normalise_sc(sc))
     else:
         coupling = sc / sc.sum(-1, keepdim=True).mean(-1, keepdim=True)
+    if symmetric_coupling:
+        coupling = 0.5 * (coupling + coupling.transpose(-1, -2))
     params = {}
     chosen = shapes or {}
     for i, name in enumerate(("G", "w_EE", "w_IE", "w_EI", "I_0", "sigma", "J_NMDA", "tau_E")):

@@ -13,7 +13,7 @@ from .layout import (C_AE, C_AI, C_AMP, C_BE, C_BI, C_DE, C_DI, C_E0, C_EE, C_EI
                      N_TAPE, N_WROWS, W_BLK, W_COEF, W_CS, W_EXT, W_F, W_GL, W_GRE, W_GRI, W_GS,
                      W_HDE, W_HDI, W_HYE, W_HYI, W_IE, W_II, W_LAM, W_LCS, W_NXT, W_P, W_PE, W_PI,
                      W_Q, W_R, W_RE, W_RI, W_SE, W_SI, W_V, W_XIE, W_XII)
-from .step import _haemo, _load_coefficients, _load_state, _rows_times_vector, _step
+from .step import _coupling_times_vector, _haemo, _load_coefficients, _load_state, _step
 
 # ----------------------------------------------------------------------------- adjoint
 @njit(forceinline=True, error_model="numpy", fastmath=FASTMATH)
@@ -126,9 +126,10 @@ def _adjoint_step(W, hc, griffiths, NP):
 
 
 @njit(forceinline=True, error_model="numpy", fastmath=FASTMATH)
-def _adjoint_couple(W, cm, bc, N, NP):
-    """``W[W_LAM] += C^T W[W_LCS]`` (the rows of C as axpys, summed in row order)."""
-    _rows_times_vector(W, cm, bc, N, NP, W_LCS, W_EXT)
+def _adjoint_couple(W, cpm, bc, N, NP):
+    """``W[W_LAM] += C^T W[W_LCS]`` (``cpm[0]`` holds C: its rows as axpys, summed in row order;
+    or C's packed upper triangle when C is symmetric and large)."""
+    _coupling_times_vector(W, cpm, bc, N, NP, W_LCS, W_EXT)
     for i in range(NP):
         W[W_LAM * LANES + i] = W[W_LAM * LANES + i] + W[W_EXT * LANES + i]
 
@@ -204,7 +205,7 @@ def _bwd_begin(W, b, coef, grad_state, acc, gacc, N, NP):
 
 
 @njit(forceinline=True, error_model="numpy", fastmath=FASTMATH)
-def _recompute_segment(W, tape, b, seg, ckpt, ct, bc, hc, griffiths, n_steps, k_every, t0, key0,
+def _recompute_segment(W, tape, b, seg, ckpt, cp, bc, hc, griffiths, n_steps, k_every, t0, key0,
                        key1, sim0, N, NP):
     """Recompute segment ``seg`` of simulation ``b`` from its checkpoint into ``tape``
     (K + 1, N_TAPE, NP), step-major (one stream for the prefetcher, not 21): the state before
@@ -219,7 +220,7 @@ def _recompute_segment(W, tape, b, seg, ckpt, ct, bc, hc, griffiths, n_steps, k_
         for fld in range(6):
             for i in range(NP):
                 tape[j, fld, i] = W[(fld) * LANES + i]
-        _step(W, ct, bc, hc, griffiths, t0 + start + j, sim0 + b, key0, key1, N, NP, True)
+        _step(W, cp, bc, hc, griffiths, t0 + start + j, sim0 + b, key0, key1, N, NP, True)
         for fld in range(6, N_TAPE):
             for i in range(NP):
                 tape[j, fld, i] = W[(fld) * LANES + i]
@@ -283,7 +284,7 @@ def _step_tape_and_outputs(W, tape, j, k, b, steps_per_tr, grad_bold, grad_rec, 
 
 
 @njit(forceinline=True, error_model="numpy", fastmath=FASTMATH)
-def _sweep_segment(W, tape, b, seg, cm, bc, hc, griffiths, steps_per_tr, n_steps, k_every,
+def _sweep_segment(W, tape, b, seg, cpm, bc, hc, griffiths, steps_per_tr, n_steps, k_every,
                    grad_bold, grad_rec, grec_slot, want_gc, acc, gacc, N, NP):
     """Sweep the adjoint of simulation ``b`` back through segment ``seg`` from its tape: on entry
     ``W[W_LAM]`` is dL/d(state at the segment's end), on exit dL/d(state at its start); the
@@ -305,7 +306,7 @@ def _sweep_segment(W, tape, b, seg, cm, bc, hc, griffiths, steps_per_tr, n_steps
             for i in range(NP):
                 W[(W_GL + since_flush) * LANES + i] = W[W_LCS * LANES + i]
                 W[(W_GS + since_flush) * LANES + i] = W[W_SE * LANES + i]
-        _adjoint_couple(W, cm, bc, N, NP)
+        _adjoint_couple(W, cpm, bc, N, NP)
         since_flush += 1
         if since_flush == FLUSH:
             _flush(W, acc, NP)
@@ -334,7 +335,7 @@ def _bwd_end(W, b, acc, gacc, want_gc, gc_slot, g_coef, g_c, g_state0, N):
 
 
 @njit(nogil=True, cache=True, error_model="numpy", fastmath=FASTMATH)
-def rww_bwd_kernel(sims, coef, ct, cm, ckpt, hc64, griffiths, steps_per_tr, n_steps, k_every, t0,
+def rww_bwd_kernel(sims, coef, cp, cpm, ckpt, hc64, griffiths, steps_per_tr, n_steps, k_every, t0,
                    key0, key1, sim0, grad_bold, grad_rec, grec_slot, grad_state, want_gc, gc_slot,
                    g_coef, g_c, g_state0, mismatch):
     """Discrete adjoint of the forward scan for the simulations in ``sims``.
@@ -344,7 +345,9 @@ def rww_bwd_kernel(sims, coef, ct, cm, ckpt, hc64, griffiths, steps_per_tr, n_st
     adjoint back through it.
 
     Args (beyond those of :func:`rww_fwd_kernel`):
-        cm: (Bc, N, NP) the coupling C itself (zero-padded columns), for ``lambda_S_E += C^T g``.
+        cp: the forward's coupling operand (``cp[0]`` holds C^T).
+        cpm: the adjoint's coupling operand, for ``lambda_S_E += C^T g``: ``cpm[0]`` (Bc, N, NP)
+            the coupling C itself (zero-padded columns), the packed triangles shared with ``cp``.
         ckpt: (n_seg, 6, B, N) checkpoints from the forward.
         grad_bold: (B, n_TR, N) dL/dBOLD. grad_rec: (n_g, B, n_TR, N) dL/drecord, with
             grec_slot (4,) the row for S_E, S_I, r_E, r_I or -1 when absent.
@@ -363,6 +366,7 @@ def rww_bwd_kernel(sims, coef, ct, cm, ckpt, hc64, griffiths, steps_per_tr, n_st
             (bitwise) from the next checkpoint; 0 unless the recomputation is not exact.
     """
     N = ckpt.shape[3]
+    ct = cp[0]
     NP = ct.shape[2]                        # lanes, chosen by the caller (padded_nodes)
     n_seg = ckpt.shape[0]
     dtype = ckpt.dtype
@@ -376,9 +380,9 @@ def rww_bwd_kernel(sims, coef, ct, cm, ckpt, hc64, griffiths, steps_per_tr, n_st
         _bwd_begin(W, b, coef, grad_state, acc, gacc, N, NP)
         n_mismatch = 0
         for seg in range(n_seg - 1, -1, -1):
-            n_mismatch += _recompute_segment(W, tape, b, seg, ckpt, ct, bc, hc, griffiths,
+            n_mismatch += _recompute_segment(W, tape, b, seg, ckpt, cp, bc, hc, griffiths,
                                              n_steps, k_every, t0, key0, key1, sim0, N, NP)
-            _sweep_segment(W, tape, b, seg, cm, bc, hc, griffiths, steps_per_tr, n_steps,
+            _sweep_segment(W, tape, b, seg, cpm, bc, hc, griffiths, steps_per_tr, n_steps,
                            k_every, grad_bold, grad_rec, grec_slot, want_gc, acc, gacc, N, NP)
         mismatch[b] = n_mismatch
         _bwd_end(W, b, acc, gacc, want_gc, gc_slot, g_coef, g_c, g_state0, N)
@@ -397,24 +401,24 @@ def rww_bwd_begin(b, coef, grad_state, Ws, Wr, acc, gacc):
 
 
 @njit(nogil=True, cache=True, error_model="numpy", fastmath=FASTMATH)
-def rww_bwd_recompute(b, seg, ct, ckpt, hc64, griffiths, n_steps, k_every, t0, key0, key1, sim0,
+def rww_bwd_recompute(b, seg, cp, ckpt, hc64, griffiths, n_steps, k_every, t0, key0, key1, sim0,
                       Wr, tape):
     """:func:`_recompute_segment` as a kernel; returns the mismatch count."""
     hc = _haemo(hc64, ckpt.dtype)
-    bc = b if ct.shape[0] > 1 else 0
-    return _recompute_segment(Wr, tape, b, seg, ckpt, ct, bc, hc, griffiths, n_steps, k_every,
-                              t0, key0, key1, sim0, ckpt.shape[3], ct.shape[2])
+    bc = b if cp[0].shape[0] > 1 else 0
+    return _recompute_segment(Wr, tape, b, seg, ckpt, cp, bc, hc, griffiths, n_steps, k_every,
+                              t0, key0, key1, sim0, ckpt.shape[3], cp[0].shape[2])
 
 
 @njit(nogil=True, cache=True, error_model="numpy", fastmath=FASTMATH)
-def rww_bwd_sweep(b, seg, cm, hc64, griffiths, steps_per_tr, n_steps, k_every, grad_bold,
+def rww_bwd_sweep(b, seg, cpm, hc64, griffiths, steps_per_tr, n_steps, k_every, grad_bold,
                   grad_rec, grec_slot, want_gc, Ws, tape, acc, gacc):
     """:func:`_sweep_segment` as a kernel."""
     hc = _haemo(hc64, Ws.dtype)
-    bc = b if cm.shape[0] > 1 else 0
-    _sweep_segment(Ws, tape, b, seg, cm, bc, hc, griffiths, steps_per_tr, n_steps, k_every,
+    bc = b if cpm[0].shape[0] > 1 else 0
+    _sweep_segment(Ws, tape, b, seg, cpm, bc, hc, griffiths, steps_per_tr, n_steps, k_every,
                    grad_bold, grad_rec, grec_slot, want_gc, acc, gacc, grad_bold.shape[2],
-                   cm.shape[2])
+                   cpm[0].shape[2])
 
 
 @njit(nogil=True, cache=True)

@@ -16,6 +16,14 @@ the history is a ring buffer per simulation (2 (D + 1) N floats, plus as much fo
 ring and N x NP float64 coupling-gradient sums). Without delays the kernels are those above,
 unchanged. The pipelined backward is not used with delays.
 
+Coupling product (``C @ S_E`` forward, ``C^T g`` in the adjoint): the rows of the dense matrix as
+axpys, summed in row order; for an exactly symmetric matrix of at least
+:data:`rww.ops.numba.symmetric.MIN_BYTES` (N >= 361 in float32, N >= 256 in float64) the kernels
+read only its packed upper triangle and use each weight twice (:mod:`rww.ops.numba.symmetric`:
+half the bytes per step, which bound a step at large N; one simulation at N = 1000, float32: 40
+against 64 us per step). The two orders differ by rounding; each is fixed, whatever the batch and
+the thread count. ``RWW_SYMMETRIC_COUPLING=off`` keeps the dense product.
+
 Precision: the kernels compute in the dtype of the inputs (float32 or float64). Gradients of the
 parameters and of the coupling are accumulated per simulation in float64 (float32 partial sums
 of at most 16 steps are flushed into float64 totals), reduced over simulations and nodes in
@@ -219,6 +227,15 @@ def _padded_coupling(coupling: torch.Tensor, transpose: bool, np_dtype) -> np.nd
     return out
 
 
+def _coupling_operand(dense: np.ndarray, coupling: torch.Tensor, np_dtype):
+    """The kernels' coupling operand: ``dense`` plus the packed upper triangle of each large,
+    exactly symmetric matrix (:func:`rww.ops.numba.symmetric.coupling_operand`)."""
+    from . import symmetric
+    c = coupling.detach()
+    c = c.unsqueeze(0) if c.dim() == 2 else c
+    return symmetric.coupling_operand(dense, c.numpy(), np_dtype)
+
+
 def _delay_offsets(delays: torch.Tensor, n_nodes: int, max_delay: int, forward: bool) -> np.ndarray:
     """int32 ``(Bd, N, NP)`` offsets of the delayed kernels' gathers into a ring of ``2 (D + 1)``
     slots per node (:mod:`rww.ops.numba.delayed`): for the forward (``forward``) row j, lane i
@@ -337,8 +354,10 @@ class NumbaBackend(ScanBackend):
                                          spec.steps_per_tr, spec.n_steps, checkpoint_every,
                                          spec.t0, key0, key1, spec.sim_offset, rec_slot, *outs)
         else:
+            cp = _coupling_operand(ct, coupling, np_dtype)
+
             def run(sims):
-                k.rww_fwd_kernel(sims, coef, ct, state0, hc, griffiths, spec.steps_per_tr,
+                k.rww_fwd_kernel(sims, coef, cp, state0, hc, griffiths, spec.steps_per_tr,
                                  spec.n_steps, checkpoint_every, spec.t0, key0, key1,
                                  spec.sim_offset, rec_slot, *outs)
 
@@ -407,8 +426,11 @@ class NumbaBackend(ScanBackend):
                                          grec_slot, gstate, want_gc, gc_slot, g_coef, g_c,
                                          g_state0_np, mismatch)
         else:
+            cp = _coupling_operand(ct, coupling, np_dtype)
+            cpm = (cm,) + cp[1:]        # a packed triangle is C and C^T at once
+
             def run(sims):
-                k.rww_bwd_kernel(sims, coef, ct, cm, ckpt, hc, griffiths, spec.steps_per_tr,
+                k.rww_bwd_kernel(sims, coef, cp, cpm, ckpt, hc, griffiths, spec.steps_per_tr,
                                  spec.n_steps, checkpoint_every, spec.t0, key0, key1,
                                  spec.sim_offset, gbold, grec,
                                  grec_slot, gstate, want_gc, gc_slot, g_coef, g_c, g_state0_np,
@@ -417,7 +439,7 @@ class NumbaBackend(ScanBackend):
         n_seg = checkpoints.shape[0]
         # (the two-thread pipeline exists for the kernels without delays only)
         if not delayed and _use_pipeline(batch, n_seg, checkpoint_every, n_nodes):
-            _pipelined_backward(k, 0, coef, ct, cm, ckpt, hc, griffiths, spec, checkpoint_every,
+            _pipelined_backward(k, 0, coef, cp, cpm, ckpt, hc, griffiths, spec, checkpoint_every,
                                 key0, key1, gbold, grec, grec_slot, gstate, want_gc, gc_slot,
                                 g_coef, g_c, g_state0_np, mismatch)
         else:
@@ -484,7 +506,7 @@ def _use_pipeline(batch: int, n_seg: int, k_every: int, n_nodes: int) -> bool:
     return num_threads() >= 2 and k_every * n_nodes >= PIPELINE_MIN_WORK
 
 
-def _pipelined_backward(k, b, coef, ct, cm, ckpt, hc, griffiths, spec, k_every, key0, key1, gbold,
+def _pipelined_backward(k, b, coef, cp, cpm, ckpt, hc, griffiths, spec, k_every, key0, key1, gbold,
                         grec, grec_slot, gstate, want_gc, gc_slot, g_coef, g_c, g_state0, mismatch):
     """The adjoint of simulation ``b`` as a two-stage pipeline: while this thread sweeps segment s
     back (from one tape), a worker recomputes segment s - 1 (into the other). The recomputation
@@ -492,7 +514,7 @@ def _pipelined_backward(k, b, coef, ct, cm, ckpt, hc, griffiths, spec, k_every, 
     as long; the kernels and every summation order are those of ``rww_bwd_kernel``, so the
     results are bitwise the same."""
     dtype = ckpt.dtype
-    n_nodes, lanes = ckpt.shape[3], ct.shape[2]
+    n_nodes, lanes = ckpt.shape[3], cp[0].shape[2]
     n_seg = ckpt.shape[0]
     ws = np.zeros(k.N_WROWS * k.LANES, dtype=dtype)
     wr = np.zeros(k.N_WROWS * k.LANES, dtype=dtype)
@@ -502,7 +524,7 @@ def _pipelined_backward(k, b, coef, ct, cm, ckpt, hc, griffiths, spec, k_every, 
     k.rww_bwd_begin(b, coef, gstate, ws, wr, acc, gacc)
 
     def recompute(seg):
-        return k.rww_bwd_recompute(b, seg, ct, ckpt, hc, griffiths, spec.n_steps, k_every,
+        return k.rww_bwd_recompute(b, seg, cp, ckpt, hc, griffiths, spec.n_steps, k_every,
                                    spec.t0, key0, key1, spec.sim_offset, wr, tapes[seg % 2])
 
     pool = _pool(1)
@@ -510,7 +532,7 @@ def _pipelined_backward(k, b, coef, ct, cm, ckpt, hc, griffiths, spec, k_every, 
     for seg in range(n_seg - 1, -1, -1):
         ahead = pool.submit(recompute, seg - 1) if seg > 0 else None
         try:
-            k.rww_bwd_sweep(b, seg, cm, hc, griffiths, spec.steps_per_tr, spec.n_steps, k_every,
+            k.rww_bwd_sweep(b, seg, cpm, hc, griffiths, spec.steps_per_tr, spec.n_steps, k_every,
                             gbold, grec, grec_slot, want_gc, ws, tapes[seg % 2], acc, gacc)
         finally:
             if ahead is not None:

@@ -62,14 +62,16 @@ def _nan_from(bold, rec, ckpt, b, first_tr, first_seg):
 
 # ----------------------------------------------------------------------------- forward
 @njit(nogil=True, cache=True, error_model="numpy", fastmath=FASTMATH)
-def rww_fwd_kernel(sims, coef, ct, state0, hc64, griffiths, steps_per_tr, n_steps, k_every, t0,
+def rww_fwd_kernel(sims, coef, cp, state0, hc64, griffiths, steps_per_tr, n_steps, k_every, t0,
                    key0, key1, sim0, rec_slot, bold, rec, ckpt, final, first_bad):
     """Forward scan of the simulations listed in ``sims``.
 
     Args:
         sims: int64 (S,) simulation indices handled by this call.
         coef: (N_COEF, Bp, Np) coefficients, Bp in {1, B}, Np in {1, N}.
-        ct: (Bc, N, NP) transposed coupling, columns N..NP-1 zero; Bc = 1 (shared) or B.
+        cp: the coupling operand (:func:`rww.ops.numba.symmetric.coupling_operand`): ``cp[0]``
+            (Bc, N, NP) transposed coupling, columns N..NP-1 zero; Bc = 1 (shared) or B; plus the
+            packed upper triangles of the large symmetric ones.
         state0: (6, B, N) initial state.
         hc64: float64 (12,) haemodynamic constants (:data:`HAEMO_FIELDS`).
         griffiths: 1 for the griffiths2022 equations, 0 for deco2014.
@@ -86,6 +88,7 @@ def rww_fwd_kernel(sims, coef, ct, state0, hc64, griffiths, steps_per_tr, n_step
     """
     T = state0.dtype.type
     N = state0.shape[2]
+    ct = cp[0]
     NP = ct.shape[2]                        # lanes, chosen by the caller (padded_nodes)
     n_seg = ckpt.shape[0]
     hc = _haemo(hc64, state0.dtype)
@@ -109,7 +112,7 @@ def rww_fwd_kernel(sims, coef, ct, state0, hc64, griffiths, steps_per_tr, n_step
             start = seg * k_every
             stop = min(start + k_every, n_steps)
             for k in range(start, stop):
-                nbad = _step(W, ct, bc, hc, griffiths, t0 + k, sim0 + b, key0, key1, N, NP,
+                nbad = _step(W, cp, bc, hc, griffiths, t0 + k, sim0 + b, key0, key1, N, NP,
                              False)
                 if want_rates:
                     for i in range(NP):

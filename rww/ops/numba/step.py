@@ -16,6 +16,7 @@ from .layout import (C_AE, C_AI, C_AMP, C_BE, C_BI, C_DE, C_DI, C_E0, C_EE, C_EI
                      W_U0, W_U1, W_V, W_X, W_XIE, W_XII)
 from ..reference import PHI_SERIES
 from .mathfn import exp_expm1, log1p_, log_, sincos_2pi, tanh_
+from .symmetric import symmetric_times_vector
 
 # ----------------------------------------------------------------------------- Philox
 _M32 = np.uint64(0xFFFFFFFF)
@@ -112,9 +113,20 @@ def _rows_times_vector(W, m, bc, N, NP, src, dst):
 
 
 @njit(forceinline=True, error_model="numpy", fastmath=FASTMATH)
-def _couple(W, ct, bc, N, NP):
-    """``W[W_CS] = C @ S_E`` (``ct = C^T``: the columns of C as rows)."""
-    _rows_times_vector(W, ct, bc, N, NP, W_SE, W_CS)
+def _coupling_times_vector(W, cp, bc, N, NP, src, dst):
+    """``W[dst] = M @ W[src]`` for the coupling operand ``cp`` (:func:`rww.ops.numba.symmetric.
+    coupling_operand`): from the packed upper triangle when matrix ``bc`` is symmetric and large,
+    else as axpys over the rows of the dense ``cp[0][bc]`` (:func:`_rows_times_vector`)."""
+    if cp[4][bc]:
+        symmetric_times_vector(W, cp[1], cp[2], cp[3], bc, N, NP, src, dst)
+    else:
+        _rows_times_vector(W, cp[0], bc, N, NP, src, dst)
+
+
+@njit(forceinline=True, error_model="numpy", fastmath=FASTMATH)
+def _couple(W, cp, bc, N, NP):
+    """``W[W_CS] = C @ S_E``; ``cp[0]`` holds C^T (the columns of C as rows)."""
+    _coupling_times_vector(W, cp, bc, N, NP, W_SE, W_CS)
 
 
 # phi's Taylor coefficients, highest order first (Horner), from the reference's statement.
@@ -192,14 +204,15 @@ def _rate_griffiths(cur, a, b, d):
 
 
 @njit(forceinline=True, error_model="numpy", fastmath=FASTMATH)
-def _step(W, ct, bc, hc, griffiths, t, b, key0, key1, N, NP, keep):
+def _step(W, cp, bc, hc, griffiths, t, b, key0, key1, N, NP, keep):
     """One Euler-Maruyama step of every node of simulation ``b`` (global step ``t``), in place.
 
     Args:
         W: (N_WROWS, LANES) workspace: the state rows are overwritten with the state after the
             step; W_RE, W_RI receive the rates that drove it, and, when ``keep``, the other tape
             rows what the adjoint needs.
-        ct: (Bc, N, NP) C^T (zero-padded columns); ``bc`` the matrix of this simulation.
+        cp: the coupling operand (:func:`rww.ops.numba.symmetric.coupling_operand`), its dense
+            part ``cp[0]`` (Bc, N, NP) C^T (zero-padded columns); ``bc`` this simulation's matrix.
         hc: (12,) haemodynamic constants in the state dtype (:data:`HAEMO_FIELDS`).
 
     Returns:
@@ -211,7 +224,7 @@ def _step(W, ct, bc, hc, griffiths, t, b, key0, key1, N, NP, keep):
     time spilling (measured 4.3 us -> 1.7 us per step at N = 68, float32).
     """
     _noise(W, t, b, key0, key1, NP)
-    _couple(W, ct, bc, N, NP)
+    _couple(W, cp, bc, N, NP)
     return _step_local(W, hc, griffiths, N, NP, keep)
 
 
