@@ -14,6 +14,8 @@ of them alike. Implementations:
 - ``rww``: the numba backend on one thread, as installed (a symmetric connectome this large takes
   the packed upper-triangle coupling product, ``rww/ops/numba/symmetric.py``);
 - ``rww-dense``: the same with ``RWW_SYMMETRIC_COUPLING=off`` (the dense product of rww 0.2.0);
+- ``rww-split``: the numba backend with ``RWW_NODE_SPLIT=auto`` and two threads
+  (``RWW_NUM_THREADS=2``): the simulation's forward on two threads (``rww/ops/numba/split.py``);
 - ``vbjax-euler``: vbjax's Euler integration of the same model and connectome, in its own
   virtualenv (``.venv-peers/vbjax``, or the Python named by ``RWW_PEER_PYTHON_VBJAX``; skipped
   with a message when absent; it uses every core it finds).
@@ -51,6 +53,8 @@ def implementations() -> dict:
         "rww": ([sys.executable, *run_one, "auto-1t", "--serve"], {}),
         "rww-dense": ([sys.executable, *run_one, "auto-1t", "--serve"],
                       {"RWW_SYMMETRIC_COUPLING": "off"}),
+        "rww-split": ([sys.executable, *run_one, "auto", "--serve"],
+                      {"RWW_NODE_SPLIT": "auto", "RWW_NUM_THREADS": "2"}),
     }
     vbjax = os.environ.get("RWW_PEER_PYTHON_VBJAX") or os.path.join(
         REPO, ".venv-peers", "vbjax", "bin", "python")

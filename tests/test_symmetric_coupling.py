@@ -14,7 +14,7 @@ from rww.ops.reference import reference_scan
 numba = pytest.importorskip("numba")
 
 from rww.ops.numba import symmetric  # noqa: E402
-from rww.ops.numba.layout import LANES, N_WROWS, W_CS, W_SE  # noqa: E402
+from rww.ops.numba.layout import LANES, N_WROWS, W_CS, W_SCR, W_SE  # noqa: E402
 
 
 def _symmetric(n, seed, diagonal=True):
@@ -41,8 +41,8 @@ def test_product_matches_dense(n, dtype, rtol):
     W[W_SE * LANES:W_SE * LANES + n] = x
     W[W_SE * LANES + n:(W_SE + 1) * LANES] = np.nan
     W[W_CS * LANES:(W_CS + 1) * LANES] = 7.0
-    symmetric.symmetric_times_vector(W, packed[None], offsets, symmetric.row_starts(n), 0, n,
-                                     lanes, W_SE, W_CS)
+    symmetric.symmetric_times_vector(W, packed[None], offsets, symmetric.row_starts(n),
+                                     symmetric.split_row(offsets), 0, n, lanes, W_SE, W_CS, W_SCR)
     y = W[W_CS * LANES:(W_CS + 1) * LANES]
     expected = c @ x
     assert np.abs(y[:n] - expected).max() <= rtol * np.abs(expected).max()

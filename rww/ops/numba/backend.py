@@ -37,9 +37,11 @@ smaller of ``numba.get_num_threads()`` (set by ``numba.set_num_threads`` or
 (``torch.set_num_threads``, which ``rww simulate --threads`` and ``rww fit --threads`` call). Results
 do not depend on the thread count: every simulation writes only its own outputs and the sums over
 simulations are done afterwards in a fixed order.
-One simulation's forward runs on one thread: splitting its nodes across threads would need a
-barrier per step (the coupling reads every node), which costs more than a whole step at N = 68
-(about 1 us). Its backward can run on two threads as a pipeline (a segment swept while the
+One simulation's forward runs on one thread: splitting its nodes across threads needs two waits
+per step (the coupling reads every node), which cost more than a whole step at N = 68 (about
+1 us). For a large symmetric connectome ``RWW_NODE_SPLIT=auto`` runs a batch of one on two
+threads (:mod:`rww.ops.numba.split`, off by default: it pays only with two otherwise idle cores);
+the outputs are bitwise those of one thread. Its backward can run on two threads as a pipeline (a segment swept while the
 previous one is recomputed; ``RWW_NUMBA_PIPELINE``, off by default, see :data:`PIPELINE`).
 
 First call: the kernels are compiled once per dtype (tens of seconds) and cached on disk by numba
@@ -236,6 +238,16 @@ def _coupling_operand(dense: np.ndarray, coupling: torch.Tensor, np_dtype):
     return symmetric.coupling_operand(dense, c.numpy(), np_dtype)
 
 
+def _use_split(batch: int, cp, n_steps: int) -> bool:
+    """Whether one simulation's forward runs on two threads (:mod:`rww.ops.numba.split`,
+    ``RWW_NODE_SPLIT=auto``)."""
+    value = os.environ.get("RWW_NODE_SPLIT", "off").strip().lower() or "off"
+    if value == "off":
+        return False                            # (split.py, which compiles atomics, not imported)
+    from . import split
+    return split.use_split(batch, cp, num_threads(), n_steps)
+
+
 def _delay_offsets(delays: torch.Tensor, n_nodes: int, max_delay: int, forward: bool) -> np.ndarray:
     """int32 ``(Bd, N, NP)`` offsets of the delayed kernels' gathers into a ring of ``2 (D + 1)``
     slots per node (:mod:`rww.ops.numba.delayed`): for the forward (``forward``) row j, lane i
@@ -361,8 +373,14 @@ class NumbaBackend(ScanBackend):
                                  spec.n_steps, checkpoint_every, spec.t0, key0, key1,
                                  spec.sim_offset, rec_slot, *outs)
 
-        n_tasks = min(batch, num_threads())
-        _run_tasks(run, [np.arange(batch, dtype=np.int64)[i::n_tasks] for i in range(n_tasks)])
+        if not _delayed(spec, delays) and _use_split(batch, cp, spec.n_steps):
+            from . import split
+            split.forward(cp, coef, state0, hc, griffiths, spec.steps_per_tr, spec.n_steps,
+                          checkpoint_every, spec.t0, key0, key1, spec.sim_offset, rec_slot, *outs)
+        else:
+            n_tasks = min(batch, num_threads())
+            _run_tasks(run, [np.arange(batch, dtype=np.int64)[i::n_tasks]
+                             for i in range(n_tasks)])
         records = {name: rec[slot].clone() for slot, name in enumerate(spec.record)}
         return ForwardOutput(bold, records, final, ckpt, first_bad)
 

@@ -82,7 +82,7 @@ def _couple_delayed(W, ct, off, bc, bd, H, base, N, NP):
 def _step_delayed(W, ct, off, bc, bd, H, RS, hc, griffiths, k, t, b, key0, key1, N, NP, keep):
     """:func:`rww.ops.numba.step._step` with the delayed coupling input: local step ``k``
     (ring slot ``k mod RS``), global step ``t``. Pushes S_E at step k into the ring first."""
-    _noise(W, t, b, key0, key1, NP)
+    _noise(W, t, b, key0, key1, NP, 0)
     base = k % RS
     for j in range(N):
         v = W[W_SE * LANES + j]

@@ -102,7 +102,8 @@ FLUSH = 16
 # step; measured 0.8 -> 0.1 us per step at N = 68).
 W_GL = W_GRI + 1                                         # g_t of the block (FLUSH rows)
 W_GS = W_GL + FLUSH                                      # S_E,t of the block (FLUSH rows)
-N_WROWS = W_GS + FLUSH
+W_SCR = W_GS + FLUSH                                     # second part of a packed coupling product
+N_WROWS = W_SCR + 1
 
 # Only FMA contraction of the fast-math flags: it changes results by rounding alone, and it is
 # decided per multiply (a product is fused into its single add), which the forward kernel and the

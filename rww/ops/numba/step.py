@@ -13,7 +13,7 @@ from .layout import (C_AE, C_AI, C_AMP, C_BE, C_BI, C_DE, C_DI, C_E0, C_EE, C_EI
                      C_I0, C_IE, C_KE, C_KI, FASTMATH, H_DT, H_DTB, H_GAMMA, H_IALPHA, H_IRHO,
                      H_ITAU0, H_KAPPA, H_LNR, H_OMR, H_OMRR, LANES, N_COEF, W_COEF, W_CS, W_F, W_HDE, W_HDI,
                      W_HYE, W_HYI, W_IE, W_II, W_P, W_PE, W_PI, W_Q, W_R, W_RE, W_RI, W_SE, W_SI,
-                     W_U0, W_U1, W_V, W_X, W_XIE, W_XII)
+                     W_SCR, W_U0, W_U1, W_V, W_X, W_XIE, W_XII)
 from ..reference import PHI_SERIES
 from .mathfn import exp_expm1, log1p_, log_, sincos_2pi, tanh_
 from .symmetric import symmetric_times_vector
@@ -61,8 +61,9 @@ def philox_uniforms(t, sim, n_nodes, key0, key1, out):
 
 # ----------------------------------------------------------------------------- one step
 @njit(forceinline=True, error_model="numpy", fastmath=FASTMATH)
-def _noise(W, t, b, key0, key1, NP):
-    """Standard normal noise ``W[W_XIE], W[W_XII]`` for global step ``t``, simulation ``b``."""
+def _noise(W, t, b, key0, key1, NP, i0):
+    """Standard normal noise ``W[W_XIE], W[W_XII]`` for global step ``t``, simulation ``b``; lane
+    i holds node ``i0 + i`` (i0 = 0 but in the node split's blocks)."""
     T = W.dtype.type
     tt = np.uint64(t)
     c0 = tt & _M32
@@ -72,7 +73,7 @@ def _noise(W, t, b, key0, key1, NP):
     half = T(0.5)
     # Philox in a loop of its own: pure 64-bit integer work, which vectorises.
     for i in range(NP):
-        x0, x1 = _philox_01(c0, c1, np.uint64(i), cb, key0, key1)
+        x0, x1 = _philox_01(c0, c1, np.uint64(i0 + i), cb, key0, key1)
         # x >> 8 < 2**24 fits int32, whose conversion to float is a vector instruction.
         W[W_U0 * LANES + i] = (T(np.int32(x0 >> _SH8)) + half) * scale
         W[W_U1 * LANES + i] = (T(np.int32(x1 >> _SH8)) + half) * scale
@@ -118,7 +119,7 @@ def _coupling_times_vector(W, cp, bc, N, NP, src, dst):
     coupling_operand`): from the packed upper triangle when matrix ``bc`` is symmetric and large,
     else as axpys over the rows of the dense ``cp[0][bc]`` (:func:`_rows_times_vector`)."""
     if cp[4][bc]:
-        symmetric_times_vector(W, cp[1], cp[2], cp[3], bc, N, NP, src, dst)
+        symmetric_times_vector(W, cp[1], cp[2], cp[3], cp[5], bc, N, NP, src, dst, W_SCR)
     else:
         _rows_times_vector(W, cp[0], bc, N, NP, src, dst)
 
@@ -223,7 +224,7 @@ def _step(W, cp, bc, hc, griffiths, t, b, key0, key1, N, NP, keep):
     one: one loop holds too many live values for the 16 vector registers and spent most of its
     time spilling (measured 4.3 us -> 1.7 us per step at N = 68, float32).
     """
-    _noise(W, t, b, key0, key1, NP)
+    _noise(W, t, b, key0, key1, NP, 0)
     _couple(W, cp, bc, N, NP)
     return _step_local(W, hc, griffiths, N, NP, keep)
 

@@ -24,9 +24,9 @@ Switch: the environment variable ``RWW_SYMMETRIC_COUPLING``, ``auto`` (default: 
 for every exactly symmetric matrix of at least :data:`MIN_BYTES`) or ``off`` (always the dense
 product, e.g. to reproduce results of rww 0.2.0 and earlier bit for bit).
 
-The coupling operand of the kernels is the tuple ``(dense, packed, offsets, starts, symmetric)``
-built by :func:`coupling_operand`: the dense ``(Bc, N, NP)`` matrix the kernels always accept,
-and for each matrix ``bc`` with ``symmetric[bc] == 1`` its packed rows ``packed[bc]``.
+The coupling operand of the kernels is the tuple ``(dense, packed, offsets, starts, symmetric,
+split)`` built by :func:`coupling_operand`: the dense ``(Bc, N, NP)`` matrix the kernels always
+accept, and for each matrix ``bc`` with ``symmetric[bc] == 1`` its packed rows ``packed[bc]``.
 """
 
 from __future__ import annotations
@@ -88,6 +88,16 @@ def pack_upper(c: np.ndarray, dtype) -> tuple[np.ndarray, np.ndarray]:
     return packed, offsets
 
 
+def split_row(offsets: np.ndarray) -> int:
+    """The row that splits a packed matrix into two parts of about equal weight counts: the
+    first multiple of 16 (a row group's start) at or past half the stored values. ``offsets``
+    from :func:`pack_upper`."""
+    n = offsets.shape[0] - 1
+    half = offsets[n] / 2.0
+    row = int(np.searchsorted(offsets[:n + 1], half))
+    return min(n, -(-row // GROUP) * GROUP)
+
+
 def coupling_operand(dense: np.ndarray, coupling: np.ndarray, dtype, min_bytes: int | None = None):
     """The kernels' coupling operand ``(dense, packed, offsets, starts, symmetric)``.
 
@@ -99,7 +109,8 @@ def coupling_operand(dense: np.ndarray, coupling: np.ndarray, dtype, min_bytes: 
         dtype: the kernels' numpy dtype.
         min_bytes: size threshold (default :data:`MIN_BYTES`, read at call time).
 
-    Returns the tuple; ``symmetric`` int8 ``(Bc,)`` is 1 for each matrix that is exactly
+    Returns the tuple ``(dense, packed, offsets, starts, symmetric, split)``; ``split`` the row
+    of :func:`split_row` (0 when nothing is packed); ``symmetric`` int8 ``(Bc,)`` is 1 for each matrix that is exactly
     symmetric (``C == C^T`` bitwise) when the dense copy holds at least ``min_bytes`` bytes and
     :func:`enabled`;
     ``packed`` ``(Bc, L)`` holds those matrices' triangles (rows of the others stay zero and are
@@ -113,7 +124,7 @@ def coupling_operand(dense: np.ndarray, coupling: np.ndarray, dtype, min_bytes: 
             symmetric[b] = np.array_equal(coupling[b], coupling[b].T)
     if not symmetric.any():
         return (dense, np.zeros((0, 0), dtype=dtype), np.zeros(n + 1, dtype=np.int64), starts,
-                symmetric)
+                symmetric, 0)
     packed = None
     offsets = None
     for b in np.nonzero(symmetric)[0]:
@@ -121,28 +132,26 @@ def coupling_operand(dense: np.ndarray, coupling: np.ndarray, dtype, min_bytes: 
         if packed is None:
             packed = np.zeros((bc, rows.shape[0]), dtype=dtype)
         packed[b] = rows
-    return dense, packed, offsets, starts, symmetric
+    return dense, packed, offsets, starts, symmetric, split_row(offsets)
 
 
 @njit(nogil=True, error_model="numpy", fastmath={"contract", "reassoc"})
-def symmetric_times_vector(W, packed, offsets, starts, bc, N, NP, src, dst):
-    """``W[dst][i] = sum_j C_ij W[src][j]`` for i < N (lanes N..NP-1 of ``dst`` set to 0), C
-    symmetric, packed in ``packed[bc]`` (:func:`pack_upper`); ``W`` is the flat
-    workspace, ``src``/``dst`` its row indices. Reads only lanes < N of ``src``.
+def partial_product(rows, offsets, starts, x, y, j0, j1, N):
+    """``y[:N] = (rows j0..j1-1 of the packed C) applied to x``: for each stored weight C_jk
+    (j0 <= j < j1, k > j) ``C_jk x_j`` into ``y[k]`` (axpy) and ``C_jk x_k`` into ``y[j]`` (dot
+    product), plus ``C_jj x_j`` into ``y[j]``. ``rows`` is one matrix's :func:`pack_upper`
+    output; ``x``, ``y`` (>= N,) 1-D; j0 a multiple of 4. Reads ``x[:N]`` only.
 
-    Four rows per pass: each stored weight C_jk (k > j) adds ``C_jk x_j`` to lane k (axpy) and
-    ``C_jk x_k`` to row j's dot product; the four dot products are reassociated (``reassoc``) so
-    that they vectorise. Slices, not computed indices, so that numba emits no negative-index
-    wrap-around that would stop LLVM from vectorising."""
-    T = W.dtype.type
-    s0_ = src * LANES
-    d0_ = dst * LANES
-    for i in range(NP):
-        W[d0_ + i] = T(0.0)
-    rows = packed[bc]
+    Four rows per pass; their four dot products are reassociated (``reassoc``) so that they
+    vectorise. Slices, not computed indices, so that numba emits no negative-index wrap-around
+    that would stop LLVM from vectorising. One compiled function for every caller (the
+    single-threaded kernels and the node split), so its result is the same wherever it runs."""
+    T = x.dtype.type
+    for i in range(N):
+        y[i] = T(0.0)
     diagonal = rows[offsets[N]:offsets[N] + N]
-    j = 0
-    while j + 4 <= N:
+    j = j0
+    while j + 4 <= j1:
         k0 = starts[j]
         length = N - k0
         o = offsets[j]
@@ -150,12 +159,12 @@ def symmetric_times_vector(W, packed, offsets, starts, bc, N, NP, src, dst):
         r1 = rows[o + length:o + 2 * length]
         r2 = rows[o + 2 * length:o + 3 * length]
         r3 = rows[o + 3 * length:o + 4 * length]
-        xs = W[s0_ + k0:s0_ + N]
-        ys = W[d0_ + k0:d0_ + N]
-        x0 = W[s0_ + j]
-        x1 = W[s0_ + j + 1]
-        x2 = W[s0_ + j + 2]
-        x3 = W[s0_ + j + 3]
+        xs = x[k0:N]
+        ys = y[k0:N]
+        x0 = x[j]
+        x1 = x[j + 1]
+        x2 = x[j + 2]
+        x3 = x[j + 3]
         a0 = T(0.0)
         a1 = T(0.0)
         a2 = T(0.0)
@@ -171,23 +180,46 @@ def symmetric_times_vector(W, packed, offsets, starts, bc, N, NP, src, dst):
             a2 += c2 * xk
             a3 += c3 * xk
             ys[k] += c0 * x0 + c1 * x1 + c2 * x2 + c3 * x3
-        W[d0_ + j] += a0 + diagonal[j] * x0
-        W[d0_ + j + 1] += a1 + diagonal[j + 1] * x1
-        W[d0_ + j + 2] += a2 + diagonal[j + 2] * x2
-        W[d0_ + j + 3] += a3 + diagonal[j + 3] * x3
+        y[j] += a0 + diagonal[j] * x0
+        y[j + 1] += a1 + diagonal[j + 1] * x1
+        y[j + 2] += a2 + diagonal[j + 2] * x2
+        y[j + 3] += a3 + diagonal[j + 3] * x3
         j += 4
-    while j < N:
+    while j < j1:
         k0 = starts[j]
         length = N - k0
         o = offsets[j]
         r0 = rows[o:o + length]
-        xs = W[s0_ + k0:s0_ + N]
-        ys = W[d0_ + k0:d0_ + N]
-        x0 = W[s0_ + j]
+        xs = x[k0:N]
+        ys = y[k0:N]
+        x0 = x[j]
         a0 = T(0.0)
         for k in range(length):
             c0 = r0[k]
             a0 += c0 * xs[k]
             ys[k] += c0 * x0
-        W[d0_ + j] += a0 + diagonal[j] * x0
+        y[j] += a0 + diagonal[j] * x0
         j += 1
+
+
+@njit(nogil=True, error_model="numpy", fastmath={"contract"})
+def symmetric_times_vector(W, packed, offsets, starts, split, bc, N, NP, src, dst, scratch):
+    """``W[dst][i] = sum_j C_ij W[src][j]`` for i < N (lanes N..NP-1 of ``dst`` set to 0), C
+    symmetric, packed in ``packed[bc]`` (:func:`pack_upper`); ``W`` is the flat workspace,
+    ``src``, ``dst``, ``scratch`` its row indices. Reads only lanes < N of ``src``.
+
+    The rows are taken in two parts, ``[0, split)`` and ``[split, N)`` (:func:`split_row`: about
+    half the stored weights each), into ``dst`` and ``scratch``, and summed ``dst + scratch``:
+    the order the node-split forward (:mod:`rww.ops.numba.split`) uses on two threads, so that a
+    simulation's result does not depend on whether it was split."""
+    T = W.dtype.type
+    rows = packed[bc]
+    x = W[src * LANES:src * LANES + N]
+    y = W[dst * LANES:dst * LANES + N]
+    z = W[scratch * LANES:scratch * LANES + N]
+    partial_product(rows, offsets, starts, x, y, 0, split, N)
+    partial_product(rows, offsets, starts, x, z, split, N, N)
+    for i in range(N):
+        y[i] = y[i] + z[i]
+    for i in range(N, NP):
+        W[dst * LANES + i] = T(0.0)
