@@ -112,3 +112,23 @@ def test_when_the_split_runs(monkeypatch):
 def test_block_edge(n):
     edge = split.block_edge(n)
     assert 0 < edge < n and edge % split.ALIGN == 0
+
+
+@pytest.mark.parametrize("name", ["RWW_NODE_SPLIT", "RWW_SYMMETRIC_COUPLING"])
+def test_invalid_switch_raises_with_delays_too(monkeypatch, name):
+    """A typo in either switch is an error even when the kernels with conduction delays run,
+    to which neither applies."""
+    from rww.model import initial_state
+    from rww.ops.spec import RECORDABLE, ScanSpec
+    from rww.params import get_preset, pack_parameters, resolve_haemo
+
+    preset = get_preset("deco2014")
+    params = pack_parameters({}, preset, 1, 2, torch.float32)
+    coupling = torch.full((2, 2), 0.5)
+    spec = ScanSpec(preset, 0.1, 2, 4, haemo=resolve_haemo(preset, None), record=RECORDABLE,
+                    max_delay=2)
+    state = initial_state(1, 2, torch.float32, max_delay=2)
+    lags = torch.tensor([[0, 2], [1, 0]], dtype=torch.int32)
+    monkeypatch.setenv(name, "yes")
+    with pytest.raises(ValueError, match=f"{name} must be auto or off"):
+        numba_backend.NumbaBackend().forward(params, coupling, state, spec, 3, delays=lags)

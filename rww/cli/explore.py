@@ -110,7 +110,8 @@ def add_parser(subparsers):
                      help="cpu or cuda: where candidates are simulated and scored (FIC and G_c "
                           "on the CPU); under torchrun with cuda, each rank uses "
                           "cuda:LOCAL_RANK and NCCL")
-    sim.add_argument("--threads", type=int, help="torch CPU threads per process")
+    sim.add_argument("--threads", type=int, help="CPU threads per process: torch's, which also cap "
+                     "the numba backend's worker threads")
     sim.add_argument("--score-memory", metavar="BYTES", default="512MiB",
                      help="memory bound of the FC/FCD scoring per batch (default 512MiB; "
                           "e.g. 2GB): the batch is scored in chunks that fit; part of the "

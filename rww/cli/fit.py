@@ -135,7 +135,8 @@ def add_parser(subparsers):
                           "0.01)")
     opt.add_argument("--backend", default="auto", help="auto, torch, torch-checkpoint, numba, triton")
     opt.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
-    opt.add_argument("--threads", type=int, help="torch CPU threads")
+    opt.add_argument("--threads", type=int, help="CPU threads: torch's, which also cap the numba "
+                     "backend's worker threads")
 
     out = p.add_argument_group("output")
     out.add_argument("--out", default="rww-fit", metavar="DIR", help="output folder (default rww-fit)")

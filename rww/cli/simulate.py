@@ -73,7 +73,8 @@ def add_simulate_parser(subparsers) -> argparse.ArgumentParser:
     run.add_argument("--chunk-trs", type=int, metavar="N",
                      help="TRs per call, continuing state and step index (default: about 1/50 "
                           "of the run); the progress bar advances per chunk")
-    run.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    run.add_argument("--threads", type=int, help="CPU threads: torch's, which also cap the numba backend's worker "
+                     "threads (default: torch's choice)")
 
     out = p.add_argument_group("output")
     out.add_argument("--out", default="rww-simulate", metavar="DIR",

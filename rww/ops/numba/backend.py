@@ -41,7 +41,9 @@ One simulation's forward runs on one thread: splitting its nodes across threads 
 per step (the coupling reads every node), which cost more than a whole step at N = 68 (about
 1 us). For a large symmetric connectome ``RWW_NODE_SPLIT=auto`` runs a batch of one on two
 threads (:mod:`rww.ops.numba.split`, off by default: it pays only with two otherwise idle cores);
-the outputs are bitwise those of one thread. Its backward can run on two threads as a pipeline (a segment swept while the
+the outputs are bitwise those of one thread. Both switches are read at every call: set them before
+a forward and leave them unchanged until its backward (the backward recomputes the forward and
+warns if it cannot reproduce it). Its backward can run on two threads as a pipeline (a segment swept while the
 previous one is recomputed; ``RWW_NUMBA_PIPELINE``, off by default, see :data:`PIPELINE`).
 
 First call: the kernels are compiled once per dtype (tens of seconds) and cached on disk by numba
@@ -241,11 +243,16 @@ def _coupling_operand(dense: np.ndarray, coupling: torch.Tensor, np_dtype):
 def _use_split(batch: int, cp, n_steps: int) -> bool:
     """Whether one simulation's forward runs on two threads (:mod:`rww.ops.numba.split`,
     ``RWW_NODE_SPLIT=auto``)."""
-    value = os.environ.get("RWW_NODE_SPLIT", "off").strip().lower() or "off"
-    if value == "off":
-        return False                            # (split.py, which compiles atomics, not imported)
     from . import split
     return split.use_split(batch, cp, num_threads(), n_steps)
+
+
+def _check_switches():
+    """Raise on an invalid ``RWW_SYMMETRIC_COUPLING`` or ``RWW_NODE_SPLIT`` whichever kernels
+    run (with conduction delays neither applies, but a typo should not pass silently)."""
+    from . import split, symmetric
+    symmetric.enabled()
+    split.mode()
 
 
 def _delay_offsets(delays: torch.Tensor, n_nodes: int, max_delay: int, forward: bool) -> np.ndarray:
@@ -333,6 +340,7 @@ class NumbaBackend(ScanBackend):
     def forward(self, params, coupling, state, spec: ScanSpec, checkpoint_every: int,
                 delays=None) -> ForwardOutput:
         _check_dtype(params, coupling, state)
+        _check_switches()
         k = _kernels()
         dtype = state.dtype
         np_dtype = np.float32 if dtype == torch.float32 else np.float64
@@ -388,6 +396,7 @@ class NumbaBackend(ScanBackend):
                  grad_bold, grad_records: dict, grad_state, need_coupling_grad: bool = True,
                  delays=None):
         _check_dtype(params, coupling, checkpoints)
+        _check_switches()
         k = _kernels()
         dtype = checkpoints.dtype
         np_dtype = np.float32 if dtype == torch.float32 else np.float64
@@ -562,7 +571,9 @@ def _pipelined_backward(k, b, coef, cp, cpm, ckpt, hc, griffiths, spec, k_every,
 def warmup() -> float:
     """Compile (or load from numba's on-disk cache) every kernel variant: forward and adjoint,
     without and with conduction delays, float32 and float64. Returns the wall seconds it took
-    (``rww info`` reports it)."""
+    (``rww info`` reports it). The two-thread forward of ``RWW_NODE_SPLIT=auto``
+    (:mod:`rww.ops.numba.split`) is compiled on first use instead, once per layout of its
+    outputs (a few seconds each)."""
     from ...model import initial_state
     from ...params import get_preset, pack_parameters, resolve_haemo
 

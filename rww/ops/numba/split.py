@@ -19,13 +19,16 @@ checkpoint. A diverged step is seen by both threads at the next wait and stops b
 Synchronisation: LLVM atomics emitted by numba intrinsics (acquire loads, release stores), so
 that no flag load is hoisted out of a spin loop and what a thread wrote before its release is
 visible to the thread that acquires it. A waiting thread spins with ``pause`` for
-:data:`SPIN_CYCLES` cycles, then calls ``sched_yield`` on every check, so a core shared with
-another job slows the run down instead of stalling it.
+:data:`SPIN_CYCLES` cycles, then calls ``sched_yield`` on every check, so that on a core shared
+with another job the thread waited for can run.
 
-Switch: the environment variable ``RWW_NODE_SPLIT``: ``off`` (default), ``auto`` (batch 1, a
-coupling on the packed path, and at least two worker threads,
-:func:`rww.ops.numba.backend.num_threads`). It pays only with two otherwise idle cores: measured
-numbers are in bench/README.md (W7).
+Switch: the environment variable ``RWW_NODE_SPLIT``: ``off`` (default), ``auto`` (batch 1, no
+conduction delays, a coupling on the packed path with N >= 32, at least two worker threads,
+:func:`rww.ops.numba.backend.num_threads`, not on Windows). It pays only with two otherwise idle
+cores. On a machine where other jobs hold the cores it is much slower than one thread: measured
+1.2-16x slower at N = 400-1000 with a test suite or a spinning process beside it, since each step
+waits twice for the other thread, and a thread that has to wait for a descheduled partner loses
+a scheduler time slice. Measured numbers: bench/README.md (W7).
 """
 
 from __future__ import annotations

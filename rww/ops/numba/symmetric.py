@@ -22,7 +22,8 @@ diagonal follows the last row. About N^2 / 2 + 9 N values per matrix.
 
 Switch: the environment variable ``RWW_SYMMETRIC_COUPLING``, ``auto`` (default: the packed product
 for every exactly symmetric matrix of at least :data:`MIN_BYTES`) or ``off`` (always the dense
-product, e.g. to reproduce results of rww 0.2.0 and earlier bit for bit).
+product, e.g. to reproduce results of rww 0.1.0 bit for bit). Read at every call: set it before
+a forward and leave it until its backward, whose recomputation must reproduce the forward.
 
 The coupling operand of the kernels is the tuple ``(dense, packed, offsets, starts, symmetric,
 split)`` built by :func:`coupling_operand`: the dense ``(Bc, N, NP)`` matrix the kernels always
@@ -99,7 +100,7 @@ def split_row(offsets: np.ndarray) -> int:
 
 
 def coupling_operand(dense: np.ndarray, coupling: np.ndarray, dtype, min_bytes: int | None = None):
-    """The kernels' coupling operand ``(dense, packed, offsets, starts, symmetric)``.
+    """The kernels' coupling operand ``(dense, packed, offsets, starts, symmetric, split)``.
 
     Args:
         dense: ``(Bc, N, NP)`` the dense matrix as the kernels read it (C^T for the forward
@@ -109,9 +110,9 @@ def coupling_operand(dense: np.ndarray, coupling: np.ndarray, dtype, min_bytes: 
         dtype: the kernels' numpy dtype.
         min_bytes: size threshold (default :data:`MIN_BYTES`, read at call time).
 
-    Returns the tuple ``(dense, packed, offsets, starts, symmetric, split)``; ``split`` the row
-    of :func:`split_row` (0 when nothing is packed); ``symmetric`` int8 ``(Bc,)`` is 1 for each matrix that is exactly
-    symmetric (``C == C^T`` bitwise) when the dense copy holds at least ``min_bytes`` bytes and
+    Returns the tuple; ``split`` the row of :func:`split_row` (0 when nothing is packed);
+    ``symmetric`` int8 ``(Bc,)`` is 1 for each matrix that is exactly symmetric
+    (``np.array_equal(C, C^T)``) when the dense copy holds at least ``min_bytes`` bytes and
     :func:`enabled`;
     ``packed`` ``(Bc, L)`` holds those matrices' triangles (rows of the others stay zero and are
     never read), or is ``(0, 0)`` when no matrix qualifies."""
