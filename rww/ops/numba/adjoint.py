@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 from numba import njit
+from . import cache  # noqa: F401  (before any @njit(cache=True): the kernels' cache key)
 
 from .layout import (C_AE, C_AI, C_AMP, C_BE, C_BI, C_DE, C_DI, C_E0, C_EE, C_EI, C_G, C_GE, C_GI,
                      C_I0, C_IE, C_KE, C_KI, FASTMATH, FLUSH, H_DT, H_DTB, H_GAMMA, H_IALPHA,

@@ -47,8 +47,10 @@ warns if it cannot reproduce it). Its backward can run on two threads as a pipel
 previous one is recomputed; ``RWW_NUMBA_PIPELINE``, off by default, see :data:`PIPELINE`).
 
 First call: the kernels are compiled once per dtype (tens of seconds) and cached on disk by numba
-(``cache=True``; ``NUMBA_CACHE_DIR`` moves the cache). :func:`warmup` compiles or loads every
-variant and reports how long that took.
+(``cache=True``; ``NUMBA_CACHE_DIR`` moves the cache), keyed on the sources of every module
+of this package (:mod:`rww.ops.numba.cache`: numba alone would miss a change to a module that a
+kernel inlines from another file). :func:`warmup` compiles or loads every variant and reports
+how long that took.
 """
 
 from __future__ import annotations

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import numpy as np
 from numba import njit
+from . import cache  # noqa: F401  (before any @njit(cache=True): the kernels' cache key)
 
 from .forward import _nan_from, _sample_tr
 from .layout import FASTMATH, LANES, N_WROWS, W_CS, W_RE, W_RI, W_SE

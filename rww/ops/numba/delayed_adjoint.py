@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import numpy as np
 from numba import njit
+from . import cache  # noqa: F401  (before any @njit(cache=True): the kernels' cache key)
 
 from .adjoint import _adjoint_step, _bwd_begin, _flush, _step_tape_and_outputs
 from .delayed import _history_mismatches, _load_history, _step_delayed

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 from numba import njit
+from . import cache  # noqa: F401  (before any @njit(cache=True): the kernels' cache key)
 
 from .layout import FASTMATH, H_K1, H_K2, H_K3, H_SCALE, LANES, N_WROWS, W_Q, W_RE, W_RI, W_SE, W_SI, W_V
 

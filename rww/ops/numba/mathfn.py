@@ -10,6 +10,7 @@ import numpy as np
 from llvmlite import ir
 from numba import njit, types
 from numba.extending import intrinsic, overload
+from . import cache  # noqa: F401  (before any @njit(cache=True): the kernels' cache key)
 
 from .layout import FASTMATH, _OV_OPTIONS
 

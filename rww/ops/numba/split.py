@@ -43,6 +43,7 @@ from llvmlite import ir
 from numba import njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic
+from . import cache  # noqa: F401  (before any @njit(cache=True): the kernels' cache key)
 
 from .forward import _sample_tr
 from .layout import FASTMATH, LANES, N_WROWS, W_CS, W_RE, W_RI, W_SE
