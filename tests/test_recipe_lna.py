@@ -76,6 +76,14 @@ def test_cli_lna_options_are_checked(capsys, tmp_path):
     code, _, err = run_cli(capsys, "fit", "--demo", "--paper", "--lna-regional", "w_EE",
                            "--out", tmp_path / "p")
     assert code == 1 and "the LNA stage is part of the recipe; drop --paper" in err
+    code, _, err = run_cli(capsys, *[a for a in base if a != "--recipe"], "--candidates", "8",
+                           "--search", "cma", "--eval-dt", "0.5")
+    assert code == 1 and ("--search, --candidates, --eval-dt: option(s) of the fitting recipe, "
+                          "which this fit does not run; add --recipe") in err
+    code, _, err = run_cli(capsys, "fit", "--demo", "--paper", "--maps", "myelin",
+                           "--out", tmp_path / "p")
+    assert code == 1 and "--maps: option(s) of the fitting recipe, which this fit does not run; " \
+        "drop --paper" in err
     code, _, err = run_cli(capsys, *base, "--lna-iterations", "5")
     assert code == 1 and "--lna-iterations: the LNA stage is off (give --lna-regional" in err
     code, _, err = run_cli(capsys, *base, "--lna-regional", "none", "--lna-iterations", "5")

@@ -203,12 +203,16 @@ def run(args) -> int:
         raise ValueError("--paper: the seed paper's setting is a --demo variant; give --demo")
     if args.paper and args.recipe:
         raise ValueError("--paper and --recipe are two different fits; choose one")
-    from .recipe import lna_off
+    from .recipe import lna_off, recipe_only_given
+    advice = ("drop --paper (rww fit --demo runs the recipe)" if args.paper else
+              "add --recipe (or use --demo without --paper)")
     if not recipe and ((args.lna_regional is not None and not lna_off(args.lna_regional))
                        or args.lna_iterations is not None):
         raise ValueError("--lna-regional/--lna-iterations: the LNA stage is part of the recipe; "
-                         + ("drop --paper (rww fit --demo runs the recipe)" if args.paper else
-                            "add --recipe (or use --demo without --paper)"))
+                         + advice)
+    if not recipe and recipe_only_given(args):
+        raise ValueError(f"{', '.join(recipe_only_given(args))}: option(s) of the fitting recipe, "
+                         f"which this fit does not run; {advice}, or drop them")
     settings = dict(DEMO_DEFAULTS if args.demo and not recipe else FILE_DEFAULTS)
     if recipe:                    # the recipe's own defaults apply where these are not given
         for key in ("learn", "epochs", "lr"):

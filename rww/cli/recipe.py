@@ -78,6 +78,20 @@ def add_recipe_arguments(p):
                           "coarser only for quick checks)")
 
 
+# The recipe's options (destination, flag, parser default) that no other fit reads.
+RECIPE_ONLY = (("search", "--search", "lhs"), ("candidates", "--candidates", None),
+               ("generations", "--generations", 6), ("bounds", "--bounds", None),
+               ("search_dt", "--search-dt", None), ("maps", "--maps", None),
+               ("map_params", "--map-params", None), ("eval_realisations", "--eval-realisations", None),
+               ("eval_dt", "--eval-dt", 0.1))
+
+
+def recipe_only_given(args) -> list:
+    """The flags of :data:`RECIPE_ONLY` given a value other than their default (a fit without
+    the recipe would ignore them)."""
+    return [flag for dest, flag, default in RECIPE_ONLY if getattr(args, dest) != default]
+
+
 def _parse_bounds(text: str) -> dict:
     bounds = {}
     for item in filter(None, (s.strip() for s in text.split(","))):
