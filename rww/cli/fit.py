@@ -210,9 +210,10 @@ def run(args) -> int:
                        or args.lna_iterations is not None):
         raise ValueError("--lna-regional/--lna-iterations: the LNA stage is part of the recipe; "
                          + advice)
-    if not recipe and recipe_only_given(args):
-        raise ValueError(f"{', '.join(recipe_only_given(args))}: option(s) of the fitting recipe, "
-                         f"which this fit does not run; {advice}, or drop them")
+    given = [] if recipe else recipe_only_given(args)
+    if given:
+        raise ValueError(f"{', '.join(given)}: option(s) of the fitting recipe, which this fit "
+                         f"does not run; {advice}, or drop them")
     settings = dict(DEMO_DEFAULTS if args.demo and not recipe else FILE_DEFAULTS)
     if recipe:                    # the recipe's own defaults apply where these are not given
         for key in ("learn", "epochs", "lr"):

@@ -41,10 +41,11 @@ One simulation's forward runs on one thread: splitting its nodes across threads 
 per step (the coupling reads every node), which cost more than a whole step at N = 68 (about
 1 us). For a large symmetric connectome ``RWW_NODE_SPLIT=auto`` runs a batch of one on two
 threads (:mod:`rww.ops.numba.split`, off by default: it pays only with two otherwise idle cores);
-the outputs are bitwise those of one thread. Both switches are read at every call: set them before
-a forward and leave them unchanged until its backward (the backward recomputes the forward and
-warns if it cannot reproduce it). Its backward can run on two threads as a pipeline (a segment swept while the
-previous one is recomputed; ``RWW_NUMBA_PIPELINE``, off by default, see :data:`PIPELINE`).
+the outputs are bitwise those of one thread. A single simulation's backward can run on two
+threads as a pipeline (a segment swept while the previous one is recomputed;
+``RWW_NUMBA_PIPELINE``, off by default, see :data:`PIPELINE`). ``RWW_SYMMETRIC_COUPLING`` and
+``RWW_NODE_SPLIT`` are read at every call: set them before a forward and leave them unchanged
+until its backward (the backward recomputes the forward and warns if it cannot reproduce it).
 
 First call: the kernels are compiled once per dtype (tens of seconds) and cached on disk by numba
 (``cache=True``; ``NUMBA_CACHE_DIR`` moves the cache), keyed on the sources of every module
@@ -368,6 +369,7 @@ class NumbaBackend(ScanBackend):
         griffiths = int(spec.preset.code == 1)
         outs = (bold.numpy(), rec.numpy(), ckpt.numpy(), final.numpy(), first_bad.numpy())
 
+        cp = None                               # (the delayed kernels read ct directly)
         if _delayed(spec, delays):
             off = _delay_offsets(delays, n_nodes, spec.max_delay, True)
 
@@ -383,7 +385,7 @@ class NumbaBackend(ScanBackend):
                                  spec.n_steps, checkpoint_every, spec.t0, key0, key1,
                                  spec.sim_offset, rec_slot, *outs)
 
-        if not _delayed(spec, delays) and _use_split(batch, cp, spec.n_steps):
+        if cp is not None and _use_split(batch, cp, spec.n_steps):
             from . import split
             split.forward(cp, coef, state0, hc, griffiths, spec.steps_per_tr, spec.n_steps,
                           checkpoint_every, spec.t0, key0, key1, spec.sim_offset, rec_slot, *outs)

@@ -45,7 +45,7 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 from . import cache  # noqa: F401  (before any @njit(cache=True): the kernels' cache key)
 
-from .forward import _sample_tr
+from .forward import _nan_from, _sample_tr
 from .layout import FASTMATH, LANES, N_WROWS, W_CS, W_RE, W_RI, W_SE
 from .step import _haemo, _load_coefficients, _load_state, _noise, _step_local
 from .symmetric import partial_product
@@ -213,6 +213,8 @@ def rww_fwd_split_kernel(tid, lo, n_lanes, coef, cp, state0, hc64, griffiths, st
     other = 1 - tid
     own_bad = 0
     bad_step = -1
+    for i in range(n, NP):                  # padding lanes: no coupling input (never written)
+        W[W_CS * LANES + i] = 0.0
     for k in range(n_steps + 1):
         if k > 0:
             # the other thread's step k - 1: its S_E in xse[k & 1], its divergence count
@@ -235,8 +237,6 @@ def rww_fwd_split_kernel(tid, lo, n_lanes, coef, cp, state0, hc64, griffiths, st
         _wait_at_least(sync, PART + other * _STRIDE, k + 1)
         for i in range(n):
             W[W_CS * LANES + i] = part[0, lo + i] + part[1, lo + i]
-        for i in range(n, NP):
-            W[W_CS * LANES + i] = 0.0
         _noise(W, t0 + k, sim0, key0, key1, NP, lo)
         own_bad = _step_local(W, hc, griffiths, n, NP, False)
         if want_rates:
@@ -262,7 +262,9 @@ _POOL: ThreadPoolExecutor | None = None
 
 def _worker() -> ThreadPoolExecutor:
     """One dedicated thread for the second half (called under _RUN_LOCK): it only ever runs
-    halves of one simulation, whose other half runs in the calling thread."""
+    halves of one simulation, whose other half runs in the calling thread. Not the backend's
+    shared pool: the calling half spins while it waits, so its partner must start at once, not
+    queue behind another caller's tasks."""
     global _POOL
     if _POOL is None:
         _POOL = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rww-split")
@@ -274,8 +276,6 @@ def forward(cp, coef, state0, hc, griffiths, steps_per_tr, n_steps, k_every, t0,
     """``rww_fwd_kernel`` for simulation 0 of a batch of 1 (same arguments, the coupling operand
     ``cp`` on the packed path), on two threads. Outputs are bitwise those of the single-threaded
     kernel."""
-    from .forward import _nan_from
-
     N = state0.shape[2]
     lanes = cp[0].shape[2]
     edge = block_edge(N)
